@@ -1,0 +1,191 @@
+"""The `xrp` command line: simulate data sets, look at shots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from xray_platform import __version__
+
+app = typer.Typer(
+    help="xrp: is this X-ray diffraction shot one lattice or several, and to what resolution (Å) "
+    "does it diffract? Simulate shots, train, tune and serve models on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(msg: str) -> None:
+    err.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def version() -> None:
+    """Print the xrp version."""
+    console.print(f"xrp {__version__}")
+
+
+@app.command()
+def presets() -> None:
+    """List the data set presets (name, shots, task, model-input grid)."""
+    from xray_platform.presets import PRESETS
+
+    t = Table("preset", "shots", "task", "grid", "description")
+    for p in PRESETS.values():
+        t.add_row(p.name, f"{p.n_shots:,}", p.task, f"{p.grid.size}² to {p.grid.d_min_A} Å",
+                  p.description)
+    console.print(t)
+
+
+@app.command()
+def simulate(
+    preset: str = typer.Argument(..., help="Data set preset (see `xrp presets`), e.g. "
+                                 "quick-resolution, resmos2, master-baxter, user-sets."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory of the data set "
+                             "(created; rerunning the same command resumes it)."),
+    n: int | None = typer.Option(None, "-n", "--n-shots", help="Number of shots (default: the "
+                                 "preset's; for user-set presets: shots per set)."),
+    seed: int = typer.Option(0, "--seed", help="Data set seed: with the preset it fully "
+                             "determines every shot."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (e.g. "
+                                       "auto, ray://host:10001); default: a local Ray."),
+    full_frames: bool = typer.Option(False, "--full-frames", help="Also store full detector "
+                                     "frames (int32, big: ~25 MB raw per PILATUS 6M frame)."),
+    shard_size: int | None = typer.Option(None, "--shard-size", help="Shots per shard file "
+                                          "(one Ray task each)."),
+    num_cpus: int | None = typer.Option(None, "--num-cpus", help="CPUs for a local Ray "
+                                        "(default: all)."),
+) -> None:
+    """Simulate a labelled data set of still shots into sharded HDF5 files, in parallel on Ray."""
+    from xray_platform.presets import preset as get_preset
+
+    try:
+        p = get_preset(preset)
+    except ValueError as e:
+        _fail(str(e))
+    if n is not None:
+        if n < 1:
+            _fail(f"-n must be a positive number of shots, got {n}")
+        p = p.with_n(n)
+    if shard_size is not None and shard_size < 1:
+        _fail(f"--shard-size must be >= 1, got {shard_size}")
+    if seed < 0:
+        _fail(f"--seed must be >= 0, got {seed}")
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} exists and is not a directory")
+
+    from xray_platform.ray_simulate import simulate_dataset
+
+    console.print(f"simulating [bold]{p.name}[/]: {p.n_shots:,} shots, seed {seed}, "
+                  f"grid {p.grid.size}² to {p.grid.d_min_A} Å -> {out}")
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TextColumn("shots"), TimeElapsedColumn(),
+                  console=console, transient=False) as prog:
+        task = prog.add_task("simulating", total=p.n_shots)
+
+        def on_progress(done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total)
+
+        try:
+            summary = simulate_dataset(p, out, seed, full_frames=full_frames,
+                                       shard_size=shard_size, address=address,
+                                       num_cpus=num_cpus, on_progress=on_progress)
+        except ValueError as e:
+            _fail(str(e))
+    size_mb = sum(f.stat().st_size for f in out.glob("*.h5")) / 1e6
+    t = Table(show_header=False, title="xrp simulate: summary")
+    t.add_row("data set", str(out))
+    t.add_row("shots", f"{summary['n_shots']:,} ({summary['new_shots']:,} new, "
+              f"{summary['resumed_shards']} shard(s) already complete)")
+    if summary["new_shots"]:
+        t.add_row("hits (new shots)", f"{summary['hits']:,} "
+                  f"({100 * summary['hits'] / summary['new_shots']:.0f} %)")
+        t.add_row("multi-lattice (new)", f"{summary['multi']:,} "
+                  f"({100 * summary['multi'] / summary['new_shots']:.0f} %)")
+        t.add_row("wall time", f"{summary['wall_s']:.1f} s ({summary['shots_per_s']:.1f} shots/s,"
+                  f" {1000 * summary['cpu_s_per_shot']:.0f} ms CPU per shot)")
+    t.add_row("on disk", f"{size_mb:.1f} MB")
+    t.add_row("look at a shot", f"xrp show {out} --index 0")
+    console.print(t)
+
+
+@app.command()
+def show(
+    path: Path = typer.Argument(..., help="A data set directory, a shard .h5, or a detector "
+                                "file (.cbf, .cbf.gz, .cbf.bz2)."),
+    index: int = typer.Option(0, "--index", "-i", help="Shot index in the data set."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="PNG to write (default: "
+                                    "<name>_<index>.png in the current folder)."),
+    d_min: float = typer.Option(1.2, "--d-min", help="For detector files: grid edge (Å)."),
+    size: int = typer.Option(512, "--size", help="For detector files: grid size (cells)."),
+) -> None:
+    """Write a PNG of a shot: model input and detector frame with resolution rings, and labels."""
+    from xray_platform.plots import show_shot
+
+    if not path.exists():
+        _fail(f"{path} does not exist")
+    name = path.name.split(".")[0] if path.is_file() else path.name
+    png = out or Path(f"{name}_{index}.png")
+    if path.is_file() and ".cbf" in path.name:
+        import torch
+
+        from xray_platform.io.cbf import read_cbf
+        from xray_platform.physics.geometry import DetectorPreset, Geometry
+        from xray_platform.physics.qgrid import QGrid, frame_to_grid
+
+        try:
+            img, h = read_cbf(path)
+        except (ValueError, OSError) as e:
+            _fail(str(e))
+        if None in (h.wavelength_A, h.distance_mm, h.pixel_size_mm, h.beam_center_px):
+            _fail(f"{path}: header lacks geometry (wavelength, distance, pixel size, beam centre)")
+        det = DetectorPreset(h.detector or "file", "from file header", h.n_fast, h.n_slow,
+                             h.pixel_size_mm, h.n_fast, h.n_slow, 0, 0, 2**31 - 1)
+        geom = Geometry(det, h.distance_mm, h.wavelength_A, h.beam_center_px)
+        grid = QGrid(size, d_min)
+        inputs = frame_to_grid(torch.as_tensor(img), geom, grid).numpy()
+        record = {"detector": h.detector or "?", "distance_mm": h.distance_mm,
+                  "wavelength_A": h.wavelength_A, "energy_keV": geom.energy_keV}
+        show_shot(png, inputs, grid, img, geom, record, title=path.name)
+        console.print(f"wrote {png}")
+        return
+
+    from xray_platform.io.shots import ShotDataset
+    from xray_platform.physics.geometry import Geometry, detector
+    from xray_platform.physics.qgrid import QGrid
+
+    try:
+        ds = ShotDataset(path)
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    if not -len(ds) <= index < len(ds):
+        _fail(f"--index {index} out of range: the data set has {len(ds)} shots")
+    shot = ds[index]
+    rec = shot.record
+    grid_info = ds.attrs.get("grid") or {}
+    grid = QGrid(shot.inputs.shape[0], grid_info.get("d_min_A", 1.2))
+    geom = Geometry(detector(rec["detector"]), rec["distance_mm"], rec["wavelength_A"],
+                    (rec["beam_f0_px"], rec["beam_s0_px"]))
+    show_shot(png, shot.inputs, grid, shot.full_frame, geom, rec,
+              title=f"{path.name} shot {index} (seed {rec.get('seed')})")
+    console.print(f"wrote {png}")
+    console.print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                              for k, v in rec.items()}, indent=None)[:2000])
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+

@@ -1,0 +1,1 @@
+"""Reading and writing pixels, geometry and shot datasets."""

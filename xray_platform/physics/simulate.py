@@ -1,0 +1,544 @@
+"""Render still diffraction shots: Bragg spots, backgrounds, noise, detector artefacts, labels.
+
+Two renderings of the same :class:`ShotParams` (a seed fully determines one):
+
+- :func:`render_input`: the fast training path. Produces the model input on the reciprocal-space
+  grid of :mod:`qgrid` directly: spots are drawn pixel by pixel inside small boxes and Poisson
+  sampled; the smooth background of each grid cell is drawn straight from the distribution of the
+  maximum of the k Poisson pixels the cell covers (inverse CDF), never rendering the full frame.
+- :func:`render_frame`: the full detector frame (int32, gaps -1), for detector files, ``xrp show``
+  and comparisons with nanoBragg; :func:`qgrid.frame_to_grid` of it is statistically the fast path.
+
+Physics (per reflection hkl of lattice i, q = A_i (h, k, l), d = 1/|q|):
+  excitation error  eps = |k0 + q| - 1/lambda                 (distance to the Ewald sphere)
+  rocking width     sigma_eps^2 = (eta |q|)^2 + (div |q|)^2 + (bw lambda |q|^2 / 2)^2 + (0.5/L)^2
+                    (mosaic FWHM eta, divergence div, bandwidth bw = dlambda/lambda, domain size
+                    L; FWHM -> sigma by /2.355; the bandwidth term is d eps/dk = -2 sin^2 theta)
+  partiality        exp(-eps^2 / (2 sigma_eps^2)); Lorentz factor sigma_ref / sigma_eps (the
+                    integrated rocking curve of a still, normalised at |q| = 0.25 1/Å)
+  intensity         photons = scale * lattice_scale_i * |F|^2 * exp(-2 B s^2) * P * L * partiality
+                    with Wilson acentric |F|^2 (mean 1), B = 4 d_B^2 + 12, s = 1/(2d),
+                    P = (1 + cos^2 2t - K cos 2phi sin^2 2t) / 2 (Kahn polarisation, K = 0.99)
+  spot              centred where the ray along k1 = k0 + q meets the detector; 2D Gaussian
+                    profile integrated over pixels (erf).
+Background (photons per pixel): level * profile(1/d) * P * (p / 0.172 mm)^2 * (200 mm / D)^2 *
+cos^3 2t (pixel solid angle), profile = air + water ring + plastic/loop + hexagonal ice rings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from xray_platform.physics import crystal as xtal
+from xray_platform.physics.geometry import Beamstop, Geometry, detector
+from xray_platform.physics.labels import (
+    SPOT_BOX_PX,
+    b_factor,
+    lattice_labels,
+    resolution_labels,
+)
+from xray_platform.physics.qgrid import MASKED, QGrid, frame_to_grid, grid_on_detector
+
+#: Hexagonal ice (Ih) powder lines: d (Å) and relative intensity.
+ICE_RINGS_A = (3.897, 3.669, 3.441, 2.671, 2.249, 2.072, 1.948, 1.918, 1.883, 1.721)
+ICE_RING_WEIGHTS = (1.0, 0.6, 0.9, 0.25, 0.35, 0.3, 0.05, 0.2, 0.12, 0.05)
+#: Reference pixel and distance at which ``bg_level`` is the background in photons per pixel.
+BG_REF_PIXEL_MM = 0.172
+BG_REF_DISTANCE_MM = 200.0
+#: Polarisation fraction of the (horizontally polarised) beam, as in nanoBragg's default.
+POLARISATION_K = 0.99
+#: Reflections expected to give fewer photons than this are not rendered (noise-free truth
+#: still lists them for the labels).
+MIN_RENDER_PHOTONS = 0.05
+#: Rocking curves are followed out to this many sigma when enumerating reflections.
+EXCITATION_SIGMAS = 4.0
+FWHM_TO_SIGMA = 1.0 / 2.3548200450309493
+
+
+@dataclass(frozen=True)
+class ShotParams:
+    """Everything that defines one shot (sampled from a seed by :func:`sample_params`)."""
+
+    seed: int
+    detector: str
+    distance_mm: float
+    wavelength_A: float
+    beam_center_px: tuple[float, float]
+    beamstop: Beamstop | None
+    # crystal (crystal_form None: blank shot, no lattice)
+    crystal_form: str | None = None
+    U: tuple[tuple[tuple[float, ...], ...], ...] = ()  # one 3x3 rotation per lattice
+    lattice_scale: tuple[float, ...] = ()
+    misorientation_deg: tuple[float, ...] = ()  # lattice i (i >= 1) vs lattice 0
+    d_B: float = float("nan")
+    mosaic_deg: float = 0.2  # FWHM
+    domain_size_A: float = 2000.0
+    bandwidth: float = 1e-3  # dlambda/lambda FWHM
+    divergence_mrad: float = 0.05  # FWHM
+    spot_sigma_px: float = 0.8
+    spot_scale: float = 1000.0  # photons of a full reflection with |F|^2 = 1, no falloff
+    sf_seed: int = 0
+    # background
+    bg_level: float = 2.0  # photons / pixel at 200 mm for 0.172 mm pixels
+    air: float = 0.3
+    water: float = 1.0
+    plastic: float = 0.2
+    ice: float = 0.0  # ice ring strength (0: no ice)
+    ice_width_invA: float = 0.002
+    # detector response
+    hot_pixels: int = 0
+    dead_pixels: int = 0
+    gain: float = 1.0  # ADU per photon (photon counters: 1)
+    read_noise: float = 0.0  # ADU rms (photon counters: 0)
+
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry(detector(self.detector), self.distance_mm, self.wavelength_A,
+                        self.beam_center_px, self.beamstop)
+
+    @property
+    def n_lattices(self) -> int:
+        return len(self.U)
+
+    @property
+    def B_factor(self) -> float:
+        return b_factor(self.d_B) if self.n_lattices else float("nan")
+
+    def A_matrices(self) -> list[np.ndarray]:
+        if not self.n_lattices:
+            return []
+        B = xtal.CRYSTAL_FORMS[self.crystal_form].cell.B()
+        return [np.asarray(u) @ B for u in self.U]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["beamstop"] = asdict(self.beamstop) if self.beamstop else None
+        return d
+
+
+# ----------------------------------------------------------------------------------------
+# Reflections: positions, intensities and the per-reflection truth used by the labels
+# ----------------------------------------------------------------------------------------
+@dataclass
+class Reflections:
+    hkl: torch.Tensor  # (n, 3) int64
+    lattice: torch.Tensor  # (n,) int64
+    d_A: torch.Tensor  # (n,)
+    f: torch.Tensor  # spot centre, fast (px)
+    s: torch.Tensor  # spot centre, slow (px)
+    excitation: torch.Tensor  # 1/Å
+    photons: torch.Tensor  # expected total spot photons
+    S: torch.Tensor  # expected spot photons in the SPOT_BOX_PX box at the centre pixel
+    Bg: torch.Tensor  # expected background photons in that box
+    on_active: torch.Tensor  # bool: centre on an active pixel
+
+    def __len__(self) -> int:
+        return int(self.hkl.shape[0])
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in self.__dict__.items()}
+
+
+def rocking_sigma(p: ShotParams, q_len: torch.Tensor) -> torch.Tensor:
+    """Width (1/Å, sigma) of a reflection's rocking curve in excitation error (module doc)."""
+    eta = math.radians(p.mosaic_deg) * FWHM_TO_SIGMA
+    div = p.divergence_mrad * 1e-3 * FWHM_TO_SIGMA
+    bw = p.bandwidth * FWHM_TO_SIGMA * p.wavelength_A / 2.0
+    dom = 0.5 / p.domain_size_A
+    return torch.sqrt((eta * q_len) ** 2 + (div * q_len) ** 2 + (bw * q_len**2) ** 2 + dom**2)
+
+
+def polarisation(cos2t: torch.Tensor, cos2phi: torch.Tensor) -> torch.Tensor:
+    """Kahn polarisation factor for a beam polarised along +x (fast) with fraction K."""
+    sin2 = 1.0 - cos2t * cos2t
+    return 0.5 * (1.0 + cos2t * cos2t - POLARISATION_K * cos2phi * sin2)
+
+
+def background_profile(p: ShotParams, inv_d: torch.Tensor) -> torch.Tensor:
+    """Dimensionless background scattering vs 1/d (1/Å): air + water + plastic + ice."""
+    s = inv_d
+    air = p.air / (1.0 + (s / 0.1) ** 2)
+    water = p.water * (
+        torch.exp(-0.5 * ((s - 0.312) / 0.042) ** 2)
+        + 0.45 * torch.exp(-0.5 * ((s - 0.52) / 0.09) ** 2)
+        + 0.12 * torch.exp(-0.5 * (s / 0.25) ** 2)
+    )
+    plastic = p.plastic * torch.exp(-0.5 * ((s - 0.215) / 0.03) ** 2)
+    out = 0.05 + air + water + plastic
+    if p.ice > 0:
+        for d_ice, w in zip(ICE_RINGS_A, ICE_RING_WEIGHTS, strict=True):
+            out = out + p.ice * w * torch.exp(-0.5 * ((s - 1.0 / d_ice) / p.ice_width_invA) ** 2)
+    return out
+
+
+def _profile_lookup(p: ShotParams, inv_d: torch.Tensor) -> torch.Tensor:
+    """:func:`background_profile` by linear interpolation in a table (it depends on 1/d only;
+    the table step is well below the narrowest ice ring)."""
+    n = 4096
+    top = float(inv_d.max()) * 1.0001 + 1e-6 if inv_d.numel() else 1.0
+    step = top / (n - 1)
+    table = background_profile(p, torch.arange(n, device=inv_d.device, dtype=torch.float64)
+                               * step).to(inv_d.dtype)
+    pos = inv_d / step
+    i0 = pos.long().clamp(0, n - 2)
+    w = pos - i0
+    return table[i0] * (1 - w) + table[i0 + 1] * w
+
+
+def background_photons(p: ShotParams, geom: Geometry, inv_d: torch.Tensor,
+                       cos2phi: torch.Tensor) -> torch.Tensor:
+    """Expected background photons per pixel at resolution 1/d with cos(2 phi) of its azimuth
+    (phi from the +fast axis, the polarisation direction)."""
+    sin_t = inv_d * (geom.wavelength_A / 2.0)
+    cos2t = 1.0 - 2.0 * sin_t * sin_t
+    scale = p.bg_level * (geom.pixel_mm / BG_REF_PIXEL_MM) ** 2
+    scale *= (BG_REF_DISTANCE_MM / geom.distance_mm) ** 2
+    return scale * _profile_lookup(p, inv_d) * polarisation(cos2t, cos2phi) * cos2t**3
+
+
+def background_per_pixel(p: ShotParams, geom: Geometry, x_mm: torch.Tensor,
+                         y_mm: torch.Tensor) -> torch.Tensor:
+    """Expected background photons per pixel at detector-plane positions (mm from the beam)."""
+    rho2 = x_mm * x_mm + y_mm * y_mm
+    cos2t = geom.distance_mm / torch.sqrt(rho2 + geom.distance_mm**2)
+    inv_d = torch.sqrt(torch.clamp(2.0 * (1.0 - cos2t), min=0.0)) / geom.wavelength_A
+    cos2phi = torch.where(rho2 > 0, (x_mm * x_mm - y_mm * y_mm) / torch.clamp(rho2, min=1e-12),
+                          torch.ones_like(rho2))
+    return background_photons(p, geom, inv_d, cos2phi)
+
+
+def _box_fraction(centre: torch.Tensor, lo: torch.Tensor, n: int, sigma: float) -> torch.Tensor:
+    """Fraction of a 1D Gaussian (mean centre, sigma px) on pixels lo .. lo+n-1: (m, n)."""
+    edges = lo[:, None] + torch.arange(n + 1, device=centre.device, dtype=centre.dtype) - 0.5
+    cdf = 0.5 * (1.0 + torch.erf((edges - centre[:, None]) / (sigma * math.sqrt(2.0))))
+    return cdf[:, 1:] - cdf[:, :-1]
+
+
+def predict_reflections(p: ShotParams, d_min_A: float | None = None,
+                        device: torch.device | str | None = None,
+                        sf: torch.Tensor | None = None) -> Reflections:
+    """All reflections near the Ewald sphere of every lattice whose spots reach the detector,
+    with expected photons and the label truth (S, Bg, on_active).
+
+    d_min_A: resolution cut (default: the detector's corner resolution). sf: optional fixed
+    |F|^2 per reflection (for tests); default Wilson random per hkl from ``sf_seed``."""
+    geom = p.geometry
+    dt = torch.float64
+    empty = torch.zeros(0, device=device, dtype=dt)
+    if p.n_lattices == 0:
+        e = empty
+        return Reflections(torch.zeros((0, 3), dtype=torch.long, device=device),
+                           torch.zeros(0, dtype=torch.long, device=device), e, e, e, e, e, e, e,
+                           torch.zeros(0, dtype=torch.bool, device=device))
+    d_min = d_min_A or geom.corner_resolution_A
+    inv_lam = 1.0 / p.wavelength_A
+    max_exc = EXCITATION_SIGMAS * float(rocking_sigma(p, torch.tensor(1.0 / d_min, dtype=dt)))
+    parts = []
+    for i, A in enumerate(p.A_matrices()):
+        At = torch.as_tensor(A, dtype=dt, device=device)
+        hkl, q, eps = xtal.reflections_near_ewald(At, p.wavelength_A, d_min, max_exc)
+        parts.append((hkl, q, eps, torch.full((len(hkl),), i, dtype=torch.long, device=device)))
+    hkl = torch.cat([t[0] for t in parts])
+    q = torch.cat([t[1] for t in parts])
+    eps = torch.cat([t[2] for t in parts])
+    lattice = torch.cat([t[3] for t in parts])
+
+    q_len = torch.linalg.norm(q, dim=1)
+    d = 1.0 / q_len
+    k1 = q.clone()
+    k1[:, 2] += inv_lam
+    f, s = geom.project(k1)
+    on_plane = torch.isfinite(f)
+    nf, ns = geom.detector.n_fast, geom.detector.n_slow
+    on_det = on_plane & (f > -0.5) & (f < nf - 0.5) & (s > -0.5) & (s < ns - 0.5)
+    keep = on_det
+    hkl, q, eps, lattice, q_len, d, k1, f, s = (
+        t[keep] for t in (hkl, q, eps, lattice, q_len, d, k1, f, s)
+    )
+
+    sig = rocking_sigma(p, q_len)
+    sig_ref = rocking_sigma(p, torch.tensor(0.25, dtype=dt, device=device))
+    partiality = torch.exp(-0.5 * (eps / sig) ** 2)
+    lorentz = sig_ref / sig
+    k1n = k1 / torch.linalg.norm(k1, dim=1, keepdim=True)
+    cos2t = k1n[:, 2]
+    rho2 = k1n[:, 0] ** 2 + k1n[:, 1] ** 2
+    cos2phi = torch.where(rho2 > 0, (k1n[:, 0] ** 2 - k1n[:, 1] ** 2) / rho2.clamp(min=1e-30),
+                          torch.ones_like(rho2))
+    if sf is None:
+        sf = xtal.wilson_intensities(hkl, p.sf_seed).to(dt)
+    lat_scale = torch.as_tensor(p.lattice_scale, dtype=dt, device=device)[lattice]
+    photons = (p.spot_scale * lat_scale * sf * xtal.debye_waller(d, p.B_factor)
+               * polarisation(cos2t, cos2phi) * lorentz * partiality)
+
+    # label truth: S and Bg in the SPOT_BOX_PX box centred on the spot's pixel
+    half = SPOT_BOX_PX // 2
+    fx = _box_fraction(f, torch.round(f) - half, SPOT_BOX_PX, p.spot_sigma_px).sum(1)
+    fy = _box_fraction(s, torch.round(s) - half, SPOT_BOX_PX, p.spot_sigma_px).sum(1)
+    S = photons * fx * fy
+    x, y = geom.xy_mm(f, s)
+    Bg = SPOT_BOX_PX**2 * background_per_pixel(p, geom, x, y)
+    on_active = geom.is_active(f, s)
+    return Reflections(hkl, lattice, d, f, s, eps, photons, S, Bg, on_active)
+
+
+# ----------------------------------------------------------------------------------------
+# Labels
+# ----------------------------------------------------------------------------------------
+def shot_labels(p: ShotParams, refl: Reflections) -> dict:
+    """The label + geometry record of a shot (definitions in :mod:`labels`)."""
+    r = refl.numpy()
+    if len(refl):
+        res = resolution_labels(r["d_A"], r["S"], r["Bg"], r["on_active"], r["lattice"],
+                                p.n_lattices)
+    else:
+        res = resolution_labels(np.ones(0), np.zeros(0), np.zeros(0))
+    geom = p.geometry
+    rec = {
+        "seed": int(p.seed),
+        **lattice_labels(p.n_lattices),
+        "hit": bool(res.hit),
+        "n_detectable": res.n_detectable,
+        "d_vis": res.d_vis,
+        "d_B": float(p.d_B) if p.n_lattices else float("nan"),
+        "B_factor": p.B_factor,
+        "misorientation_deg": json.dumps([round(a, 4) for a in p.misorientation_deg]),
+        "max_misorientation_deg": max(p.misorientation_deg) if p.misorientation_deg else 0.0,
+        "n_detectable_per_lattice": json.dumps(res.n_detectable_per_lattice),
+        "crystal_form": p.crystal_form or "",
+        "detector": p.detector,
+        "distance_mm": float(p.distance_mm),
+        "wavelength_A": float(p.wavelength_A),
+        "energy_keV": geom.energy_keV,
+        "pixel_mm": geom.pixel_mm,
+        "beam_f0_px": float(p.beam_center_px[0]),
+        "beam_s0_px": float(p.beam_center_px[1]),
+        "corner_resolution_A": geom.corner_resolution_A,
+        "edge_resolution_A": geom.edge_resolution_A,
+        "mosaic_deg": float(p.mosaic_deg),
+        "spot_scale": float(p.spot_scale),
+        "bg_level": float(p.bg_level),
+        "ice": float(p.ice),
+    }
+    if res.hit and not math.isfinite(res.d_vis):
+        raise AssertionError("a hit must have a finite d_vis")
+    return rec
+
+
+# ----------------------------------------------------------------------------------------
+# Rendering
+# ----------------------------------------------------------------------------------------
+def _generator(p: ShotParams, device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(int(np.random.SeedSequence([p.seed, 7]).generate_state(1)[0]))
+    return g
+
+
+def render_box_px(p: ShotParams) -> int:
+    """Side of the box each spot is rendered in: +-3.5 sigma of its profile."""
+    return 2 * math.ceil(3.5 * p.spot_sigma_px) + 1
+
+
+def _render_spot_boxes(p: ShotParams, geom: Geometry, refl: Reflections):
+    """Expected spot photons and the background under each spot, on the pixels of the boxes of
+    the spots expected to give at least MIN_RENDER_PHOTONS photons.
+
+    Returns (f_idx, s_idx, spot_photons, bg_photons) flattened over boxes; the background is
+    taken at the spot centre (it is smooth over a few pixels)."""
+    keep = refl.photons >= MIN_RENDER_PHOTONS
+    f, s, ph = refl.f[keep], refl.s[keep], refl.photons[keep]
+    n = render_box_px(p)
+    half = n // 2
+    f_lo = torch.round(f) - half
+    s_lo = torch.round(s) - half
+    fx = _box_fraction(f, f_lo, n, p.spot_sigma_px)
+    fy = _box_fraction(s, s_lo, n, p.spot_sigma_px)
+    spot = ph[:, None, None] * fy[:, :, None] * fx[:, None, :]
+    x, y = geom.xy_mm(f, s)
+    bg = background_per_pixel(p, geom, x, y)[:, None, None].expand_as(spot)
+    ar = torch.arange(n, device=f.device, dtype=f.dtype)
+    fi = (f_lo[:, None, None] + ar[None, None, :]).expand_as(spot)
+    si = (s_lo[:, None, None] + ar[None, :, None]).expand_as(spot)
+    fi, si, spot, bg = fi.reshape(-1), si.reshape(-1), spot.reshape(-1), bg.reshape(-1)
+    inside = (fi >= 0) & (fi < geom.detector.n_fast) & (si >= 0) & (si < geom.detector.n_slow)
+    return fi[inside].long(), si[inside].long(), spot[inside], bg[inside]
+
+
+def sample_max_poisson(mu: torch.Tensor, n: torch.Tensor, generator: torch.Generator,
+                       ) -> torch.Tensor:
+    """One draw of max(X_1..X_n), X_j ~ Poisson(mu) i.i.d., per element, by inverse CDF:
+    P(max <= m) = F(m)^n, so max = min{m : F(m) >= u^(1/n)} for u ~ U(0, 1).
+
+    The Poisson CDF is summed term by term for mu <= 40 (all elements advance together, the
+    finished ones are dropped every few terms: cheaper than compacting at every term); above,
+    a continuity-corrected normal quantile (the Poisson is then close to normal)."""
+    shape = mu.shape
+    mu = mu.reshape(-1).to(torch.float32)
+    n = n.reshape(-1).to(torch.float64)
+    u = torch.rand(mu.shape, generator=generator, device=mu.device, dtype=torch.float64)
+    v = torch.exp(torch.log(u.clamp(min=1e-300)) / n)  # quantile level of a single Poisson
+    v = v.clamp(max=1.0 - 1e-6).to(torch.float32)  # float32 CDF sums are good to ~1e-7
+    out = torch.zeros_like(mu)
+    big = mu > 40.0
+    if bool(big.any()):
+        z = torch.special.ndtri(v[big].double()).float()
+        out[big] = torch.floor(mu[big] + torch.sqrt(mu[big]) * z + 0.5).clamp(min=0)
+        idx = torch.nonzero(~big).squeeze(1)
+        m_mu, m_v = mu[idx], v[idx]
+    else:
+        idx, m_mu, m_v = None, mu, v
+    pmf = torch.exp(-m_mu)
+    cdf = pmf.clone()
+    cnt = torch.zeros_like(m_mu)
+    k = 0
+    while m_mu.numel() and k < 400:  # mu <= 40: P(X > 400) ~ 1e-200
+        for _ in range(8):
+            cnt += (cdf < m_v).float()  # once cdf >= v it stays so: extra terms add nothing
+            k += 1
+            pmf = pmf * m_mu / k
+            cdf = cdf + pmf
+        still = cdf < m_v
+        if bool(still.all()):
+            continue
+        done = ~still
+        if idx is None:
+            idx = torch.arange(mu.numel(), device=mu.device)
+        out[idx[done]] = cnt[done]
+        idx, m_mu, m_v, pmf, cdf, cnt = (t[still] for t in (idx, m_mu, m_v, pmf, cdf, cnt))
+    if idx is not None and idx.numel():
+        out[idx] = cnt
+    return out.reshape(shape)
+
+
+def _detector_response(p: ShotParams, counts: torch.Tensor, max_counts: int,
+                       g: torch.Generator) -> torch.Tensor:
+    """Gain, read noise (integrating detectors) and saturation, on photon counts."""
+    if p.gain != 1.0 or p.read_noise > 0:
+        noise = torch.randn(counts.shape, generator=g, device=counts.device) * p.read_noise
+        counts = torch.round(counts * p.gain + noise).clamp(min=0)
+    return counts.clamp(max=max_counts)
+
+
+def render_input(p: ShotParams, grid: QGrid, device=None,
+                 refl: Reflections | None = None) -> torch.Tensor:
+    """The model input (grid.size, grid.size) float32, masked cells = -1 (fast path)."""
+    geom = p.geometry
+    g = _generator(p, device)
+    det = geom.detector
+    img = torch.full((grid.size * grid.size,), MASKED, dtype=torch.float32, device=device)
+    fc, sc, cos2t, reachable = grid.pixels_of_cells(geom, device)
+    covered = reachable & grid_on_detector(geom, fc, sc)
+    cells = torch.nonzero(covered).squeeze(1)
+    gx, gy = grid.flat_centres(device)
+    gx, gy = gx[cells], gy[cells]
+    g2 = gx * gx + gy * gy
+    cos2phi = torch.where(g2 > 0, (gx * gx - gy * gy) / g2.clamp(min=1e-20), torch.ones_like(g2))
+    mu = background_photons(p, geom, torch.sqrt(g2), cos2phi)
+    if geom.beamstop is not None:
+        x, y = geom.xy_mm(fc[cells], sc[cells])
+        mu = torch.where(geom.beamstop.shadow(x, y), mu * geom.beamstop.transmission, mu)
+    k = grid.pixels_per_cell(geom, cos2t[cells].clamp(min=1e-3))
+    # integer number of pixels per cell, >= 1, stochastically rounded to keep the mean
+    kf = torch.floor(k)
+    k_int = kf + (torch.rand(k.shape, generator=g, device=k.device) < (k - kf)).float()
+    img[cells] = sample_max_poisson(mu, k_int.clamp(min=1.0), g)
+
+    if refl is None:
+        refl = predict_reflections(p, d_min_A=max(grid.d_min_A, geom.corner_resolution_A),
+                                   device=device)
+    if len(refl):
+        fi, si, spot, bg = _render_spot_boxes(p, geom, refl)
+        lam = spot + bg
+        ok = ~det.gap_mask_tensor(fi.device)[si, fi]
+        if geom.beamstop is not None:
+            x, y = geom.xy_mm(fi.to(spot.dtype), si.to(spot.dtype))
+            shadow = geom.beamstop.shadow(x, y)
+            lam = torch.where(shadow, lam * geom.beamstop.transmission, lam)
+        counts = torch.poisson(lam.float(), generator=g)
+        gx, gy = grid.g_of_pixels(geom, fi.float(), si.float())
+        row, col = grid.cell_index(gx, gy)
+        flat = row * grid.size + col
+        ok &= (row >= 0) & covered[flat.clamp(min=0)]  # masked cells stay masked
+        flat = flat[ok]
+        img.scatter_reduce_(0, flat, counts[ok], reduce="amax", include_self=True)
+    if p.hot_pixels and cells.numel():
+        pick = torch.randint(cells.numel(), (p.hot_pixels,), generator=g, device=cells.device)
+        img[cells[pick]] = float(min(det.max_counts, 50000))
+    img = torch.where(img >= 0, _detector_response(p, img, det.max_counts, g), img)
+    return img.view(grid.size, grid.size)
+
+
+def expected_frame(p: ShotParams, device=None, refl: Reflections | None = None,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise-free (spots, background) photon images (slow, fast), float32."""
+    geom = p.geometry
+    s_idx, f_idx = geom.pixel_indices(device)
+    x, y = geom.xy_mm(f_idx, s_idx)
+    bg = background_per_pixel(p, geom, x, y)
+    spots = torch.zeros(geom.detector.shape, dtype=torch.float64, device=device)
+    if refl is None:
+        refl = predict_reflections(p, device=device)
+    if len(refl):
+        fi, si, spot, _ = _render_spot_boxes(p, geom, refl)
+        spots.index_put_((si, fi), spot, accumulate=True)
+    spots = spots.float()
+    if geom.beamstop is not None:
+        shadow = geom.beamstop_mask(device)
+        bg = torch.where(shadow, bg * geom.beamstop.transmission, bg)
+        spots = torch.where(shadow, spots * geom.beamstop.transmission, spots)
+    return spots, bg
+
+
+def render_frame(p: ShotParams, device=None, refl: Reflections | None = None) -> torch.Tensor:
+    """The full detector frame (slow, fast) int32 as a detector writes it: Poisson photons,
+    gain/read noise, saturation, hot and dead pixels, gap pixels = -1."""
+    geom = p.geometry
+    det = geom.detector
+    g = _generator(p, device)
+    spots, bg = expected_frame(p, device, refl)
+    counts = torch.poisson(spots + bg, generator=g)
+    counts = _detector_response(p, counts, det.max_counts, g)
+    n_pix = det.n_fast * det.n_slow
+    if p.hot_pixels:
+        idx = torch.randint(n_pix, (p.hot_pixels,), generator=g, device=counts.device)
+        counts.view(-1)[idx] = float(min(det.max_counts, 50000))
+    if p.dead_pixels:
+        idx = torch.randint(n_pix, (p.dead_pixels,), generator=g, device=counts.device)
+        counts.view(-1)[idx] = 0.0
+    gaps = det.gap_mask_tensor(counts.device)
+    counts = torch.where(gaps, torch.full_like(counts, -1.0), counts)
+    return counts.to(torch.int32)
+
+
+@dataclass
+class SimulatedShot:
+    params: ShotParams
+    inputs: np.ndarray | None  # model input (grid), float32, masked = -1
+    record: dict  # labels + geometry
+    frame: np.ndarray | None = None  # full detector frame, int32, gaps = -1
+    reflections: Reflections | None = field(default=None, repr=False)
+
+
+def simulate(p: ShotParams, grid: QGrid | None = None, full_frame: bool = False,
+             device=None) -> SimulatedShot:
+    """Render one shot: model input on ``grid`` (fast path) and/or the full frame, plus labels."""
+    geom = p.geometry
+    refl = predict_reflections(p, d_min_A=geom.corner_resolution_A, device=device)
+    inputs = None
+    if grid is not None:
+        # spots finer than the grid's edge cannot land on it: skip them for the input
+        sel = refl.d_A >= grid.d_min_A * 0.999
+        sub = Reflections(**{k: v[sel] for k, v in refl.__dict__.items()})
+        inputs = render_input(p, grid, device, refl=sub).cpu().numpy()
+    frame = render_frame(p, device, refl).cpu().numpy() if full_frame else None
+    return SimulatedShot(p, inputs, shot_labels(p, refl), frame, refl)
+
+
+def frame_input(frame: np.ndarray, p: ShotParams, grid: QGrid) -> np.ndarray:
+    """The model input of a full frame via the exact slow mapping (for validation)."""
+    return frame_to_grid(torch.as_tensor(frame), p.geometry, grid).numpy()

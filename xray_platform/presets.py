@@ -1,0 +1,158 @@
+"""Dataset presets: the shapes of the data sets the seed (resonet) used, plus tiny quick ones.
+
+Every preset records its parameters in the data set it writes (manifest and shard provenance).
+A preset maps (dataset seed, shot index) to the parameters of one shot, so any shot of any data
+set can be regenerated from its seed alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from xray_platform.physics import crystal as xtal
+from xray_platform.physics.geometry import detector
+from xray_platform.physics.qgrid import QGrid
+from xray_platform.physics.sampling import SimConfig, sample_params, shot_seed
+from xray_platform.physics.simulate import ShotParams
+
+#: Target resolutions of the 26 user data sets span this range (Å).
+USER_SET_RANGE_A = (1.42, 5.45)
+#: Shots per user set cycle through these sizes.
+USER_SET_SIZES = (500, 700, 1800)
+
+
+@dataclass(frozen=True)
+class UserSet:
+    """One crystal measured at a fixed setup: many shots at one target resolution (d_B, Å)."""
+
+    set_id: int
+    n_shots: int
+    target_resolution_A: float
+    fixed: dict = field(default_factory=dict)  # ShotParams fields shared by the set
+
+
+@dataclass(frozen=True)
+class DatasetPreset:
+    name: str
+    description: str
+    n_shots: int
+    sim: SimConfig
+    grid: QGrid = QGrid()
+    task: str = "resolution"  # what the set is for: resolution | lattice | user-sets
+    user_sets: tuple[UserSet, ...] = ()
+    shard_size: int = 250
+
+    def __post_init__(self) -> None:
+        if self.user_sets and sum(u.n_shots for u in self.user_sets) != self.n_shots:
+            raise ValueError(f"preset {self.name}: user set sizes do not add up to n_shots")
+
+    def with_n(self, n: int) -> DatasetPreset:
+        """The same distribution with n shots (user sets: n per set, at most their size)."""
+        if n < 1:
+            raise ValueError(f"number of shots must be >= 1, got {n}")
+        if not self.user_sets:
+            return replace(self, n_shots=n)
+        sets = tuple(replace(u, n_shots=min(n, u.n_shots)) for u in self.user_sets)
+        return replace(self, user_sets=sets, n_shots=sum(u.n_shots for u in sets))
+
+    def user_set_of(self, index: int) -> UserSet | None:
+        start = 0
+        for u in self.user_sets:
+            if index < start + u.n_shots:
+                return u
+            start += u.n_shots
+        return None
+
+    def params(self, seed: int, index: int) -> ShotParams:
+        """Parameters of shot ``index`` of this preset's data set with seed ``seed``."""
+        if not 0 <= index < self.n_shots:
+            raise IndexError(f"shot {index} outside 0..{self.n_shots - 1}")
+        u = self.user_set_of(index)
+        return sample_params(shot_seed(seed, index), self.sim, **(u.fixed if u else {}))
+
+    def extra_columns(self, index: int) -> dict:
+        """Columns only user-set data sets have (set id and target resolution)."""
+        if not self.user_sets:
+            return {}
+        u = self.user_set_of(index)
+        return {"set_id": u.set_id, "target_resolution_A": u.target_resolution_A}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["sim"] = self.sim.to_dict()
+        return d
+
+
+def make_user_sets(n_sets: int, sizes: tuple[int, ...], seed: int = 2024) -> tuple[UserSet, ...]:
+    """User data sets: each one crystal form, one detector/distance/wavelength and one
+    crystal quality (d_B = target, mosaicity, exposure), orientations random per shot."""
+    rng = np.random.default_rng(seed)
+    targets = np.linspace(*USER_SET_RANGE_A, n_sets)
+    forms = sorted(xtal.CRYSTAL_FORMS)
+    sets = []
+    for i, target in enumerate(targets):
+        det = detector(("pilatus6m", "eiger16m")[i % 2])
+        wavelength = float(rng.uniform(0.9, 1.3))
+        # a setup whose detector edge reaches past the target, as a beamline scientist would
+        edge = 0.85 * target
+        theta = math.asin(min(wavelength / (2 * edge), 0.99))
+        half_width = 0.5 * min(det.n_fast, det.n_slow) * det.pixel_mm
+        distance = float(np.clip(half_width / math.tan(2 * theta), 100.0, 400.0))
+        fixed = {
+            "crystal_form": forms[int(rng.integers(len(forms)))],
+            "detector": det.name,
+            "distance_mm": distance,
+            "wavelength_A": wavelength,
+            "d_B": float(target),
+            "mosaic_deg": float(math.exp(rng.uniform(math.log(0.05), math.log(0.5)))),
+            "spot_scale": float(math.exp(rng.uniform(math.log(300), math.log(1e4)))),
+            "bg_level": float(math.exp(rng.uniform(math.log(0.5), math.log(5)))),
+            "sf_seed": int(rng.integers(2**31)),
+        }
+        sets.append(UserSet(i, sizes[i % len(sizes)], float(round(target, 3)), fixed))
+    return tuple(sets)
+
+
+_SINGLE = SimConfig(n_lattices={0: 0.05, 1: 0.95})
+_BAXTER = SimConfig(n_lattices={0: 0.02, 1: 0.49, 2: 0.3, 3: 0.13, 4: 0.06},
+                    misorientation="gaussian", misorientation_sigma_deg=10.0)
+_UNIFORM = SimConfig(n_lattices={0: 0.02, 1: 0.49, 2: 0.3, 3: 0.13, 4: 0.06},
+                     misorientation="uniform", misorientation_range_deg=(1.0, 180.0))
+_QUICK_GRID = QGrid(size=128)
+_FULL_USER_SETS = make_user_sets(26, USER_SET_SIZES)
+
+PRESETS: dict[str, DatasetPreset] = {
+    p.name: p
+    for p in (
+        DatasetPreset("resmos2", "RESMOS2-shaped resolution set: 10,000 single-lattice shots "
+                      "(5 % blanks), random detector/distance/wavelength", 10_000, _SINGLE),
+        DatasetPreset("master", "Master-shaped resolution set: 45,000 single-lattice shots",
+                      45_000, _SINGLE),
+        DatasetPreset("master-baxter", "Master_baxter-shaped lattice set: 100,000 shots, half "
+                      "multi-lattice, Gaussian misorientation (sigma 10 deg)", 100_000, _BAXTER,
+                      task="lattice"),
+        DatasetPreset("uniform", "Uniform-shaped lattice set: 50,000 shots, half multi-lattice, "
+                      "uniform misorientation 1-180 deg", 50_000, _UNIFORM, task="lattice"),
+        DatasetPreset("user-sets", "26 user data sets of 500, 700 or 1,800 shots, each one "
+                      "crystal at a target resolution in 1.42-5.45 Å",
+                      sum(u.n_shots for u in _FULL_USER_SETS), _SINGLE.with_(
+                          n_lattices={1: 1.0}), task="user-sets", user_sets=_FULL_USER_SETS),
+        DatasetPreset("quick-resolution", "64 resolution shots on a 128 x 128 grid (tests, "
+                      "laptops)", 64, _SINGLE, _QUICK_GRID, shard_size=16),
+        DatasetPreset("quick-lattice", "64 lattice shots (half multi-lattice) on a 128 x 128 "
+                      "grid", 64, _BAXTER, _QUICK_GRID, task="lattice", shard_size=16),
+        DatasetPreset("quick-user-sets", "4 user sets of 8 shots on a 128 x 128 grid",
+                      32, _SINGLE.with_(n_lattices={1: 1.0}), _QUICK_GRID, task="user-sets",
+                      user_sets=make_user_sets(4, (8,)), shard_size=8),
+    )
+}
+
+
+def preset(name: str) -> DatasetPreset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
