@@ -24,7 +24,7 @@ err = Console(stderr=True)
 
 
 def _fail(msg: str) -> None:
-    err.print(f"[bold red]error:[/] {msg}")
+    err.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -64,6 +64,9 @@ def simulate(
                                           "(one Ray task each)."),
     num_cpus: int | None = typer.Option(None, "--num-cpus", help="CPUs for a local Ray "
                                         "(default: all)."),
+    detector: str | None = typer.Option(None, "--detector", help="Use only this detector "
+                                        "preset (pilatus6m, eiger16m, test); needed with "
+                                        "--full-frames for presets that mix detectors."),
 ) -> None:
     """Simulate a labelled data set of still shots into sharded HDF5 files, in parallel on Ray."""
     from xray_platform.presets import preset as get_preset
@@ -76,6 +79,11 @@ def simulate(
         if n < 1:
             _fail(f"-n must be a positive number of shots, got {n}")
         p = p.with_n(n)
+    if detector is not None:
+        try:
+            p = p.with_detector(detector)
+        except ValueError as e:
+            _fail(str(e))
     if shard_size is not None and shard_size < 1:
         _fail(f"--shard-size must be >= 1, got {shard_size}")
     if seed < 0:
@@ -101,6 +109,11 @@ def simulate(
                                        num_cpus=num_cpus, on_progress=on_progress)
         except ValueError as e:
             _fail(str(e))
+        except Exception as e:  # a task failed on the cluster: say what, keep finished shards
+            if type(e).__module__.startswith("ray"):
+                _fail(f"simulation failed: {getattr(e, 'cause', None) or e}\n"
+                      "finished shards are kept; rerun the same command to resume")
+            raise
     size_mb = sum(f.stat().st_size for f in out.glob("*.h5")) / 1e6
     t = Table(show_header=False, title="xrp simulate: summary")
     t.add_row("data set", str(out))

@@ -7,6 +7,7 @@ Re-running the same command skips the complete shards and rewrites the others (r
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -44,6 +45,11 @@ def plan_shards(n_shots: int, shard_size: int) -> list[ShardPlan]:
 
 
 def manifest_info(preset: DatasetPreset, seed: int, shard_size: int, full_frames: bool) -> dict:
+    detectors = {u.fixed.get("detector") for u in preset.user_sets} - {None}
+    detectors |= set(preset.sim.detectors) if not preset.user_sets else set()
+    if full_frames and len(detectors) > 1:
+        raise ValueError("full frames need one detector per data set and this preset mixes "
+                         f"{sorted(detectors)}: add --detector pilatus6m (or eiger16m, test)")
     return {
         "format": "xrp-shots-dataset",
         "preset": preset.name,
@@ -74,6 +80,7 @@ def prepare_directory(out: Path, info: dict) -> set[int]:
         raise ValueError(f"output directory {out} is not writable")
     if (out / "dataset.json").exists():
         old = read_manifest(out)
+        info = json.loads(json.dumps(info))  # compare as stored (tuples become lists)
         keys = ("preset", "n_shots", "seed", "shard_size", "full_frames", "parameters")
         diff = [k for k in keys if old.get(k) != info.get(k)]
         if diff:
@@ -102,9 +109,6 @@ def write_shard(preset: DatasetPreset, seed: int, plan: ShardPlan, out: Path,
                     full_frame_shape=frame_shape) as w:
         for i in range(plan.start, plan.start + plan.count):
             p = preset.params(seed, i)
-            if full_frames and p.geometry.detector.shape != frame_shape:
-                raise ValueError("full frames need one detector per data set; this preset mixes "
-                                 "detectors (use a preset with a single detector)")
             shot = simulate(p, grid, full_frame=full_frames, device=device)
             record = {"index": i, **shot.record, **preset.extra_columns(i)}
             w.append(shot.inputs, record, shot.frame)

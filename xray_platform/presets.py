@@ -58,6 +58,12 @@ class DatasetPreset:
         sets = tuple(replace(u, n_shots=min(n, u.n_shots)) for u in self.user_sets)
         return replace(self, user_sets=sets, n_shots=sum(u.n_shots for u in sets))
 
+    def with_detector(self, name: str) -> DatasetPreset:
+        """The same distribution on one detector preset only."""
+        detector(name)  # raises on unknown names
+        sets = tuple(replace(u, fixed={**u.fixed, "detector": name}) for u in self.user_sets)
+        return replace(self, sim=self.sim.with_(detectors=(name,)), user_sets=sets)
+
     def user_set_of(self, index: int) -> UserSet | None:
         start = 0
         for u in self.user_sets:

@@ -68,9 +68,11 @@ class DetectorPreset:
         return _gap_mask(self)
 
     def is_gap(self, fi: torch.Tensor, si: torch.Tensor) -> torch.Tensor:
-        """Whether integer pixel indices (on the detector) are gap pixels (computed, no lookup)."""
-        return ((fi % (self.module_fast + self.gap_fast)) >= self.module_fast) | (
-            (si % (self.module_slow + self.gap_slow)) >= self.module_slow)
+        """Whether integer pixel indices (on the detector) are gap pixels."""
+        if not fi.is_floating_point():  # float remainder is much cheaper than integer
+            fi, si = fi.float(), si.float()
+        return (torch.remainder(fi, self.module_fast + self.gap_fast) >= self.module_fast) | (
+            torch.remainder(si, self.module_slow + self.gap_slow) >= self.module_slow)
 
     def gap_mask_tensor(self, device=None) -> torch.Tensor:
         """:meth:`gap_mask` as a bool tensor on ``device`` (cached per device)."""

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -57,6 +58,11 @@ POLARISATION_K = 0.99
 MIN_RENDER_PHOTONS = 0.05
 #: Rocking curves are followed out to this many sigma when enumerating reflections.
 EXCITATION_SIGMAS = 4.0
+#: Above this mean, max-of-Poisson draws use the Cornish-Fisher quantile (tested against
+#: brute force in tests/test_physics.py).
+NORMAL_APPROX_MU = 12.0
+#: Spot pixels expected to get fewer spot photons than this are left to the background.
+MIN_PIXEL_PHOTONS = 0.01
 FWHM_TO_SIGMA = 1.0 / 2.3548200450309493
 
 
@@ -176,16 +182,25 @@ def background_profile(p: ShotParams, inv_d: torch.Tensor) -> torch.Tensor:
     return out
 
 
+#: The background profile is tabulated on 0 <= 1/d <= PROFILE_MAX_INV_D (1/Å; 2/lambda at
+#: 0.7 Å is 2.86) in PROFILE_STEPS steps, well below the narrowest ice ring (sigma 0.001 1/Å).
+PROFILE_MAX_INV_D = 3.0
+PROFILE_STEPS = 8192
+
+
+@lru_cache(maxsize=64)
+def _profile_table(p: ShotParams, device: str) -> torch.Tensor:
+    s = torch.linspace(0.0, PROFILE_MAX_INV_D, PROFILE_STEPS, dtype=torch.float64)
+    return background_profile(p, s).to(device=device, dtype=torch.float32)
+
+
 def _profile_lookup(p: ShotParams, inv_d: torch.Tensor) -> torch.Tensor:
-    """:func:`background_profile` by linear interpolation in a table (it depends on 1/d only;
-    the table step is well below the narrowest ice ring)."""
-    n = 4096
-    top = float(inv_d.max()) * 1.0001 + 1e-6 if inv_d.numel() else 1.0
-    step = top / (n - 1)
-    table = background_profile(p, torch.arange(n, device=inv_d.device, dtype=torch.float64)
-                               * step).to(inv_d.dtype)
-    pos = inv_d / step
-    i0 = pos.long().clamp(0, n - 2)
+    """:func:`background_profile` by linear interpolation in a cached table (it depends on 1/d
+    only)."""
+    key = replace(p, seed=0, U=(), lattice_scale=(), misorientation_deg=(), sf_seed=0)
+    table = _profile_table(key, str(inv_d.device)).to(inv_d.dtype)
+    pos = inv_d * ((PROFILE_STEPS - 1) / PROFILE_MAX_INV_D)
+    i0 = pos.long().clamp(0, PROFILE_STEPS - 2)
     w = pos - i0
     return table[i0] * (1 - w) + table[i0 + 1] * w
 
@@ -366,6 +381,7 @@ def _render_spot_boxes(p: ShotParams, geom: Geometry, refl: Reflections):
     si = (s_lo[:, None, None] + ar[None, :, None]).expand_as(spot)
     fi, si, spot, bg = fi.reshape(-1), si.reshape(-1), spot.reshape(-1), bg.reshape(-1)
     inside = (fi >= 0) & (fi < geom.detector.n_fast) & (si >= 0) & (si < geom.detector.n_slow)
+    inside &= spot >= MIN_PIXEL_PHOTONS
     return fi[inside].long(), si[inside].long(), spot[inside], bg[inside]
 
 
@@ -374,29 +390,32 @@ def sample_max_poisson(mu: torch.Tensor, n: torch.Tensor, generator: torch.Gener
     """One draw of max(X_1..X_n), X_j ~ Poisson(mu) i.i.d., per element, by inverse CDF:
     P(max <= m) = F(m)^n, so max = min{m : F(m) >= u^(1/n)} for u ~ U(0, 1).
 
-    The Poisson CDF is summed term by term for mu <= 40 (all elements advance together, the
-    finished ones are dropped every few terms: cheaper than compacting at every term); above,
-    a continuity-corrected normal quantile (the Poisson is then close to normal)."""
+    The Poisson CDF is summed term by term for mu <= NORMAL_APPROX_MU (all elements advance
+    together, the finished ones are dropped every few terms: cheaper than compacting at every
+    term); above, the Cornish-Fisher quantile of the Poisson with its skewness term
+    (m = mu + sqrt(mu) z + (z^2 - 1)/6), continuity-corrected. Elements with mu = 0 are 0."""
     shape = mu.shape
     mu = mu.reshape(-1).to(torch.float32)
-    n = n.reshape(-1).to(torch.float64)
-    u = torch.rand(mu.shape, generator=generator, device=mu.device, dtype=torch.float64)
-    v = torch.exp(torch.log(u.clamp(min=1e-300)) / n)  # quantile level of a single Poisson
-    v = v.clamp(max=1.0 - 1e-6).to(torch.float32)  # float32 CDF sums are good to ~1e-7
     out = torch.zeros_like(mu)
-    big = mu > 40.0
+    idx = torch.nonzero(mu > 0).squeeze(1)
+    m_mu = mu[idx]
+    u = torch.rand(m_mu.shape, generator=generator, device=mu.device).clamp(min=1e-30)
+    # quantile level of a single Poisson; float32 CDF sums are good to ~1e-7
+    m_v = torch.exp(torch.log(u) / n.reshape(-1)[idx].to(torch.float32)).clamp(max=1.0 - 1e-6)
+    big = m_mu > NORMAL_APPROX_MU
     if bool(big.any()):
-        z = torch.special.ndtri(v[big].double()).float()
-        out[big] = torch.floor(mu[big] + torch.sqrt(mu[big]) * z + 0.5).clamp(min=0)
-        idx = torch.nonzero(~big).squeeze(1)
-        m_mu, m_v = mu[idx], v[idx]
-    else:
-        idx, m_mu, m_v = None, mu, v
+        # Cornish-Fisher quantile (skewness 1/sqrt(mu) term), continuity-corrected
+        z = torch.special.ndtri(m_v[big].double()).float()
+        b_mu = m_mu[big]
+        q = b_mu + torch.sqrt(b_mu) * z + (z * z - 1.0) / 6.0
+        out[idx[big]] = torch.floor(q + 0.5).clamp(min=0)
+        small = ~big
+        idx, m_mu, m_v = idx[small], m_mu[small], m_v[small]
     pmf = torch.exp(-m_mu)
     cdf = pmf.clone()
     cnt = torch.zeros_like(m_mu)
     k = 0
-    while m_mu.numel() and k < 400:  # mu <= 40: P(X > 400) ~ 1e-200
+    while m_mu.numel() and k < 400:  # mu <= 12: P(X > 400) ~ 0
         for _ in range(8):
             cnt += (cdf < m_v).float()  # once cdf >= v it stays so: extra terms add nothing
             k += 1
@@ -406,11 +425,9 @@ def sample_max_poisson(mu: torch.Tensor, n: torch.Tensor, generator: torch.Gener
         if bool(still.all()):
             continue
         done = ~still
-        if idx is None:
-            idx = torch.arange(mu.numel(), device=mu.device)
         out[idx[done]] = cnt[done]
         idx, m_mu, m_v, pmf, cdf, cnt = (t[still] for t in (idx, m_mu, m_v, pmf, cdf, cnt))
-    if idx is not None and idx.numel():
+    if idx.numel():
         out[idx] = cnt
     return out.reshape(shape)
 
@@ -430,23 +447,22 @@ def render_input(p: ShotParams, grid: QGrid, device=None,
     geom = p.geometry
     g = _generator(p, device)
     det = geom.detector
-    img = torch.full((grid.size * grid.size,), MASKED, dtype=torch.float32, device=device)
     fc, sc, cos2t, reachable = grid.pixels_of_cells(geom, device)
     covered = reachable & grid_on_detector(geom, fc, sc)
-    cells = torch.nonzero(covered).squeeze(1)
     gx, gy = grid.flat_centres(device)
-    gx, gy = gx[cells], gy[cells]
     g2 = gx * gx + gy * gy
     cos2phi = torch.where(g2 > 0, (gx * gx - gy * gy) / g2.clamp(min=1e-20), torch.ones_like(g2))
     mu = background_photons(p, geom, torch.sqrt(g2), cos2phi)
+    mu = torch.where(covered, mu, torch.zeros_like(mu))
     if geom.beamstop is not None:
-        x, y = geom.xy_mm(fc[cells], sc[cells])
+        x, y = geom.xy_mm(fc, sc)
         mu = torch.where(geom.beamstop.shadow(x, y), mu * geom.beamstop.transmission, mu)
-    k = grid.pixels_per_cell(geom, cos2t[cells].clamp(min=1e-3))
+    k = grid.pixels_per_cell(geom, cos2t.clamp(min=1e-3))
     # integer number of pixels per cell, >= 1, stochastically rounded to keep the mean
     kf = torch.floor(k)
     k_int = kf + (torch.rand(k.shape, generator=g, device=k.device) < (k - kf)).float()
-    img[cells] = sample_max_poisson(mu, k_int.clamp(min=1.0), g)
+    img = sample_max_poisson(mu, k_int.clamp(min=1.0), g)  # uncovered cells: mu = 0 -> 0
+    img = torch.where(covered, img, torch.full_like(img, MASKED))
 
     if refl is None:
         refl = predict_reflections(p, d_min_A=max(grid.d_min_A, geom.corner_resolution_A),
@@ -466,6 +482,7 @@ def render_input(p: ShotParams, grid: QGrid, device=None,
         ok &= (row >= 0) & covered[flat.clamp(min=0)]  # masked cells stay masked
         flat = flat[ok]
         img.scatter_reduce_(0, flat, counts[ok], reduce="amax", include_self=True)
+    cells = torch.nonzero(covered).squeeze(1) if p.hot_pixels else None
     if p.hot_pixels and cells.numel():
         pick = torch.randint(cells.numel(), (p.hot_pixels,), generator=g, device=cells.device)
         img[cells[pick]] = float(min(det.max_counts, 50000))
