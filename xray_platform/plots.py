@@ -24,6 +24,12 @@ def _display(img: np.ndarray) -> np.ma.MaskedArray:
     return np.ma.array(np.log10(1.0 + np.clip(img, 0, None)), mask=img < 0)
 
 
+def _vmax(disp: np.ma.MaskedArray) -> float:
+    """Display ceiling: the 99.9th percentile, so overloads do not wash out the background."""
+    valid = disp.compressed()
+    return float(np.percentile(valid, 99.9)) if valid.size else 1.0
+
+
 def _maxpool(img: np.ndarray, factor: int) -> np.ndarray:
     if factor <= 1:
         return img
@@ -56,7 +62,9 @@ def show_shot(out: Path, inputs: np.ndarray | None, grid: QGrid | None,
     cmap.set_bad("#f4c430")  # masked: gaps / off-detector, in amber
     for ax, (img, kind) in zip(axes, panels, strict=False):
         if kind == "input":
-            ax.imshow(_display(img), cmap=cmap, origin="upper", interpolation="nearest")
+            disp = _display(img)
+            ax.imshow(disp, cmap=cmap, origin="upper", interpolation="nearest", vmin=0,
+                      vmax=_vmax(disp))
             c = (grid.size - 1) / 2
             for d in RINGS_A:
                 if d >= grid.d_min_A:
@@ -67,7 +75,9 @@ def show_shot(out: Path, inputs: np.ndarray | None, grid: QGrid | None,
         else:
             factor = max(1, max(img.shape) // 1200)
             small = _maxpool(img, factor)
-            ax.imshow(_display(small), cmap=cmap, origin="upper", interpolation="nearest")
+            disp = _display(small)
+            ax.imshow(disp, cmap=cmap, origin="upper", interpolation="nearest", vmin=0,
+                      vmax=_vmax(disp))
             if geom is not None:
                 f0, s0 = geom.beam_center_px
                 for d in RINGS_A:
@@ -87,7 +97,8 @@ def show_shot(out: Path, inputs: np.ndarray | None, grid: QGrid | None,
     info = axes[-1]
     info.axis("off")
     info.text(0, 1, _label_text(record or {}), va="top", family="monospace", fontsize=9)
-    fig.suptitle(title + "   (log10(1 + counts); amber = masked)", fontsize=10)
+    fig.suptitle(title + "   (log10(1 + counts), clipped at the 99.9th percentile; "
+                 "amber = masked)", fontsize=10)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

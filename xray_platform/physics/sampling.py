@@ -42,7 +42,7 @@ class SimConfig:
     log_bandwidth: Range = (1e-4, 3e-3)
     log_divergence_mrad: Range = (0.01, 0.3)
     spot_sigma_px: Range = (0.5, 1.4)
-    log_spot_scale: Range = (5.0, 5e4)
+    log_spot_scale: Range = (5.0, 2e5)
     log_bg_level: Range = (0.2, 30.0)
     p_ice: float = 0.15
     log_ice: Range = (0.3, 10.0)
