@@ -91,6 +91,9 @@ def simulate(
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} exists and is not a directory")
 
+    from xray_platform.ray_env import prepare_ray_env
+
+    prepare_ray_env(address)  # before Ray is imported
     from xray_platform.ray_simulate import simulate_dataset
 
     console.print(f"simulating [bold]{p.name}[/]: {p.n_shots:,} shots, seed {seed}, "

@@ -1,8 +1,9 @@
-"""`xrp simulate` on Ray: one Ray task per shard, on a local Ray or any cluster by address."""
+"""`xrp simulate` on Ray: one Ray task per shard, on a local Ray or any cluster by address.
+
+Callers run :func:`xray_platform.ray_env.prepare_ray_env` before importing this module."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,6 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     start a private local Ray (default)."""
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep a local Ray on loopback
     kw = {"logging_level": "WARNING", "log_to_driver": True}
     if address:
         ray.init(address=address, **kw)
