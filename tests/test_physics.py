@@ -226,3 +226,17 @@ def test_same_crystal_at_two_distances_gives_nearly_the_same_input() -> None:
     assert min(sa.sum(), sb.sum()) > 20
     # the grid is in resolution, not pixels: the same spots land in the same cells
     assert (sa & sb).sum() > 0.7 * min(sa.sum(), sb.sum())
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_same_code_runs_on_an_explicit_device(device: str) -> None:
+    """The simulator takes a device; labels do not depend on it (pixel noise may)."""
+    p = replace(sample_params(shot_seed(8, 2), CFG.with_(n_lattices={2: 1.0})), hot_pixels=2)
+    ref = simulate(p, QGrid(128), full_frame=False)
+    shot = simulate(p, QGrid(128), full_frame=True, device=device)
+    assert shot.inputs.shape == (128, 128) and shot.frame.shape == PIL.shape
+    for k in ("n_detectable", "hit", "n_lattices", "is_multi"):
+        assert shot.record[k] == ref.record[k], k
+    assert shot.record["d_vis"] == pytest.approx(ref.record["d_vis"], rel=1e-4, nan_ok=True)
+    assert ((shot.inputs == MASKED) == (ref.inputs == MASKED)).mean() > 0.999

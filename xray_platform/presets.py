@@ -103,7 +103,7 @@ def make_user_sets(n_sets: int, sizes: tuple[int, ...], seed: int = 2024) -> tup
         det = detector(("pilatus6m", "eiger16m")[i % 2])
         wavelength = float(rng.uniform(0.9, 1.3))
         # a setup whose detector edge reaches past the target, as a beamline scientist would
-        edge = 0.85 * target
+        edge = 0.7 * target
         theta = math.asin(min(wavelength / (2 * edge), 0.99))
         half_width = 0.5 * min(det.n_fast, det.n_slow) * det.pixel_mm
         distance = float(np.clip(half_width / math.tan(2 * theta), 100.0, 400.0))

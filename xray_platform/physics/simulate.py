@@ -62,7 +62,7 @@ EXCITATION_SIGMAS = 4.0
 #: brute force in tests/test_physics.py).
 NORMAL_APPROX_MU = 12.0
 #: Spot pixels expected to get fewer spot photons than this are left to the background.
-MIN_PIXEL_PHOTONS = 0.01
+MIN_PIXEL_PHOTONS = 0.05
 FWHM_TO_SIGMA = 1.0 / 2.3548200450309493
 
 
