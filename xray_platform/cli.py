@@ -198,6 +198,93 @@ def show(
                               for k, v in rec.items()}, indent=None)[:2000])
 
 
+@app.command()
+def train(
+    task: str = typer.Argument(..., help="lattice (one lattice or several) or resolution (d, Å)."),
+    data: str = typer.Option("quick-resolution", "--data", help="A preset (fresh simulated "
+                             "shots every epoch, see `xrp presets`) or an HDF5 shot data set "
+                             "folder written by `xrp simulate`."),
+    depth: int = typer.Option(18, "--depth", help="ResNet depth: 18, 34 or 50."),
+    init: str = typer.Option("scratch", "--init", help="Weights: scratch (Kaiming), imagenet "
+                             "(needs --imagenet-weights FILE), transfer (needs --transfer-from)."),
+    label: str | None = typer.Option(None, "--label", help="Resolution label: d_vis (default) "
+                                     "or d_B."),
+    epochs: int = typer.Option(2, "--epochs", help="Passes over the training data."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Shots per batch per worker."),
+    lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate (cosine schedule)."),
+    workers: int = typer.Option(1, "--workers", help="Ray Train workers (DDP)."),
+    cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", help="CPUs per worker."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="GPUs per worker "
+                                          "(bf16 autocast and channels_last on CUDA)."),
+    shots_per_epoch: int | None = typer.Option(None, "--shots-per-epoch", help="Presets: shots "
+                                               "simulated per epoch (default: the preset's)."),
+    val_shots: int | None = typer.Option(None, "--val-shots", help="Presets: fixed validation "
+                                         "shots (default: 10 %, at least 32)."),
+    imagenet_weights: Path | None = typer.Option(None, "--imagenet-weights", help="Local "
+                                                 "torchvision ResNet weights file (.pth)."),
+    transfer_from: Path | None = typer.Option(None, "--transfer-from", help="An xrp model "
+                                              "file whose trunk starts this model."),
+    out: Path = typer.Option(Path("runs"), "--out", help="Folder for runs (model, checkpoints, "
+                             "history)."),
+    name: str | None = typer.Option(None, "--name", help="Run name (default: task-depth-init-"
+                                    "time)."),
+    mlflow_uri: str | None = typer.Option(None, "--mlflow-uri", help="MLflow tracking URI "
+                                          "(default: $MLFLOW_TRACKING_URI or sqlite "
+                                          "./mlflow.db)."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address; default "
+                                       "a local Ray."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run --name from its "
+                                "last checkpoint."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the validation set."),
+) -> None:
+    """Train a lattice classifier or a resolution regressor on Ray Train, tracked in MLflow."""
+    from xray_platform.ray_env import prepare_ray_env
+
+    prepare_ray_env(address)
+    from xray_platform.train import TrainSettings, run_training
+
+    s = TrainSettings(task=task, data=data, depth=depth, init=init, label=label, epochs=epochs,
+                      batch_size=batch_size, lr=lr, workers=workers,
+                      cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                      shots_per_epoch=shots_per_epoch, val_shots=val_shots,
+                      imagenet_weights=str(imagenet_weights) if imagenet_weights else None,
+                      transfer_from=str(transfer_from) if transfer_from else None,
+                      out=str(out), name=name, mlflow_uri=mlflow_uri, address=address,
+                      resume=resume, seed=seed)
+    try:
+        s.validate()
+        from xray_platform.models import DEPTHS, INITS
+
+        if depth not in DEPTHS:
+            _fail(f"--depth must be one of {DEPTHS}, got {depth}")
+        if init not in INITS:
+            _fail(f"--init must be one of {INITS}, got {init!r}")
+        if init == "imagenet" and not imagenet_weights:
+            _fail("--init imagenet needs --imagenet-weights FILE (a local torchvision ResNet "
+                  "state dict; downloads are not possible here)")
+        if init == "transfer" and not transfer_from:
+            _fail("--init transfer needs --transfer-from MODEL_FILE")
+        for f in (imagenet_weights, transfer_from):
+            if f is not None and not f.is_file():
+                _fail(f"{f} does not exist")
+        console.print(f"training [bold]{task}[/] ResNet-{depth} ({init}) on {data}: "
+                      f"{epochs} epoch(s), {workers} worker(s)")
+        summary = run_training(s)
+    except ValueError as e:
+        _fail(str(e))
+    m = summary["metrics"]
+    t = Table(show_header=False, title="xrp train: summary")
+    t.add_row("model file", summary["model"])
+    t.add_row("MLflow run", f"{summary['run_id']} in experiment {summary['experiment']}")
+    t.add_row("look at it", summary["mlflow_ui"])
+    t.add_row("wall time", f"{summary['wall_s']:.0f} s")
+    for k in sorted(m):
+        if k.startswith("val_") and isinstance(m[k], int | float):
+            t.add_row(k, f"{m[k]:.4g}")
+    t.add_row("evaluate", f"xrp evaluate {summary['model']} --data ...")
+    console.print(t)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -29,7 +29,8 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, **kw)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kw)
+        # keep the dashboard: without it Ray Train's controller floods the logs with errors
+        ray.init(address="local", num_cpus=num_cpus, **kw)
 
 
 @ray.remote(num_cpus=1, max_retries=2)

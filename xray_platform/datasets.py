@@ -1,0 +1,120 @@
+"""Ray Data pipelines that feed training: fresh simulated shots, or HDF5 shot data sets.
+
+Rows are {"x": (H, W) float32 network input (preprocess.normalise), "y": target (see targets.py),
+"seed": the shot's seed} so every training shot can be regenerated. Thin orchestration: the
+physics, preprocessing and label code do not import Ray.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import ray
+
+from xray_platform.io.shots import ShotDataset
+from xray_platform.physics.sampling import sample_params, shot_seed
+from xray_platform.physics.simulate import simulate
+from xray_platform.preprocess import Preprocessing, normalise
+from xray_platform.presets import DatasetPreset
+from xray_platform.targets import training_target
+
+
+def _rows(inputs: list[np.ndarray], ys: list[float], seeds: list[int], size: int) -> dict:
+    if not inputs:
+        return {"x": np.zeros((0, size, size), np.float32), "y": np.zeros(0, np.float32),
+                "seed": np.zeros(0, np.int64)}
+    prep = Preprocessing(size)
+    x = normalise(np.stack(inputs), prep)[:, 0].numpy()
+    return {"x": x, "y": np.asarray(ys, np.float32), "seed": np.asarray(seeds, np.int64)}
+
+
+class SimulateShots:
+    """Ray Data UDF: shot ids -> simulated, preprocessed, labelled rows.
+
+    fresh=True draws a new random seed per shot at every call, so every epoch (every pass over
+    the lazy data set) trains on shots never seen before; fresh=False derives the seeds from
+    (seed, id): a fixed set (validation)."""
+
+    def __init__(self, preset: DatasetPreset, task: str, label: str | None, seed: int,
+                 fresh: bool) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        self.preset, self.task, self.label = preset, task, label
+        self.seed, self.fresh = seed, fresh
+        self.entropy = np.random.SeedSequence()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids = batch["id"]
+        if self.fresh:
+            seeds = self.entropy.spawn(1)[0].generate_state(len(ids), np.uint64) >> np.uint64(1)
+        else:
+            seeds = [shot_seed(self.seed, int(i)) for i in ids]
+        inputs, ys, kept = [], [], []
+        for s in seeds:
+            shot = simulate(sample_params(int(s), self.preset.sim), self.preset.grid)
+            y, keep = training_target({k: np.array([v]) for k, v in shot.record.items()},
+                                      self.task, self.label)
+            if keep[0]:
+                inputs.append(shot.inputs)
+                ys.append(float(y[0]))
+                kept.append(int(s))
+        return _rows(inputs, ys, kept, self.preset.grid.size)
+
+
+def simulated_dataset(preset: DatasetPreset, n_shots: int, task: str, label: str | None = None,
+                      *, seed: int = 0, fresh: bool = True, batch_size: int = 8,
+                      concurrency: int = 2, num_cpus: float = 1.0) -> ray.data.Dataset:
+    """A lazy data set of ``n_shots`` simulated shots per pass (fewer rows for resolution: shots
+    without the label are dropped)."""
+    blocks = max(1, min(200, n_shots // batch_size))
+    return ray.data.range(n_shots, override_num_blocks=blocks).map_batches(
+        SimulateShots,
+        fn_constructor_kwargs={"preset": preset, "task": task, "label": label, "seed": seed,
+                               "fresh": fresh},
+        batch_size=batch_size, concurrency=(1, concurrency), num_cpus=num_cpus)
+
+
+class ReadShots:
+    """Ray Data UDF: global shot indices of an HDF5 shot data set -> preprocessed rows."""
+
+    def __init__(self, path: str, task: str, label: str | None) -> None:
+        self.ds = ShotDataset(path)
+        self.y, _ = training_target(self.ds.table, task, label)
+        self.seed = np.asarray(self.ds.table["seed"], np.int64)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        idx = [int(i) for i in batch["index"]]
+        inputs = [self.ds[i].inputs for i in idx]
+        size = inputs[0].shape[0] if inputs else 0
+        return _rows(inputs, [float(self.y[i]) for i in idx], [int(self.seed[i]) for i in idx],
+                     size)
+
+
+def hdf5_dataset(path: str | Path, task: str, label: str | None = None, *,
+                 indices: np.ndarray | None = None, batch_size: int = 16,
+                 concurrency: int = 2, num_cpus: float = 0.5) -> ray.data.Dataset:
+    """A data set over an HDF5 shot data set (folder of shards or one shard), only the shots that
+    carry the task's label (optionally a subset of global indices)."""
+    ds = ShotDataset(path)
+    _, keep = training_target(ds.table, task, label)
+    if indices is not None:
+        sel = np.zeros(len(keep), bool)
+        sel[np.asarray(indices, int)] = True
+        keep &= sel
+    idx = np.nonzero(keep)[0]
+    if not len(idx):
+        raise ValueError(f"{path}: no shot carries a {task} label "
+                         f"({label or 'default'}); nothing to train on")
+    items = ray.data.from_items([{"index": int(i)} for i in idx],
+                                override_num_blocks=max(1, min(200, len(idx) // batch_size)))
+    return items.map_batches(ReadShots, fn_constructor_kwargs={"path": str(path), "task": task,
+                                                               "label": label},
+                             batch_size=batch_size, concurrency=(1, concurrency),
+                             num_cpus=num_cpus)
+
+
+def dataset_grid_size(path: str | Path) -> int:
+    """Model-input size of an HDF5 shot data set."""
+    return int(ShotDataset(path)[0].inputs.shape[0])

@@ -1,0 +1,86 @@
+"""Detector frame -> model input: the one preprocessing used by training, evaluation, batch
+prediction and serving, recorded in every model file.
+
+Two steps:
+1. :func:`frame_to_counts`: map the frame onto the geometry-invariant reciprocal-space grid of
+   :mod:`xray_platform.physics.qgrid` (per-cell maximum, so Bragg spots survive; masked cells
+   -1). The simulator's fast path produces this directly; shot data sets store it.
+2. :func:`normalise`: counts -> network input, x = log1p(counts) / scale, masked cells 0, one
+   channel (N, 1, H, W) float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from xray_platform.physics.geometry import Geometry
+from xray_platform.physics.qgrid import QGrid, frame_to_grid
+
+#: log1p of a saturated 20-bit PILATUS pixel is 13.9: dividing by 10 keeps inputs ~[0, 1.4].
+LOG_SCALE = 10.0
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a model needs to turn a frame into its input (stored in every model file)."""
+
+    grid_size: int = 512
+    d_min_A: float = 1.2
+    transform: str = "log1p"
+    scale: float = LOG_SCALE
+
+    def __post_init__(self) -> None:
+        if self.transform != "log1p":
+            raise ValueError(f"unknown input transform {self.transform!r} (known: log1p)")
+        QGrid(self.grid_size, self.d_min_A)  # validates
+
+    @property
+    def grid(self) -> QGrid:
+        return QGrid(self.grid_size, self.d_min_A)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessing:
+        return cls(**{k: d[k] for k in ("grid_size", "d_min_A", "transform", "scale") if k in d})
+
+    @classmethod
+    def for_grid(cls, grid: QGrid) -> Preprocessing:
+        return cls(grid.size, grid.d_min_A)
+
+
+def frame_to_counts(frame: np.ndarray | torch.Tensor, geom: Geometry,
+                    prep: Preprocessing) -> torch.Tensor:
+    """Detector frame (slow, fast; negative = gap/bad) -> grid counts (H, W), masked = -1."""
+    frame = torch.as_tensor(np.asarray(frame) if not isinstance(frame, torch.Tensor) else frame)
+    if frame.ndim != 2:
+        raise ValueError(f"a frame must be 2-D (slow, fast), got shape {tuple(frame.shape)}")
+    if frame.shape != geom.detector.shape:
+        raise ValueError(f"frame shape {tuple(frame.shape)} does not match the geometry's "
+                         f"detector {geom.detector.shape} (slow, fast)")
+    frame = frame.to(torch.float32)
+    if not torch.isfinite(frame).all():
+        raise ValueError("frame holds NaN or infinite values")
+    return frame_to_grid(frame, geom, prep.grid)
+
+
+def normalise(counts: np.ndarray | torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """Grid counts (H, W) or (N, H, W) -> network input (N, 1, H, W) float32."""
+    x = torch.as_tensor(counts, dtype=torch.float32)
+    if x.ndim == 2:
+        x = x[None]
+    if x.shape[-2:] != (prep.grid_size, prep.grid_size):
+        raise ValueError(f"input grid {tuple(x.shape[-2:])} does not match the model's "
+                         f"{prep.grid_size} x {prep.grid_size}")
+    x = torch.log1p(x.clamp(min=0.0)) / prep.scale  # masked (-1) -> 0
+    return x[:, None]
+
+
+def model_input(frame: np.ndarray | torch.Tensor, geom: Geometry,
+                prep: Preprocessing) -> torch.Tensor:
+    """Frame + geometry -> network input (1, 1, H, W)."""
+    return normalise(frame_to_counts(frame, geom, prep), prep)

@@ -1,0 +1,355 @@
+"""Ray Train: one training run (lattice classifier or resolution regressor), tracked in MLflow.
+
+Ray Data streams shots (fresh simulations every epoch, or an HDF5 data set) to TorchTrainer
+workers (DDP; CPU here, GPUs on a cluster, bf16 autocast + channels_last on CUDA). Each epoch
+every worker trains on its shard, the validation predictions of all workers are gathered, rank 0
+writes a checkpoint (an xrp model file + optimizer state) and logs metrics to MLflow. A run
+resumes from its last checkpoint after a worker failure (FailureConfig) or with --resume.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xray_platform import __version__
+from xray_platform.evaluate import lattice_metrics, resolution_metrics
+from xray_platform.models import (
+    build_model,
+    gaussian_nll,
+    lattice_loss,
+    p_multi,
+    resolution_from_output,
+    save_model,
+)
+from xray_platform.targets import check_task_label
+
+STATE_FILE = "train_state.pt"
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class TrainSettings:
+    task: str
+    data: str  # a preset name (fresh simulated shots every epoch) or an HDF5 shot data set
+    depth: int = 18
+    init: str = "scratch"
+    label: str | None = None
+    imagenet_weights: str | None = None
+    transfer_from: str | None = None
+    epochs: int = 2
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    shots_per_epoch: int | None = None  # streaming: shots simulated per epoch
+    val_shots: int | None = None  # streaming: size of the fixed validation set
+    val_fraction: float = 0.1  # HDF5: the last fraction of shots validates
+    seed: int = 0
+    out: str = "runs"
+    name: str | None = None
+    mlflow_uri: str | None = None
+    experiment: str | None = None
+    address: str | None = None
+    resume: bool = False
+    max_failures: int = 1
+    amp: bool = True  # bf16 autocast on CUDA
+    channels_last: bool = True  # on CUDA
+
+    def validate(self) -> None:
+        self.label = check_task_label(self.task, self.label)
+        for k in ("epochs", "batch_size", "workers"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k.replace('_', '-')} must be >= 1, got {getattr(self, k)}")
+        if self.lr <= 0 or not np.isfinite(self.lr):
+            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val fraction must be in (0, 1), got {self.val_fraction}")
+        if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
+            raise ValueError("cpus per worker must be > 0 and gpus per worker >= 0")
+
+
+# ----------------------------------------------------------------------------------------
+# the loop every Ray Train worker runs
+# ----------------------------------------------------------------------------------------
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _val_metrics(task: str, out: torch.Tensor, y: torch.Tensor) -> dict:
+    if task == "lattice":
+        loss = float(lattice_loss(out, y))
+        m = lattice_metrics(p_multi(out).numpy(), y.numpy() > 0.5)
+        return {"val_loss": loss, "val_accuracy": m["accuracy"], "val_roc_auc": m["roc_auc"],
+                "val_baseline_accuracy": m["baseline_accuracy"], "val_score": m["accuracy"]}
+    loss = float(gaussian_nll(out, y))
+    d, s = resolution_from_output(out)
+    m = resolution_metrics(d.numpy(), s.numpy(), 1.0 / y.numpy())
+    return {"val_loss": loss, "val_mae_A": m["mae_A"], "val_pearson_r": m["pearson_r"],
+            "val_within_2sigma": m.get("frac_within_2sigma", float("nan")),
+            "val_baseline_mae_A": m["baseline_mae_A"], "val_score": -m["mae_A"]}
+
+
+def train_loop_per_worker(cfg: dict) -> None:
+    import ray.train
+    import ray.train.torch as rt
+
+    torch.set_num_threads(max(1, int(cfg["threads"])))
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = rt.get_device()
+    cuda = device.type == "cuda"
+    model = build_model(cfg["task"], cfg["depth"], cfg["init"],
+                        imagenet_weights=cfg["imagenet_weights"],
+                        transfer_from=cfg["transfer_from"])
+    last = cuda and cfg["channels_last"]
+    if last:
+        model = model.to(memory_format=torch.channels_last)
+    model = rt.prepare_model(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg["epochs"]))
+    start = 0
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = torch.load(Path(d) / STATE_FILE, weights_only=True, map_location=device)
+        _unwrap(model).load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = int(state["epoch"]) + 1
+        if rank == 0:
+            print(f"[xrp train] resumed from the checkpoint of epoch {start - 1}")
+    loss_fn = lattice_loss if cfg["task"] == "lattice" else gaussian_nll
+    amp = cuda and cfg["amp"]
+    client = None
+    if rank == 0 and cfg.get("mlflow_run_id"):
+        import mlflow
+
+        client = mlflow.MlflowClient(cfg["mlflow_uri"])
+
+    for epoch in range(start, cfg["epochs"]):
+        model.train()
+        t_data = t_comp = 0.0
+        n_img, loss_sum, n_batches = 0, 0.0, 0
+        shard = ray.train.get_dataset_shard("train")
+        t0 = time.perf_counter()
+        for batch in shard.iter_torch_batches(batch_size=cfg["batch_size"], device=device,
+                                              dtypes=torch.float32):
+            t1 = time.perf_counter()
+            t_data += t1 - t0
+            x, y = batch["x"][:, None], batch["y"]
+            if last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                out = model(x)
+            loss = loss_fn(out.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(y)
+            n_img += len(y)
+            n_batches += 1
+            t0 = time.perf_counter()
+            t_comp += t0 - t1
+            if rank == 0 and n_batches % cfg["log_every"] == 0:
+                print(f"[xrp train] epoch {epoch + 1}/{cfg['epochs']} batch {n_batches} "
+                      f"loss {loss_sum / max(n_img, 1):.4f}", flush=True)
+        sched.step()
+
+        # validation: predictions of every worker's shard, gathered on all workers
+        model.eval()
+        outs, ys = [], []
+        with torch.no_grad():
+            for batch in ray.train.get_dataset_shard("val").iter_torch_batches(
+                    batch_size=cfg["batch_size"], device=device, dtypes=torch.float32):
+                x = batch["x"][:, None]
+                if last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                    outs.append(model(x).float().cpu())
+                ys.append(batch["y"].cpu())
+        local = (torch.cat(outs) if outs else torch.zeros(0, 1 if cfg["task"] == "lattice"
+                                                          else 2),
+                 torch.cat(ys) if ys else torch.zeros(0))
+        if world > 1:
+            parts = [None] * world
+            torch.distributed.all_gather_object(parts, local)
+            out_all = torch.cat([p[0] for p in parts])
+            y_all = torch.cat([p[1] for p in parts])
+        else:
+            out_all, y_all = local
+        metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_img, 1),
+                   "train_images": n_img * world, "lr": sched.get_last_lr()[0],
+                   "images_per_s_per_worker": n_img / max(t_data + t_comp, 1e-9),
+                   "data_wait_s": t_data, "compute_s": t_comp,
+                   **_val_metrics(cfg["task"], out_all, y_all)}
+        if rank == 0:
+            print("[xrp train] " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                               for k, v in metrics.items()}), flush=True)
+            if client is not None:
+                for k, v in metrics.items():
+                    if isinstance(v, int | float) and np.isfinite(v):
+                        client.log_metric(cfg["mlflow_run_id"], k, float(v), step=epoch + 1)
+            with tempfile.TemporaryDirectory() as d:
+                meta = {**cfg["metadata"], "epoch": epoch + 1,
+                        "metrics": {k: v for k, v in metrics.items() if k.startswith("val_")}}
+                save_model(Path(d) / MODEL_FILE, _unwrap(model), meta)
+                torch.save({"model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "epoch": epoch},
+                           Path(d) / STATE_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        else:
+            ray.train.report(metrics)
+
+
+# ----------------------------------------------------------------------------------------
+# the driver
+# ----------------------------------------------------------------------------------------
+def _data_sources(s: TrainSettings):
+    """(train dataset, val dataset, grid size, description) for a preset or an HDF5 path."""
+    from xray_platform.datasets import dataset_grid_size, hdf5_dataset, simulated_dataset
+    from xray_platform.presets import PRESETS
+
+    path = Path(s.data)
+    if s.data in PRESETS:
+        preset = PRESETS[s.data]
+        n_train = s.shots_per_epoch or preset.n_shots
+        n_val = s.val_shots or max(32, n_train // 10)
+        train = simulated_dataset(preset, n_train, s.task, s.label, fresh=True)
+        val = simulated_dataset(preset, n_val, s.task, s.label, seed=s.seed + 7919,
+                                fresh=False).materialize()
+        desc = {"source": "simulated (fresh shots every epoch)", "preset": preset.name,
+                "shots_per_epoch": n_train, "val_shots": n_val, "val_seed": s.seed + 7919,
+                "parameters": preset.to_dict()}
+        return train, val, preset.grid.size, desc
+    if path.exists():
+        from xray_platform.io.shots import ShotDataset
+
+        n = len(ShotDataset(path))
+        n_val = max(1, int(round(n * s.val_fraction)))
+        if n - n_val < 1:
+            raise ValueError(f"{path} has {n} shots: too few to hold out a validation set")
+        train = hdf5_dataset(path, s.task, s.label, indices=np.arange(n - n_val))
+        val = hdf5_dataset(path, s.task, s.label, indices=np.arange(n - n_val, n)).materialize()
+        desc = {"source": "HDF5 shot data set", "path": str(path.resolve()), "n_shots": n,
+                "val_indices": [n - n_val, n]}
+        return train, val, dataset_grid_size(path), desc
+    raise ValueError(f"--data {s.data!r} is neither a preset ({', '.join(PRESETS)}) nor an "
+                     "existing data set folder/file")
+
+
+def run_training(s: TrainSettings) -> dict:
+    """Train as set out in ``s``; returns a summary (model file, MLflow run, metrics)."""
+    import mlflow
+    import ray
+    from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from xray_platform.preprocess import Preprocessing
+    from xray_platform.ray_simulate import init_ray
+    from xray_platform.tracking import experiment_id, tracking_uri, ui_command
+
+    s.validate()
+    name = s.name or f"{s.task}-r{s.depth}-{s.init}-{datetime.now():%Y%m%d-%H%M%S}"
+    out_dir = Path(s.out).resolve() / name
+    if out_dir.exists() and not s.resume and (out_dir / MODEL_FILE).exists():
+        raise ValueError(f"{out_dir} already holds a trained model; choose another --name or "
+                         "pass --resume")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    local_cpus = None
+    if not s.address:  # 2-core laptops: leave room for Ray Data next to the workers
+        import os
+
+        local_cpus = max(os.cpu_count() or 1, int(np.ceil(s.workers * s.cpus_per_worker)) + 2)
+    init_ray(s.address, local_cpus)
+    train_ds, val_ds, size, data_desc = _data_sources(s)
+    prep = Preprocessing(size)
+
+    uri = tracking_uri(s.mlflow_uri)
+    client = mlflow.MlflowClient(uri)
+    exp = experiment_id(client, s.experiment or f"xrp-{s.task}")
+    run_id_file = out_dir / "mlflow_run_id"
+    if s.resume and run_id_file.exists():
+        run_id = run_id_file.read_text().strip()
+    else:
+        run = client.create_run(exp, run_name=name, tags={"xrp.task": s.task,
+                                                            "xrp.version": __version__})
+        run_id = run.info.run_id
+        run_id_file.write_text(run_id)
+        params = {k: v for k, v in asdict(s).items() if v is not None and k != "address"}
+        params.update(grid_size=size, data_source=data_desc["source"])
+        for k, v in params.items():
+            client.log_param(run_id, k, str(v)[:500])
+    metadata = {"task": s.task, "depth": s.depth, "init": s.init, "label": s.label,
+                "preprocessing": prep.to_dict(), "training_data": data_desc,
+                "mlflow_run_id": run_id, "mlflow_tracking_uri": uri, "xrp_version": __version__,
+                "target": "is_multi (logit)" if s.task == "lattice"
+                else f"1/{s.label} in 1/Å (Gaussian mean and sigma)"}
+    cfg = {"task": s.task, "depth": s.depth, "init": s.init, "lr": s.lr,
+           "weight_decay": s.weight_decay, "batch_size": s.batch_size, "epochs": s.epochs,
+           "imagenet_weights": s.imagenet_weights, "transfer_from": s.transfer_from,
+           "threads": s.cpus_per_worker, "amp": s.amp, "channels_last": s.channels_last,
+           "mlflow_run_id": run_id, "mlflow_uri": uri, "metadata": metadata, "log_every": 20}
+    resources = {"CPU": s.cpus_per_worker}
+    if s.gpus_per_worker:
+        resources["GPU"] = s.gpus_per_worker
+    resume_ckpt = None
+    ckpt_dir = out_dir / "checkpoint"
+    if s.resume and (ckpt_dir / STATE_FILE).exists():
+        resume_ckpt = Checkpoint.from_directory(str(ckpt_dir))
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=cfg,
+        scaling_config=ScalingConfig(num_workers=s.workers, use_gpu=s.gpus_per_worker > 0,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=name, storage_path=str(out_dir / "ray"),
+            checkpoint_config=CheckpointConfig(num_to_keep=2,
+                                               checkpoint_score_attribute="val_score",
+                                               checkpoint_score_order="max"),
+            failure_config=FailureConfig(max_failures=s.max_failures)),
+        datasets={"train": train_ds, "val": val_ds},
+        resume_from_checkpoint=resume_ckpt,
+    )
+    t0 = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except Exception:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    wall = time.perf_counter() - t0
+    best = result.get_best_checkpoint("val_score", "max") or result.checkpoint
+    latest = result.checkpoint
+    with latest.as_directory() as d:  # the latest state, for --resume
+        if ckpt_dir.exists():
+            shutil.rmtree(ckpt_dir)
+        shutil.copytree(d, ckpt_dir)
+    with best.as_directory() as d:
+        shutil.copy2(Path(d) / MODEL_FILE, out_dir / MODEL_FILE)
+    history = result.metrics_dataframe
+    history_path = out_dir / "history.csv"
+    if history is not None:
+        history.to_csv(history_path, index=False)
+    final = dict(result.metrics or {})
+    client.log_metric(run_id, "wall_s", wall)
+    client.log_artifact(run_id, str(out_dir / MODEL_FILE))
+    if history_path.exists():
+        client.log_artifact(run_id, str(history_path))
+    client.set_terminated(run_id, "FINISHED")
+    summary = {"model": str(out_dir / MODEL_FILE), "out_dir": str(out_dir), "run_id": run_id,
+               "experiment": s.experiment or f"xrp-{s.task}", "tracking_uri": uri,
+               "mlflow_ui": ui_command(uri), "wall_s": wall, "metrics": final}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    if not s.address:
+        ray.shutdown()
+    return summary
