@@ -50,7 +50,7 @@ def test_simulate_writes_a_complete_labelled_dataset(dataset: Path) -> None:
         assert k in t
     for i in range(8):
         shot = ds[i]
-        assert shot.inputs.shape == (128, 128) and shot.inputs.dtype == np.float32
+        assert shot.inputs.shape == (64, 64) and shot.inputs.dtype == np.float32
         assert ((shot.inputs >= 0) | (shot.inputs == -1)).all()
         r = shot.record
         if r["hit"]:

@@ -256,7 +256,8 @@ def test_model_summary() -> None:
 
 def test_resolution_from_output_by_hand() -> None:
     raw = torch.tensor([[0.3, -1.0], [2.0, 0.5]])
-    mu_exp = torch.log1p(torch.exp(raw[:, 0]))
+    lo, hi = 1 / 12, 1 / 0.8  # predicted 1/d is bounded to (1/12, 1/0.8) 1/Å
+    mu_exp = lo + (hi - lo) / (1 + torch.exp(-raw[:, 0]))
     sigma_exp = torch.log1p(torch.exp(raw[:, 1])) + 1e-4
     mu, sigma = resolution_params(raw)
     assert torch.allclose(mu, mu_exp) and torch.allclose(sigma, sigma_exp)
@@ -264,15 +265,16 @@ def test_resolution_from_output_by_hand() -> None:
     assert torch.allclose(d, 1.0 / mu_exp)
     assert torch.allclose(sd, sigma_exp / mu_exp**2)
     # mu = 0.5 1/Å, sigma = 0.05 -> d = 2 Å, sigma_d = 0.2 Å
-    inv = lambda y: math.log(math.expm1(y))  # noqa: E731
-    d, sd = resolution_from_output(torch.tensor([[inv(0.5), inv(0.05 - 1e-4)]]))
+    d, sd = resolution_from_output(_raw(0.5, 0.05))
     assert d.item() == pytest.approx(2.0, rel=1e-5)
     assert sd.item() == pytest.approx(0.2, rel=1e-4)
 
 
 def _raw(mu: float, sigma: float, n: int = 1) -> torch.Tensor:
-    inv = lambda y: math.log(math.expm1(y))  # noqa: E731
-    return torch.tensor([[inv(mu), inv(sigma - 1e-4)]] * n)
+    """Raw head outputs that map to (mu, sigma) of 1/d."""
+    lo, hi = 1 / 12, 1 / 0.8
+    frac = (mu - lo) / (hi - lo)
+    return torch.tensor([[math.log(frac / (1 - frac)), math.log(math.expm1(sigma - 1e-4))]] * n)
 
 
 def test_gaussian_nll() -> None:

@@ -285,6 +285,108 @@ def train(
     console.print(t)
 
 
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="An xrp model file (model.pt from `xrp train`)."),
+    data: str = typer.Option(..., "--data", help="An HDF5 shot data set folder, or a preset "
+                             "to simulate first (e.g. quick-user-sets, user-sets, resmos2)."),
+    n: int | None = typer.Option(None, "-n", "--n-shots", help="Presets: shots to simulate "
+                                 "(per set for user-set presets)."),
+    seed: int = typer.Option(12345, "--seed", help="Presets: data set seed (keep it apart from "
+                             "training seeds)."),
+    out: Path | None = typer.Option(None, "--out", help="Report folder (default: eval-<data> "
+                                    "next to the model)."),
+    mlflow_uri: str | None = typer.Option(None, "--mlflow-uri", help="Log to this MLflow "
+                                          "store (default: the one the model was trained with)."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster for simulating "
+                                       "preset data; default a local Ray."),
+) -> None:
+    """Evaluate a model: accuracy/ROC (lattice) or Pearson r, MAE, calibration, user sets
+    (resolution), with the poster's plots, a JSON + markdown report and MLflow logging."""
+    from xray_platform.evaluate import evaluate_predictions, predict_dataset
+    from xray_platform.models import load_model
+    from xray_platform.presets import PRESETS
+
+    if not model.is_file():
+        _fail(f"model file {model} does not exist")
+    try:
+        _, meta = load_model(model)
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    name = Path(data).name if data not in PRESETS else data
+    out = out or model.parent / f"eval-{name}"
+    data_path = Path(data)
+    if data in PRESETS:
+        p = PRESETS[data] if n is None else PRESETS[data].with_n(n)
+        if p.grid.size != meta["preprocessing"]["grid_size"]:
+            _fail(f"preset {data} makes {p.grid.size}² inputs but the model reads "
+                  f"{meta['preprocessing']['grid_size']}²")
+        data_path = out / "data"
+        from xray_platform.ray_env import prepare_ray_env
+
+        prepare_ray_env(address)
+        from xray_platform.ray_simulate import simulate_dataset
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as prog:
+            t = prog.add_task("simulating evaluation shots", total=p.n_shots)
+            try:
+                simulate_dataset(p, data_path, seed, address=address,
+                                 on_progress=lambda d, tot: prog.update(t, completed=d))
+            except ValueError as e:
+                _fail(str(e))
+    elif not data_path.exists():
+        _fail(f"--data {data!r} is neither a preset nor an existing data set")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as prog:
+        t = prog.add_task("predicting", total=None)
+        try:
+            preds, table, meta = predict_dataset(
+                model, data_path, progress=lambda d, tot: prog.update(t, completed=d, total=tot))
+        except ValueError as e:
+            _fail(str(e))
+    task, label = meta["task"], meta.get("label")
+    res = evaluate_predictions(task, label, preds, table, out,
+                               title=f"{task} ResNet-{meta['depth']} on {name}")
+    m = res["metrics"]
+    t = Table(show_header=False, title="xrp evaluate: summary")
+    t.add_row("model", f"{model} ({task}, ResNet-{meta['depth']}, label {label})")
+    t.add_row("data", f"{data_path} ({len(table['seed'])} shots)")
+    if "lattice" in m:
+        lm = m["lattice"]
+        t.add_row("accuracy", f"{lm['accuracy']:.3f} "
+                  f"(majority class {lm['baseline_accuracy']:.3f})")
+        t.add_row("ROC AUC", f"{lm['roc_auc']:.3f}")
+    if "resolution" in m:
+        rm = m["resolution"]
+        t.add_row("Pearson r", f"{rm['pearson_r']:.3f}")
+        t.add_row("MAE", f"{rm['mae_A']:.3f} Å (mean predictor {rm['baseline_mae_A']:.3f} Å)")
+        t.add_row("within 1 / 2 sigma", f"{rm.get('frac_within_1sigma', float('nan')):.2f} / "
+                  f"{rm.get('frac_within_2sigma', float('nan')):.2f}")
+    if "user_sets" in m:
+        um = m["user_sets"]
+        t.add_row("user sets within 2 sd", f"{um['n_within_2sd']} of {um['n_sets']}")
+    t.add_row("report", res["report"])
+    uri = mlflow_uri or meta.get("mlflow_tracking_uri")
+    run_id = meta.get("mlflow_run_id")
+    if uri and run_id:
+        try:
+            import mlflow
+
+            client = mlflow.MlflowClient(uri)
+            for f in [res["report"], str(Path(res["report"]).with_suffix(".json")),
+                      *res["plots"].values()]:
+                client.log_artifact(run_id, f, artifact_path=f"eval-{name}")
+            flat = {f"eval_{name}_{sec}_{k}": v for sec, d in m.items() for k, v in d.items()
+                    if isinstance(v, int | float) and math.isfinite(v)}
+            for k, v in flat.items():
+                client.log_metric(run_id, k[:250], float(v))
+            t.add_row("MLflow", f"logged to run {run_id}")
+        except Exception as e:  # the report is written either way
+            t.add_row("MLflow", f"not logged ({type(e).__name__}: {e})")
+    console.print(t)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -552,3 +552,76 @@ def write_report(out_dir: Path, metrics: dict, plots: dict[str, Path],
             lines += [f"### {name}", "", f"![{name}]({rel})", ""]
     _atomic_write(md_path, "\n".join(lines).rstrip() + "\n")
     return json_path, md_path
+
+
+# ----------------------------------------------------------------------------------------
+# evaluating a model file on a data set (xrp evaluate)
+# ----------------------------------------------------------------------------------------
+def predict_dataset(model_path: Path, data_path: Path, batch_size: int = 32,
+                    progress: Any = None) -> tuple[dict, dict, dict]:
+    """Run a model over every shot of an HDF5 shot data set.
+
+    Returns (predictions, labels table, model metadata). ``progress(done, total)`` is called
+    after each batch."""
+    import torch
+
+    from xray_platform.inference import predict
+    from xray_platform.io.shots import ShotDataset
+    from xray_platform.models import load_model
+    from xray_platform.preprocess import Preprocessing, normalise
+
+    model, meta = load_model(model_path)
+    prep = Preprocessing.from_dict(meta["preprocessing"])
+    ds = ShotDataset(data_path)
+    size = ds[0].inputs.shape[0]
+    if size != prep.grid_size:
+        raise ValueError(f"{data_path} holds {size} x {size} inputs but the model reads "
+                         f"{prep.grid_size} x {prep.grid_size}; simulate data at the model's size")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    preds: dict[str, list[np.ndarray]] = {}
+    n = len(ds)
+    for start in range(0, n, batch_size):
+        x = normalise(np.stack([ds[i].inputs for i in range(start, min(n, start + batch_size))]),
+                      prep)
+        for k, v in predict(model, x, batch_size).items():
+            preds.setdefault(k, []).append(v)
+        if progress:
+            progress(min(n, start + batch_size), n)
+    return {k: np.concatenate(v) for k, v in preds.items()}, ds.table, meta
+
+
+def evaluate_predictions(task: str, label: str, preds: dict, table: dict, out_dir: Path,
+                         title: str) -> dict:
+    """Metrics, plots and the report for predictions over a labels table."""
+    from xray_platform.targets import training_target
+
+    out_dir = Path(out_dir)
+    plots: dict[str, Path] = {}
+    metrics: dict[str, Any] = {}
+    if task == "lattice":
+        is_multi = np.asarray(table["is_multi"], bool)
+        m = lattice_metrics(preds["p_multi"], is_multi)
+        metrics["lattice"] = m
+        plots["confusion"] = plot_confusion(m, out_dir / "confusion.png")
+        plots["roc"] = plot_roc(preds["p_multi"], is_multi, out_dir / "roc.png")
+    else:
+        y, keep = training_target(table, task, label)
+        true_d = np.where(keep, 1.0 / np.where(keep, y, 1.0), np.nan)
+        m = resolution_metrics(preds["d_A"], preds["sigma_A"], true_d)
+        metrics["resolution"] = m
+        plots["pred_vs_true"] = plot_pred_vs_true(preds["d_A"], true_d,
+                                                  out_dir / "pred_vs_true.png",
+                                                  sigma_d=preds["sigma_A"], title=title)
+        if np.any(keep):
+            plots["calibration"] = plot_calibration(preds["d_A"][keep], preds["sigma_A"][keep],
+                                                    true_d[keep], out_dir / "calibration.png")
+        if "set_id" in table:
+            hits = np.asarray(table["hit"], bool)
+            if hits.any():
+                u = user_set_metrics(preds["d_A"][hits], np.asarray(table["set_id"])[hits],
+                                     np.asarray(table["target_resolution_A"])[hits])
+                metrics["user_sets"] = u
+                plots["user_sets"] = plot_user_sets(u, out_dir / "user_sets.png")
+    write_report(out_dir, metrics, plots, title)
+    return {"metrics": metrics, "plots": {k: str(v) for k, v in plots.items()},
+            "report": str(out_dir / "report.md")}

@@ -39,6 +39,10 @@ MU0_INV_D = 0.4
 SIGMA0_INV_D = 0.05
 SIGMA_FLOOR = 1e-4
 _MU_FLOOR = 1e-6  # keeps d = 1/mu finite
+#: Predicted 1/d is bounded to (MU_MIN, MU_MAX) 1/Å, i.e. d in (0.8, 12) Å: a sigmoid keeps a
+#: half-trained network from predicting absurd resolutions (d = 1/mu explodes as mu -> 0).
+MU_MIN_INV_D = 1.0 / 12.0
+MU_MAX_INV_D = 1.0 / 0.8
 
 _RESNETS: dict[int, Callable[..., torchvision.models.ResNet]] = {
     18: torchvision.models.resnet18,
@@ -97,7 +101,8 @@ class XrpNet(nn.Module):
         nn.init.normal_(self.head.weight, std=0.01)
         with torch.no_grad():
             if self.task == "resolution":
-                self.head.bias.copy_(torch.tensor([_softplus_inv(MU0_INV_D),
+                frac = (MU0_INV_D - MU_MIN_INV_D) / (MU_MAX_INV_D - MU_MIN_INV_D)
+                self.head.bias.copy_(torch.tensor([math.log(frac / (1 - frac)),
                                                    _softplus_inv(SIGMA0_INV_D - SIGMA_FLOOR)]))
             else:
                 self.head.bias.zero_()
@@ -121,7 +126,7 @@ def _check_out(out: Tensor, width: int, what: str) -> None:
 def resolution_params(out: Tensor) -> tuple[Tensor, Tensor]:
     """Raw (N, 2) resolution output -> (mu, sigma) of 1/d in 1/Å, each (N,)."""
     _check_out(out, 2, "resolution")
-    mu = F.softplus(out[:, 0])
+    mu = MU_MIN_INV_D + (MU_MAX_INV_D - MU_MIN_INV_D) * torch.sigmoid(out[:, 0])
     sigma = F.softplus(out[:, 1]) + SIGMA_FLOOR
     return mu, sigma
 

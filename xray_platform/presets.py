@@ -127,7 +127,7 @@ _BAXTER = SimConfig(n_lattices={0: 0.02, 1: 0.49, 2: 0.3, 3: 0.13, 4: 0.06},
                     misorientation="gaussian", misorientation_sigma_deg=10.0)
 _UNIFORM = SimConfig(n_lattices={0: 0.02, 1: 0.49, 2: 0.3, 3: 0.13, 4: 0.06},
                      misorientation="uniform", misorientation_range_deg=(1.0, 180.0))
-_QUICK_GRID = QGrid(size=128)
+_QUICK_GRID = QGrid(size=64)
 _FULL_USER_SETS = make_user_sets(26, USER_SET_SIZES)
 
 PRESETS: dict[str, DatasetPreset] = {
@@ -146,11 +146,11 @@ PRESETS: dict[str, DatasetPreset] = {
                       "crystal at a target resolution in 1.42-5.45 Å",
                       sum(u.n_shots for u in _FULL_USER_SETS), _SINGLE.with_(
                           n_lattices={1: 1.0}), task="user-sets", user_sets=_FULL_USER_SETS),
-        DatasetPreset("quick-resolution", "64 resolution shots on a 128 x 128 grid (tests, "
+        DatasetPreset("quick-resolution", "64 resolution shots on a 64 x 64 grid (tests, "
                       "laptops)", 64, _SINGLE, _QUICK_GRID, shard_size=16),
-        DatasetPreset("quick-lattice", "64 lattice shots (half multi-lattice) on a 128 x 128 "
+        DatasetPreset("quick-lattice", "64 lattice shots (half multi-lattice) on a 64 x 64 "
                       "grid", 64, _BAXTER, _QUICK_GRID, task="lattice", shard_size=16),
-        DatasetPreset("quick-user-sets", "4 user sets of 8 shots on a 128 x 128 grid",
+        DatasetPreset("quick-user-sets", "4 user sets of 8 shots on a 64 x 64 grid",
                       32, _SINGLE.with_(n_lattices={1: 1.0}), _QUICK_GRID, task="user-sets",
                       user_sets=make_user_sets(4, (8,)), shard_size=8),
     )

@@ -77,6 +77,11 @@ class TrainSettings:
             raise ValueError(f"val fraction must be in (0, 1), got {self.val_fraction}")
         if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
             raise ValueError("cpus per worker must be > 0 and gpus per worker >= 0")
+        from xray_platform.presets import PRESETS
+
+        if self.data not in PRESETS and not Path(self.data).exists():
+            raise ValueError(f"--data {self.data!r} is neither a preset ({', '.join(PRESETS)}) "
+                             "nor an existing data set folder/file")
 
 
 # ----------------------------------------------------------------------------------------
@@ -119,16 +124,19 @@ def train_loop_per_worker(cfg: dict) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg["epochs"]))
     start = 0
-    ckpt = ray.train.get_checkpoint()
+    ckpt = ray.train.get_checkpoint()  # set when Ray restarts workers after a failure
+    if ckpt is None and cfg.get("resume_from"):  # --resume: the run's last saved state
+        ckpt = ray.train.Checkpoint.from_directory(cfg["resume_from"])
     if ckpt is not None:
         with ckpt.as_directory() as d:
             state = torch.load(Path(d) / STATE_FILE, weights_only=True, map_location=device)
         _unwrap(model).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        sched.T_max = max(1, cfg["epochs"])  # a resumed run may train for more epochs
         start = int(state["epoch"]) + 1
         if rank == 0:
-            print(f"[xrp train] resumed from the checkpoint of epoch {start - 1}")
+            print(f"[xrp train] resumed from the checkpoint of epoch {start}", flush=True)
     loss_fn = lattice_loss if cfg["task"] == "lattice" else gaussian_nll
     amp = cuda and cfg["amp"]
     client = None
@@ -248,11 +256,27 @@ def _data_sources(s: TrainSettings):
                      "existing data set folder/file")
 
 
+def _write_history(client, run_id: str, path: Path) -> Path:
+    """Per-epoch metrics of the run (all epochs, across resumes) as CSV, from MLflow."""
+    keys = sorted(k for k in client.get_run(run_id).data.metrics if k != "wall_s")
+    rows: dict[int, dict[str, float]] = {}
+    for k in keys:
+        for m in client.get_metric_history(run_id, k):
+            rows.setdefault(int(m.step), {})[k] = m.value
+    cols = ["epoch"] + [k for k in keys if k != "epoch"]
+    lines = [",".join(cols)]
+    for step in sorted(rows):
+        lines.append(",".join([str(step)] + [f"{rows[step].get(k, float('nan')):.6g}"
+                                             for k in cols[1:]]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def run_training(s: TrainSettings) -> dict:
     """Train as set out in ``s``; returns a summary (model file, MLflow run, metrics)."""
     import mlflow
     import ray
-    from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from xray_platform.preprocess import Preprocessing
@@ -272,6 +296,8 @@ def run_training(s: TrainSettings) -> dict:
 
         local_cpus = max(os.cpu_count() or 1, int(np.ceil(s.workers * s.cpus_per_worker)) + 2)
     init_ray(s.address, local_cpus)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # xrp prints one line per epoch instead
     train_ds, val_ds, size, data_desc = _data_sources(s)
     prep = Preprocessing(size)
 
@@ -303,23 +329,27 @@ def run_training(s: TrainSettings) -> dict:
     resources = {"CPU": s.cpus_per_worker}
     if s.gpus_per_worker:
         resources["GPU"] = s.gpus_per_worker
-    resume_ckpt = None
     ckpt_dir = out_dir / "checkpoint"
-    if s.resume and (ckpt_dir / STATE_FILE).exists():
-        resume_ckpt = Checkpoint.from_directory(str(ckpt_dir))
+    ray_name = name
+    if s.resume:
+        if not (ckpt_dir / STATE_FILE).exists():
+            raise ValueError(f"--resume: {ckpt_dir} holds no checkpoint to continue from")
+        # Ray Train V2 restores by checkpoint path (resume_from_checkpoint is deprecated); the
+        # workers read it, so on a cluster --out must be on storage every node reaches
+        cfg["resume_from"] = str(ckpt_dir)
+        ray_name = f"{name}-resumed-{datetime.now():%Y%m%d-%H%M%S}"
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=cfg,
         scaling_config=ScalingConfig(num_workers=s.workers, use_gpu=s.gpus_per_worker > 0,
                                      resources_per_worker=resources),
         run_config=RunConfig(
-            name=name, storage_path=str(out_dir / "ray"),
+            name=ray_name, storage_path=str(out_dir / "ray"),
             checkpoint_config=CheckpointConfig(num_to_keep=2,
                                                checkpoint_score_attribute="val_score",
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=s.max_failures)),
         datasets={"train": train_ds, "val": val_ds},
-        resume_from_checkpoint=resume_ckpt,
     )
     t0 = time.perf_counter()
     try:
@@ -336,15 +366,11 @@ def run_training(s: TrainSettings) -> dict:
         shutil.copytree(d, ckpt_dir)
     with best.as_directory() as d:
         shutil.copy2(Path(d) / MODEL_FILE, out_dir / MODEL_FILE)
-    history = result.metrics_dataframe
-    history_path = out_dir / "history.csv"
-    if history is not None:
-        history.to_csv(history_path, index=False)
+    history_path = _write_history(client, run_id, out_dir / "history.csv")
     final = dict(result.metrics or {})
     client.log_metric(run_id, "wall_s", wall)
     client.log_artifact(run_id, str(out_dir / MODEL_FILE))
-    if history_path.exists():
-        client.log_artifact(run_id, str(history_path))
+    client.log_artifact(run_id, str(history_path))
     client.set_terminated(run_id, "FINISHED")
     summary = {"model": str(out_dir / MODEL_FILE), "out_dir": str(out_dir), "run_id": run_id,
                "experiment": s.experiment or f"xrp-{s.task}", "tracking_uri": uri,

@@ -1,0 +1,128 @@
+"""Training as a user runs it: `xrp train` with 2 Ray Train workers on fresh simulated shots,
+MLflow tracking, resume, `xrp evaluate`, and model behaviour."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xray_platform.inference import predict
+from xray_platform.models import load_model
+from xray_platform.physics.sampling import sample_params, shot_seed
+from xray_platform.physics.simulate import simulate
+from xray_platform.preprocess import Preprocessing, normalise
+from xray_platform.presets import preset
+
+TRAIN = ["resolution", "--data", "quick-resolution", "--workers", "2", "--batch-size", "8",
+         "--shots-per-epoch", "256", "--val-shots", "64", "--name", "res"]
+
+
+def xrp(cwd: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "xray_platform.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("train")
+    r = xrp(d, "train", *TRAIN, "--epochs", "6")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "xrp train: summary" in r.stdout
+    return d
+
+
+def test_training_beats_the_mean_predictor_on_held_out_shots(run: Path) -> None:
+    summary = json.loads((run / "runs" / "res" / "summary.json").read_text())
+    model, meta = load_model(summary["model"])
+    assert meta["task"] == "resolution" and meta["depth"] == 18 and meta["label"] == "d_vis"
+    assert meta["preprocessing"]["grid_size"] == 64
+    assert meta["training_data"]["preset"] == "quick-resolution"
+    m = meta["metrics"]  # of the best epoch, on the fixed validation shots (never trained on)
+    assert m["val_mae_A"] < m["val_baseline_mae_A"]
+    assert m["val_pearson_r"] > 0.3
+    history = (run / "runs" / "res" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 6  # header + one row per epoch
+
+
+def test_mlflow_tracks_the_run(run: Path) -> None:
+    import mlflow
+
+    summary = json.loads((run / "runs" / "res" / "summary.json").read_text())
+    client = mlflow.MlflowClient(summary["tracking_uri"])
+    r = client.get_run(summary["run_id"])
+    assert r.info.status == "FINISHED"
+    assert r.data.params["depth"] == "18" and r.data.params["task"] == "resolution"
+    hist = client.get_metric_history(summary["run_id"], "val_mae_A")
+    assert sorted(h.step for h in hist) == [1, 2, 3, 4, 5, 6]
+    arts = [a.path for a in client.list_artifacts(summary["run_id"])]
+    assert "model.pt" in arts and "history.csv" in arts
+
+
+def test_a_larger_b_never_gets_a_finer_prediction_on_average(run: Path) -> None:
+    model, meta = load_model(run / "runs" / "res" / "model.pt")
+    prep = Preprocessing.from_dict(meta["preprocessing"])
+    p = preset("quick-resolution")
+    fine, coarse = [], []
+    for i in range(16):
+        base = replace(sample_params(shot_seed(777, i), p.sim.with_(n_lattices={1: 1.0})),
+                       spot_scale=3000.0)
+        for d_B, out in ((1.8, fine), (4.0, coarse)):
+            out.append(simulate(replace(base, d_B=d_B), p.grid).inputs)
+    torch.manual_seed(0)
+    d_fine = predict(model, normalise(np.stack(fine), prep))["d_A"]
+    d_coarse = predict(model, normalise(np.stack(coarse), prep))["d_A"]
+    assert d_coarse.mean() > d_fine.mean()
+
+
+def test_resume_continues_from_the_last_checkpoint(run: Path) -> None:
+    r = xrp(run, "train", *TRAIN, "--epochs", "7", "--resume")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "resumed from the checkpoint of epoch 6" in r.stdout + r.stderr
+    history = (run / "runs" / "res" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 7  # the same MLflow run, now with epochs 1-7
+    assert [int(h.split(",")[0]) for h in history[1:]] == list(range(1, 8))
+
+
+def test_evaluate_writes_the_report_and_user_set_figures(run: Path) -> None:
+    out = run / "eval"
+    r = xrp(run, "evaluate", "runs/res/model.pt", "--data", "quick-user-sets", "-n", "6",
+            "--out", str(out))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["resolution"]["n"] > 0 and rep["user_sets"]["n_sets"] == 4
+    for png in ("pred_vs_true.png", "calibration.png", "user_sets.png"):
+        assert (out / png).stat().st_size > 5000
+    assert "user sets" in (out / "report.md").read_text().lower()
+    r = xrp(run, "evaluate", "runs/res/model.pt", "--data", "no-such-thing")
+    assert r.returncode == 2 and "neither a preset nor an existing data set" in r.stderr
+
+
+def test_lattice_training_runs_and_records_its_model(tmp_path: Path) -> None:
+    r = xrp(tmp_path, "train", "lattice", "--data", "quick-lattice", "--epochs", "1",
+            "--shots-per-epoch", "16", "--val-shots", "16", "--batch-size", "8", "--name", "lat")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    model, meta = load_model(tmp_path / "runs" / "lat" / "model.pt")
+    assert meta["task"] == "lattice" and meta["label"] == "is_multi"
+    assert 0.0 <= meta["metrics"]["val_accuracy"] <= 1.0
+    x = torch.zeros(2, 1, 64, 64)
+    assert model(x).shape == (2, 1)
+
+
+def test_train_rejects_bad_options(tmp_path: Path) -> None:
+    r = xrp(tmp_path, "train", "colour", "--data", "quick-lattice")
+    assert r.returncode == 2 and "unknown task" in r.stderr
+    r = xrp(tmp_path, "train", "lattice", "--depth", "19")
+    assert r.returncode == 2 and "--depth must be one of" in r.stderr
+    r = xrp(tmp_path, "train", "lattice", "--init", "imagenet")
+    assert r.returncode == 2 and "--imagenet-weights" in r.stderr
+    r = xrp(tmp_path, "train", "resolution", "--label", "is_multi")
+    assert r.returncode == 2 and "not a resolution label" in r.stderr
+    r = xrp(tmp_path, "train", "lattice", "--data", "nope")
+    assert r.returncode == 2 and "neither a preset" in r.stderr
