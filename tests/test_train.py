@@ -63,6 +63,9 @@ def test_mlflow_tracks_the_run(run: Path) -> None:
     assert sorted(h.step for h in hist) == [1, 2, 3, 4, 5, 6]
     arts = [a.path for a in client.list_artifacts(summary["run_id"])]
     assert "model.pt" in arts and "history.csv" in arts
+    plots = [a.path for a in client.list_artifacts(summary["run_id"], "validation")]
+    for f in ("pred_vs_true.png", "calibration.png", "history.png", "report.md"):
+        assert f"validation/{f}" in plots
 
 
 def test_a_larger_b_never_gets_a_finer_prediction_on_average(run: Path) -> None:

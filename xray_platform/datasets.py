@@ -63,17 +63,23 @@ class SimulateShots:
         return _rows(inputs, ys, kept, self.preset.grid.size)
 
 
+def _simulate_batch(batch: dict[str, np.ndarray], preset: DatasetPreset, task: str,
+                    label: str | None, seed: int, fresh: bool) -> dict[str, np.ndarray]:
+    # a plain function, run as Ray tasks: worker processes (and their imports) are reused
+    # across batches and epochs, where an actor pool would be rebuilt for every pass
+    return SimulateShots(preset, task, label, seed, fresh)(batch)
+
+
 def simulated_dataset(preset: DatasetPreset, n_shots: int, task: str, label: str | None = None,
                       *, seed: int = 0, fresh: bool = True, batch_size: int = 8,
-                      concurrency: int = 2, num_cpus: float = 1.0) -> ray.data.Dataset:
+                      num_cpus: float = 1.0) -> ray.data.Dataset:
     """A lazy data set of ``n_shots`` simulated shots per pass (fewer rows for resolution: shots
     without the label are dropped)."""
     blocks = max(1, min(200, n_shots // batch_size))
     return ray.data.range(n_shots, override_num_blocks=blocks).map_batches(
-        SimulateShots,
-        fn_constructor_kwargs={"preset": preset, "task": task, "label": label, "seed": seed,
-                               "fresh": fresh},
-        batch_size=batch_size, concurrency=(1, concurrency), num_cpus=num_cpus)
+        _simulate_batch,
+        fn_kwargs={"preset": preset, "task": task, "label": label, "seed": seed, "fresh": fresh},
+        batch_size=batch_size, num_cpus=num_cpus)
 
 
 class ReadShots:

@@ -625,3 +625,32 @@ def evaluate_predictions(task: str, label: str, preds: dict, table: dict, out_di
     write_report(out_dir, metrics, plots, title)
     return {"metrics": metrics, "plots": {k: str(v) for k, v in plots.items()},
             "report": str(out_dir / "report.md")}
+
+
+def plot_history(history_csv: Path, out: Path) -> Path:
+    """Training curves: train/val loss and the validation metrics per epoch."""
+    lines = Path(history_csv).read_text().strip().splitlines()
+    cols = lines[0].split(",")
+    data = np.array([[float(v) for v in ln.split(",")] for ln in lines[1:]], dtype=float)
+    data = data.reshape(-1, len(cols))
+    col = {c: data[:, i] for i, c in enumerate(cols)}
+    metric_keys = [k for k in ("val_accuracy", "val_roc_auc", "val_mae_A", "val_pearson_r",
+                               "val_within_2sigma") if k in col]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for k in ("train_loss", "val_loss"):
+        if k in col:
+            axes[0].plot(col["epoch"], col[k], marker="o", label=k)
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("loss")
+    axes[0].legend()
+    for k in metric_keys:
+        axes[1].plot(col["epoch"], col[k], marker="o", label=k)
+    for k in ("val_baseline_accuracy", "val_baseline_mae_A"):
+        if k in col:
+            axes[1].plot(col["epoch"], col[k], ls="--", color="grey", label=k)
+    axes[1].set_xlabel("epoch")
+    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle("training history")
+    return _save(fig, Path(out))

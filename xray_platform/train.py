@@ -272,6 +272,29 @@ def _write_history(client, run_id: str, path: Path) -> Path:
     return path
 
 
+def _validation_report(model_path: Path, val_ds, task: str, label: str, history: Path,
+                       out_dir: Path) -> list[Path]:
+    """Plots and report of the final model on the validation shots, plus training curves."""
+    from xray_platform.evaluate import evaluate_predictions, plot_history
+    from xray_platform.inference import predict
+    from xray_platform.models import load_model
+
+    model, _ = load_model(model_path)
+    rows = val_ds.take_all()
+    x = np.stack([r["x"] for r in rows])
+    y = np.array([r["y"] for r in rows], dtype=np.float64)
+    preds = predict(model, x)
+    if task == "lattice":
+        table = {"is_multi": y > 0.5}
+    else:  # y = 1/d of the label; evaluate_predictions re-derives d from the table
+        table = {label: 1.0 / y, "hit": np.ones(len(y), bool)}
+    res = evaluate_predictions(task, label, preds, table, out_dir, f"{task}: validation shots")
+    files = [Path(res["report"]), Path(res["report"]).with_suffix(".json")]
+    files += [Path(p) for p in res["plots"].values()]
+    files.append(plot_history(history, out_dir / "history.png"))
+    return files
+
+
 def run_training(s: TrainSettings) -> dict:
     """Train as set out in ``s``; returns a summary (model file, MLflow run, metrics)."""
     import mlflow
@@ -367,6 +390,10 @@ def run_training(s: TrainSettings) -> dict:
     with best.as_directory() as d:
         shutil.copy2(Path(d) / MODEL_FILE, out_dir / MODEL_FILE)
     history_path = _write_history(client, run_id, out_dir / "history.csv")
+    val_report = _validation_report(out_dir / MODEL_FILE, val_ds, s.task, s.label, history_path,
+                                    out_dir / "validation")
+    for f in val_report:
+        client.log_artifact(run_id, str(f), artifact_path="validation")
     final = dict(result.metrics or {})
     client.log_metric(run_id, "wall_s", wall)
     client.log_artifact(run_id, str(out_dir / MODEL_FILE))
