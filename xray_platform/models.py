@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from xray_platform.io.atomic import atomic_open
 from xray_platform.preprocess import Preprocessing
 
 TASKS = ("lattice", "resolution")
@@ -332,16 +331,8 @@ def save_model(path: str | Path, model: XrpNet, metadata: dict) -> Path:
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        torch.save(payload, f)
     return path
 
 

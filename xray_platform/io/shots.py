@@ -20,7 +20,6 @@ import json
 import operator
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import hdf5plugin  # registers the Bitshuffle/LZ4 filter for readers and writers
 import numpy as np
 
 from xray_platform import __version__
+from xray_platform.io.atomic import atomic_open
 
 SHARD_PATTERN = "shard-{index:05d}.h5"
 MANIFEST_NAME = "dataset.json"
@@ -560,16 +560,8 @@ def write_manifest(directory: Path, info: dict) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     text = json.dumps(info, indent=2, sort_keys=True, default=_json_default) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=MANIFEST_NAME + ".", suffix=PARTIAL_SUFFIX)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, directory / MANIFEST_NAME)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(directory / MANIFEST_NAME) as fh:
+        fh.write(text)
     _fsync_path(directory, directory=True)
 
 
