@@ -129,3 +129,14 @@ def test_train_rejects_bad_options(tmp_path: Path) -> None:
     assert r.returncode == 2 and "not a resolution label" in r.stderr
     r = xrp(tmp_path, "train", "lattice", "--data", "nope")
     assert r.returncode == 2 and "neither a preset" in r.stderr
+
+
+def test_training_from_an_hdf5_data_set_with_the_d_b_label(tmp_path: Path) -> None:
+    r = xrp(tmp_path, "simulate", "quick-resolution", "-n", "40", "--out", "shots")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = xrp(tmp_path, "train", "resolution", "--data", "shots", "--label", "d_B", "--epochs", "1",
+            "--batch-size", "8", "--name", "h5")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _, meta = load_model(tmp_path / "runs" / "h5" / "model.pt")
+    assert meta["label"] == "d_B" and meta["training_data"]["source"] == "HDF5 shot data set"
+    assert meta["training_data"]["val_indices"] == [36, 40]
