@@ -369,20 +369,22 @@ def _render_spot_boxes(p: ShotParams, geom: Geometry, refl: Reflections):
     f, s, ph = refl.f[keep], refl.s[keep], refl.photons[keep]
     n = render_box_px(p)
     half = n // 2
+    nf, ns = geom.detector.n_fast, geom.detector.n_slow
     f_lo = torch.round(f) - half
     s_lo = torch.round(s) - half
-    fx = _box_fraction(f, f_lo, n, p.spot_sigma_px)
-    fy = _box_fraction(s, s_lo, n, p.spot_sigma_px)
-    spot = ph[:, None, None] * fy[:, :, None] * fx[:, None, :]
-    x, y = geom.xy_mm(f, s)
-    bg = background_per_pixel(p, geom, x, y)[:, None, None].expand_as(spot)
+    # float32 boxes, one pass: (spots, n, n) photons, then a single mask for pixels that are on
+    # the detector and bright enough; pixel indices are rebuilt only for the survivors
+    fx = _box_fraction(f, f_lo, n, p.spot_sigma_px).float()
+    fy = _box_fraction(s, s_lo, n, p.spot_sigma_px).float()
     ar = torch.arange(n, device=f.device, dtype=f.dtype)
-    fi = (f_lo[:, None, None] + ar[None, None, :]).expand_as(spot)
-    si = (s_lo[:, None, None] + ar[None, :, None]).expand_as(spot)
-    fi, si, spot, bg = fi.reshape(-1), si.reshape(-1), spot.reshape(-1), bg.reshape(-1)
-    inside = (fi >= 0) & (fi < geom.detector.n_fast) & (si >= 0) & (si < geom.detector.n_slow)
-    inside &= spot >= MIN_PIXEL_PHOTONS
-    return fi[inside].long(), si[inside].long(), spot[inside], bg[inside]
+    fx = torch.where((f_lo[:, None] + ar >= 0) & (f_lo[:, None] + ar < nf), fx, 0.0)
+    fy = torch.where((s_lo[:, None] + ar >= 0) & (s_lo[:, None] + ar < ns), fy, 0.0)
+    spot = ph.float()[:, None, None] * fy[:, :, None] * fx[:, None, :]
+    k, j, i = torch.nonzero(spot >= MIN_PIXEL_PHOTONS, as_tuple=True)
+    x, y = geom.xy_mm(f, s)
+    bg = background_per_pixel(p, geom, x, y).float()
+    return ((f_lo[k] + i).long(), (s_lo[k] + j).long(), spot[k, j, i].to(ph.dtype),
+            bg[k].to(ph.dtype))
 
 
 def sample_max_poisson(mu: torch.Tensor, n: torch.Tensor, generator: torch.Generator,
