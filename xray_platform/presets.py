@@ -128,6 +128,8 @@ _BAXTER = SimConfig(n_lattices={0: 0.02, 1: 0.49, 2: 0.3, 3: 0.13, 4: 0.06},
 _UNIFORM = SimConfig(n_lattices={0: 0.02, 1: 0.49, 2: 0.3, 3: 0.13, 4: 0.06},
                      misorientation="uniform", misorientation_range_deg=(1.0, 180.0))
 _QUICK_GRID = QGrid(size=64)
+#: quick presets: one detector and well-diffracting crystals, so a CPU model learns in minutes
+_QUICK = {"detectors": ("pilatus6m",), "log_spot_scale": (300.0, 3e4), "log_bg_level": (0.5, 10.0)}
 _FULL_USER_SETS = make_user_sets(26, USER_SET_SIZES)
 
 PRESETS: dict[str, DatasetPreset] = {
@@ -146,10 +148,12 @@ PRESETS: dict[str, DatasetPreset] = {
                       "crystal at a target resolution in 1.42-5.45 Å",
                       sum(u.n_shots for u in _FULL_USER_SETS), _SINGLE.with_(
                           n_lattices={1: 1.0}), task="user-sets", user_sets=_FULL_USER_SETS),
-        DatasetPreset("quick-resolution", "64 resolution shots on a 64 x 64 grid (tests, "
-                      "laptops)", 64, _SINGLE, _QUICK_GRID, shard_size=16),
+        DatasetPreset("quick-resolution", "64 resolution shots on a 64 x 64 grid, PILATUS 6M, "
+                      "strong crystals (tests, laptops)", 64, _SINGLE.with_(**_QUICK),
+                      _QUICK_GRID, shard_size=16),
         DatasetPreset("quick-lattice", "64 lattice shots (half multi-lattice) on a 64 x 64 "
-                      "grid", 64, _BAXTER, _QUICK_GRID, task="lattice", shard_size=16),
+                      "grid, PILATUS 6M, strong crystals", 64, _BAXTER.with_(**_QUICK),
+                      _QUICK_GRID, task="lattice", shard_size=16),
         DatasetPreset("quick-user-sets", "4 user sets of 8 shots on a 64 x 64 grid",
                       32, _SINGLE.with_(n_lattices={1: 1.0}), _QUICK_GRID, task="user-sets",
                       user_sets=make_user_sets(4, (8,)), shard_size=8),
