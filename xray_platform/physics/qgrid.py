@@ -103,12 +103,6 @@ class QGrid:
         lam_d = geom.wavelength_A * geom.distance_mm
         return (self.cell * lam_d / geom.detector.pixel_mm) ** 2 / cos2t**3
 
-    def covered(self, geom: Geometry, device=None) -> torch.Tensor:
-        """(size, size) bool: cells whose centre maps onto a pixel of the detector that is not a
-        gap (beamstop cells are covered: real frames do not mark the beamstop)."""
-        f, s, _, reachable = self.pixels_of_cells(geom, device)
-        return reachable & grid_on_detector(geom, f, s)
-
 
 @lru_cache(maxsize=16)
 def _flat_centres(grid: QGrid, device: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -43,7 +43,7 @@ from xray_platform.physics.labels import (
     lattice_labels,
     resolution_labels,
 )
-from xray_platform.physics.qgrid import MASKED, QGrid, frame_to_grid, grid_on_detector
+from xray_platform.physics.qgrid import MASKED, QGrid, grid_on_detector
 
 #: Hexagonal ice (Ih) powder lines: d (Å) and relative intensity.
 ICE_RINGS_A = (3.897, 3.669, 3.441, 2.671, 2.249, 2.072, 1.948, 1.918, 1.883, 1.721)
@@ -556,8 +556,3 @@ def simulate(p: ShotParams, grid: QGrid | None = None, full_frame: bool = False,
         inputs = render_input(p, grid, device, refl=sub).cpu().numpy()
     frame = render_frame(p, device, refl).cpu().numpy() if full_frame else None
     return SimulatedShot(p, inputs, shot_labels(p, refl), frame, refl)
-
-
-def frame_input(frame: np.ndarray, p: ShotParams, grid: QGrid) -> np.ndarray:
-    """The model input of a full frame via the exact slow mapping (for validation)."""
-    return frame_to_grid(torch.as_tensor(frame), p.geometry, grid).numpy()
