@@ -45,8 +45,10 @@ def plan_shards(n_shots: int, shard_size: int) -> list[ShardPlan]:
 
 
 def manifest_info(preset: DatasetPreset, seed: int, shard_size: int, full_frames: bool) -> dict:
-    detectors = {u.fixed.get("detector") for u in preset.user_sets} - {None}
-    detectors |= set(preset.sim.detectors) if not preset.user_sets else set()
+    if preset.user_sets:  # each user set fixes its detector
+        detectors = {u.fixed.get("detector") for u in preset.user_sets} - {None}
+    else:
+        detectors = set(preset.sim.detectors)
     if full_frames and len(detectors) > 1:
         raise ValueError("full frames need one detector per data set and this preset mixes "
                          f"{sorted(detectors)}: add --detector pilatus6m (or eiger16m, test)")

@@ -240,20 +240,18 @@ def _data_sources(s: TrainSettings):
                 "shots_per_epoch": n_train, "val_shots": n_val, "val_seed": s.seed + 7919,
                 "parameters": preset.to_dict()}
         return train, val, preset.grid.size, desc
-    if path.exists():
-        from xray_platform.io.shots import ShotDataset
+    # not a preset: an existing data set (TrainSettings.validate checked that)
+    from xray_platform.io.shots import ShotDataset
 
-        n = len(ShotDataset(path))
-        n_val = max(1, int(round(n * s.val_fraction)))
-        if n - n_val < 1:
-            raise ValueError(f"{path} has {n} shots: too few to hold out a validation set")
-        train = hdf5_dataset(path, s.task, s.label, indices=np.arange(n - n_val))
-        val = hdf5_dataset(path, s.task, s.label, indices=np.arange(n - n_val, n)).materialize()
-        desc = {"source": "HDF5 shot data set", "path": str(path.resolve()), "n_shots": n,
-                "val_indices": [n - n_val, n]}
-        return train, val, dataset_grid_size(path), desc
-    raise ValueError(f"--data {s.data!r} is neither a preset ({', '.join(PRESETS)}) nor an "
-                     "existing data set folder/file")
+    n = len(ShotDataset(path))
+    n_val = max(1, int(round(n * s.val_fraction)))
+    if n - n_val < 1:
+        raise ValueError(f"{path} has {n} shots: too few to hold out a validation set")
+    train = hdf5_dataset(path, s.task, s.label, indices=np.arange(n - n_val))
+    val = hdf5_dataset(path, s.task, s.label, indices=np.arange(n - n_val, n)).materialize()
+    desc = {"source": "HDF5 shot data set", "path": str(path.resolve()), "n_shots": n,
+            "val_indices": [n - n_val, n]}
+    return train, val, dataset_grid_size(path), desc
 
 
 def _write_history(client, run_id: str, path: Path) -> Path:
