@@ -18,6 +18,7 @@ from xray_platform.models import (
     MODEL_FORMAT_VERSION,
     TASKS,
     XrpNet,
+    beta_nll,
     build_model,
     gaussian_nll,
     lattice_loss,
@@ -318,3 +319,22 @@ def test_channels_last_same_outputs() -> None:
             assert model.trunk.conv1.weight.is_contiguous(memory_format=torch.channels_last)
             out = model(x.to(memory_format=torch.channels_last))
         assert torch.allclose(ref, out, atol=1e-5, rtol=1e-4)
+
+
+def test_beta_nll_keeps_the_calibrated_sigma_and_damps_overconfident_steps() -> None:
+    target = torch.tensor([0.4, 0.5, 0.45])
+    raw = _raw(0.48, 0.05, 3)
+    assert beta_nll(raw, target, beta=0.0) == pytest.approx(float(gaussian_nll(raw, target)))
+    # d loss / d sigma vanishes at the calibrated sigma for any beta (the weight is constant)
+    err = torch.tensor([0.1])
+    for beta in (0.0, 0.5):
+        r = _raw(0.5, 0.1).clone().requires_grad_(True)
+        beta_nll(r, 0.5 + err, beta).backward()
+        assert abs(float(r.grad[0, 1])) < 1e-4  # vs 0.15 at sigma 0.05
+    # an overconfident shot (sigma 0.001, error 0.1): the step on mu is sigma times smaller
+    grads = []
+    for beta in (0.0, 0.5):
+        r = _raw(0.45, 0.001).clone().requires_grad_(True)
+        beta_nll(r, torch.tensor([0.55]), beta).backward()
+        grads.append(float(r.grad[0, 0]))
+    assert grads[1] == pytest.approx(grads[0] * 0.001, rel=1e-2)

@@ -63,7 +63,8 @@ def test_mlflow_tracks_the_run(run: Path) -> None:
     hist = client.get_metric_history(summary["run_id"], "val_mae_A")
     assert sorted(h.step for h in hist) == list(range(1, 9))
     arts = [a.path for a in client.list_artifacts(summary["run_id"])]
-    assert "model.pt" in arts and "history.csv" in arts
+    assert "model" in arts and "history.csv" in arts
+    assert [a.path for a in client.list_artifacts(summary["run_id"], "model")] == ["model/model.pt"]
     plots = [a.path for a in client.list_artifacts(summary["run_id"], "validation")]
     for f in ("pred_vs_true.png", "calibration.png", "history.png", "report.md"):
         assert f"validation/{f}" in plots

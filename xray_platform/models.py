@@ -146,6 +146,20 @@ def gaussian_nll(out: Tensor, target_inv_d: Tensor) -> Tensor:
     return (torch.log(sigma) + 0.5 * ((target - mu) / sigma) ** 2).mean()
 
 
+def beta_nll(out: Tensor, target_inv_d: Tensor, beta: float = 0.5) -> Tensor:
+    """The training loss of the resolution head: the Gaussian NLL of each shot weighted by
+    sigma^(2 beta), the weight held constant (beta-NLL, Seitzer et al., ICLR 2022). With beta = 0
+    it is gaussian_nll; with beta = 0.5 the gradient on mu no longer grows as 1/sigma^2, so
+    shots the network is (over)confident about cannot blow up a step; sigma still converges to
+    the calibrated value (the weight carries no gradient)."""
+    mu, sigma = resolution_params(out)
+    target = target_inv_d.to(mu.dtype).reshape(-1)
+    if target.shape != mu.shape:
+        raise ValueError(f"target 1/d has {target.numel()} values for {mu.numel()} outputs")
+    nll = torch.log(sigma) + 0.5 * ((target - mu) / sigma) ** 2
+    return (nll * sigma.detach() ** (2 * beta)).mean()
+
+
 def lattice_loss(out: Tensor, is_multi: Tensor) -> Tensor:
     """Mean binary cross-entropy of (N, 1) logits against 0/1 multi-lattice labels."""
     _check_out(out, 1, "lattice")

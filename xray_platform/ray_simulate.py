@@ -20,12 +20,14 @@ from xray_platform.dataset_writer import (
 from xray_platform.presets import DatasetPreset
 
 
-def init_ray(address: str | None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None, num_cpus: int | None = None, *,
+             log_to_driver: bool = True) -> None:
     """Connect to the cluster at ``address`` ("auto" for the one this machine belongs to) or
-    start a private local Ray (default)."""
+    start a private local Ray (default). ``log_to_driver=False`` keeps the workers' output in
+    the session logs (a search prints its own progress lines)."""
     if ray.is_initialized():
         return
-    kw = {"logging_level": "WARNING", "log_to_driver": True}
+    kw = {"logging_level": "WARNING", "log_to_driver": log_to_driver}
     if address:
         ray.init(address=address, **kw)
     else:

@@ -26,13 +26,22 @@ def ui_command(uri: str) -> str:
     return f"open {uri} in a browser"
 
 
-def experiment_id(client, name: str) -> str:
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: next to a sqlite file (``mlartifacts/``), so
+    the store does not depend on the working folder of whichever process made the experiment
+    (a Ray job runs in a temporary folder); a server decides for itself (None)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
+def experiment_id(client, name: str, uri: str | None = None) -> str:
     """Get or create the experiment (in the driver, before workers start: parallel creation
     makes duplicates)."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=artifact_root(uri or ""))
     except Exception:  # created concurrently
         return client.get_experiment_by_name(name).experiment_id

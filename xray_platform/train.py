@@ -23,6 +23,7 @@ import torch
 from xray_platform import __version__
 from xray_platform.evaluate import lattice_metrics, resolution_metrics
 from xray_platform.models import (
+    beta_nll,
     build_model,
     gaussian_nll,
     lattice_loss,
@@ -137,7 +138,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         start = int(state["epoch"]) + 1
         if rank == 0:
             print(f"[xrp train] resumed from the checkpoint of epoch {start}", flush=True)
-    loss_fn = lattice_loss if cfg["task"] == "lattice" else gaussian_nll
+    loss_fn = lattice_loss if cfg["task"] == "lattice" else beta_nll
     amp = cuda and cfg["amp"]
     client = None
     if rank == 0 and cfg.get("mlflow_run_id"):
@@ -169,7 +170,7 @@ def train_loop_per_worker(cfg: dict) -> None:
             n_batches += 1
             t0 = time.perf_counter()
             t_comp += t0 - t1
-            if rank == 0 and n_batches % cfg["log_every"] == 0:
+            if rank == 0 and cfg["log_every"] and n_batches % cfg["log_every"] == 0:
                 print(f"[xrp train] epoch {epoch + 1}/{cfg['epochs']} batch {n_batches} "
                       f"loss {loss_sum / max(n_img, 1):.4f}", flush=True)
         sched.step()
@@ -202,8 +203,10 @@ def train_loop_per_worker(cfg: dict) -> None:
                    "data_wait_s": t_data, "compute_s": t_comp,
                    **_val_metrics(cfg["task"], out_all, y_all)}
         if rank == 0:
-            print("[xrp train] " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                                               for k, v in metrics.items()}), flush=True)
+            if cfg["log_every"]:  # a search prints its own progress (tune.py)
+                print("[xrp train] " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                                   for k, v in metrics.items()}),
+                      flush=True)
             if client is not None:
                 for k, v in metrics.items():
                     if isinstance(v, int | float) and np.isfinite(v):
@@ -215,6 +218,7 @@ def train_loop_per_worker(cfg: dict) -> None:
                 torch.save({"model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "epoch": epoch},
                            Path(d) / STATE_FILE)
+                (Path(d) / "metrics.json").write_text(json.dumps(metrics))  # for a search
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics)
@@ -223,8 +227,10 @@ def train_loop_per_worker(cfg: dict) -> None:
 # ----------------------------------------------------------------------------------------
 # the driver
 # ----------------------------------------------------------------------------------------
-def _data_sources(s: TrainSettings):
-    """(train dataset, val dataset, grid size, description) for a preset or an HDF5 path."""
+def data_sources(s: TrainSettings, with_val: bool = True):
+    """(train dataset, val dataset or None, grid size, description) for a preset or an HDF5
+    path. The validation set is fixed (seeded) and materialised: every epoch, every trial of a
+    search and every champion comparison sees the same shots."""
     from xray_platform.datasets import dataset_grid_size, hdf5_dataset, simulated_dataset
     from xray_platform.presets import PRESETS
 
@@ -235,7 +241,7 @@ def _data_sources(s: TrainSettings):
         n_val = s.val_shots or max(32, n_train // 10)
         train = simulated_dataset(preset, n_train, s.task, s.label, fresh=True)
         val = simulated_dataset(preset, n_val, s.task, s.label, seed=s.seed + 7919,
-                                fresh=False).materialize()
+                                fresh=False).materialize() if with_val else None
         desc = {"source": "simulated (fresh shots every epoch)", "preset": preset.name,
                 "shots_per_epoch": n_train, "val_shots": n_val, "val_seed": s.seed + 7919,
                 "parameters": preset.to_dict()}
@@ -248,7 +254,8 @@ def _data_sources(s: TrainSettings):
     if n - n_val < 1:
         raise ValueError(f"{path} has {n} shots: too few to hold out a validation set")
     train = hdf5_dataset(path, s.task, s.label, indices=np.arange(n - n_val))
-    val = hdf5_dataset(path, s.task, s.label, indices=np.arange(n - n_val, n)).materialize()
+    val = hdf5_dataset(path, s.task, s.label, indices=np.arange(n - n_val, n)).materialize() \
+        if with_val else None
     desc = {"source": "HDF5 shot data set", "path": str(path.resolve()), "n_shots": n,
             "val_indices": [n - n_val, n]}
     return train, val, dataset_grid_size(path), desc
@@ -293,52 +300,23 @@ def _validation_report(model_path: Path, val_ds, task: str, label: str, history:
     return files
 
 
-def run_training(s: TrainSettings) -> dict:
-    """Train as set out in ``s``; returns a summary (model file, MLflow run, metrics)."""
+def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val_ds,
+        size: int, data_desc: dict, ray_name: str, resume_from: str | None = None,
+        callbacks: tuple = (), log_every: int = 20) -> dict:
+    """Run the TorchTrainer of ``s`` (Ray already initialised, MLflow run ``run_id`` open), then
+    keep the best model, the latest checkpoint and the validation report in ``out_dir`` and log
+    them to the run. A run with the same ``ray_name`` and ``out_dir`` continues from its saved
+    Ray Train state (Train V2 restores it); ``resume_from`` names a checkpoint folder instead."""
     import mlflow
-    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from xray_platform.preprocess import Preprocessing
-    from xray_platform.ray_simulate import init_ray
-    from xray_platform.tracking import experiment_id, tracking_uri, ui_command
+    from xray_platform.tracking import ui_command
 
-    s.validate()
-    name = s.name or f"{s.task}-r{s.depth}-{s.init}-{datetime.now():%Y%m%d-%H%M%S}"
-    out_dir = Path(s.out).resolve() / name
-    if out_dir.exists() and not s.resume and (out_dir / MODEL_FILE).exists():
-        raise ValueError(f"{out_dir} already holds a trained model; choose another --name or "
-                         "pass --resume")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    local_cpus = None
-    if not s.address:  # 2-core laptops: leave room for Ray Data next to the workers
-        import os
-
-        local_cpus = max(os.cpu_count() or 1, int(np.ceil(s.workers * s.cpus_per_worker)) + 2)
-    init_ray(s.address, local_cpus)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # xrp prints one line per epoch instead
-    train_ds, val_ds, size, data_desc = _data_sources(s)
-    prep = Preprocessing(size)
-
-    uri = tracking_uri(s.mlflow_uri)
     client = mlflow.MlflowClient(uri)
-    exp = experiment_id(client, s.experiment or f"xrp-{s.task}")
-    run_id_file = out_dir / "mlflow_run_id"
-    if s.resume and run_id_file.exists():
-        run_id = run_id_file.read_text().strip()
-    else:
-        run = client.create_run(exp, run_name=name, tags={"xrp.task": s.task,
-                                                            "xrp.version": __version__})
-        run_id = run.info.run_id
-        run_id_file.write_text(run_id)
-        params = {k: v for k, v in asdict(s).items() if v is not None and k != "address"}
-        params.update(grid_size=size, data_source=data_desc["source"])
-        for k, v in params.items():
-            client.log_param(run_id, k, str(v)[:500])
     metadata = {"task": s.task, "depth": s.depth, "init": s.init, "label": s.label,
-                "preprocessing": prep.to_dict(), "training_data": data_desc,
+                "preprocessing": Preprocessing(size).to_dict(), "training_data": data_desc,
                 "mlflow_run_id": run_id, "mlflow_tracking_uri": uri, "xrp_version": __version__,
                 "target": "is_multi (logit)" if s.task == "lattice"
                 else f"1/{s.label} in 1/Å (Gaussian mean and sigma)"}
@@ -346,26 +324,18 @@ def run_training(s: TrainSettings) -> dict:
            "weight_decay": s.weight_decay, "batch_size": s.batch_size, "epochs": s.epochs,
            "imagenet_weights": s.imagenet_weights, "transfer_from": s.transfer_from,
            "threads": s.cpus_per_worker, "amp": s.amp, "channels_last": s.channels_last,
-           "mlflow_run_id": run_id, "mlflow_uri": uri, "metadata": metadata, "log_every": 20}
+           "mlflow_run_id": run_id, "mlflow_uri": uri, "metadata": metadata,
+           "log_every": log_every, "resume_from": resume_from}
     resources = {"CPU": s.cpus_per_worker}
     if s.gpus_per_worker:
         resources["GPU"] = s.gpus_per_worker
-    ckpt_dir = out_dir / "checkpoint"
-    ray_name = name
-    if s.resume:
-        if not (ckpt_dir / STATE_FILE).exists():
-            raise ValueError(f"--resume: {ckpt_dir} holds no checkpoint to continue from")
-        # Ray Train V2 restores by checkpoint path (resume_from_checkpoint is deprecated); the
-        # workers read it, so on a cluster --out must be on storage every node reaches
-        cfg["resume_from"] = str(ckpt_dir)
-        ray_name = f"{name}-resumed-{datetime.now():%Y%m%d-%H%M%S}"
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=cfg,
         scaling_config=ScalingConfig(num_workers=s.workers, use_gpu=s.gpus_per_worker > 0,
                                      resources_per_worker=resources),
         run_config=RunConfig(
-            name=ray_name, storage_path=str(out_dir / "ray"),
+            name=ray_name, storage_path=str(out_dir / "ray"), callbacks=list(callbacks),
             checkpoint_config=CheckpointConfig(num_to_keep=2,
                                                checkpoint_score_attribute="val_score",
                                                checkpoint_score_order="max"),
@@ -380,8 +350,8 @@ def run_training(s: TrainSettings) -> dict:
         raise
     wall = time.perf_counter() - t0
     best = result.get_best_checkpoint("val_score", "max") or result.checkpoint
-    latest = result.checkpoint
-    with latest.as_directory() as d:  # the latest state, for --resume
+    ckpt_dir = out_dir / "checkpoint"
+    with result.checkpoint.as_directory() as d:  # the latest state, for --resume
         if ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)
         shutil.copytree(d, ckpt_dir)
@@ -392,15 +362,70 @@ def run_training(s: TrainSettings) -> dict:
                                     out_dir / "validation")
     for f in val_report:
         client.log_artifact(run_id, str(f), artifact_path="validation")
-    final = dict(result.metrics or {})
     client.log_metric(run_id, "wall_s", wall)
-    client.log_artifact(run_id, str(out_dir / MODEL_FILE))
+    client.log_artifact(run_id, str(out_dir / MODEL_FILE), artifact_path="model")
     client.log_artifact(run_id, str(history_path))
     client.set_terminated(run_id, "FINISHED")
     summary = {"model": str(out_dir / MODEL_FILE), "out_dir": str(out_dir), "run_id": run_id,
                "experiment": s.experiment or f"xrp-{s.task}", "tracking_uri": uri,
-               "mlflow_ui": ui_command(uri), "wall_s": wall, "metrics": final}
+               "mlflow_ui": ui_command(uri), "wall_s": wall,
+               "metrics": dict(result.metrics or {})}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def log_params(client, run_id: str, s: TrainSettings, size: int, data_desc: dict) -> None:
+    params = {k: v for k, v in asdict(s).items() if v is not None and k != "address"}
+    params.update(grid_size=size, data_source=data_desc["source"])
+    for k, v in params.items():
+        client.log_param(run_id, k, str(v)[:500])
+
+
+def run_training(s: TrainSettings) -> dict:
+    """Train as set out in ``s``; returns a summary (model file, MLflow run, metrics)."""
+    import mlflow
+    import ray
+
+    from xray_platform.ray_simulate import init_ray
+    from xray_platform.tracking import experiment_id, tracking_uri
+
+    s.validate()
+    name = s.name or f"{s.task}-r{s.depth}-{s.init}-{datetime.now():%Y%m%d-%H%M%S}"
+    out_dir = Path(s.out).resolve() / name
+    if out_dir.exists() and not s.resume and (out_dir / MODEL_FILE).exists():
+        raise ValueError(f"{out_dir} already holds a trained model; choose another --name or "
+                         "pass --resume")
+    ckpt_dir = out_dir / "checkpoint"
+    if s.resume and not (ckpt_dir / STATE_FILE).exists():
+        raise ValueError(f"--resume: {ckpt_dir} holds no checkpoint to continue from")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    local_cpus = None
+    if not s.address:  # 2-core laptops: leave room for Ray Data next to the workers
+        import os
+
+        local_cpus = max(os.cpu_count() or 1, int(np.ceil(s.workers * s.cpus_per_worker)) + 2)
+    init_ray(s.address, local_cpus)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # one line per epoch
+    train_ds, val_ds, size, data_desc = data_sources(s)
+
+    uri = tracking_uri(s.mlflow_uri)
+    client = mlflow.MlflowClient(uri)
+    exp = experiment_id(client, s.experiment or f"xrp-{s.task}", uri)
+    run_id_file = out_dir / "mlflow_run_id"
+    if s.resume and run_id_file.exists():
+        run_id = run_id_file.read_text().strip()
+    else:
+        run = client.create_run(exp, run_name=name, tags={"xrp.task": s.task,
+                                                            "xrp.version": __version__})
+        run_id = run.info.run_id
+        run_id_file.write_text(run_id)
+        log_params(client, run_id, s, size, data_desc)
+    # --resume: Ray Train V2 restores by checkpoint path (resume_from_checkpoint is deprecated);
+    # the workers read it, so on a cluster --out must be on storage every node reaches
+    summary = fit(s, out_dir=out_dir, run_id=run_id, uri=uri, train_ds=train_ds, val_ds=val_ds,
+                  size=size, data_desc=data_desc,
+                  ray_name=f"{name}-resumed-{datetime.now():%Y%m%d-%H%M%S}" if s.resume
+                  else name, resume_from=str(ckpt_dir) if s.resume else None)
     if not s.address:
         ray.shutdown()
     return summary

@@ -120,6 +120,25 @@ def grid_on_detector(geom: Geometry, f: torch.Tensor, s: torch.Tensor) -> torch.
     return ok & ~det.is_gap(fi, si)
 
 
+@lru_cache(maxsize=8)
+def _frame_map(geom: Geometry, grid: QGrid, device: str
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per geometry and grid (cached: a detector's frames share it): the cell of every pixel
+    (flat; pixels off the grid go to a spill cell at index size²), and for every cell the flat
+    index of the pixel under its centre and whether that pixel is on the active detector."""
+    s, f = geom.pixel_indices(device)
+    shape = (geom.detector.n_slow, geom.detector.n_fast)
+    gx, gy = grid.g_of_pixels(geom, f.expand(shape), s.expand(shape))
+    row, col = grid.cell_index(gx, gy)
+    n = grid.size * grid.size
+    cell = torch.where(row >= 0, row * grid.size + col, n).reshape(-1)
+    fc, sc, _, reachable = grid.pixels_of_cells(geom, device)
+    centre_ok = reachable & grid_on_detector(geom, fc, sc)
+    fi = torch.round(fc).long().clamp(0, geom.detector.n_fast - 1)
+    si = torch.round(sc).long().clamp(0, geom.detector.n_slow - 1)
+    return cell, si * geom.detector.n_fast + fi, centre_ok
+
+
 def frame_to_grid(frame: torch.Tensor, geom: Geometry, grid: QGrid) -> torch.Tensor:
     """Map a full detector frame (slow, fast; negative = gap) onto the grid (the exact,
     slow path used for real frames and to validate the simulator's fast path).
@@ -127,22 +146,17 @@ def frame_to_grid(frame: torch.Tensor, geom: Geometry, grid: QGrid) -> torch.Ten
     Each cell keeps the maximum of the pixels whose centres land in it, or of the pixel under its
     centre if none does; cells with no valid pixel are MASKED."""
     device = frame.device
-    frame = frame.to(torch.float32)
-    s, f = geom.pixel_indices(device)
-    gx, gy = grid.g_of_pixels(geom, f.expand(frame.shape), s.expand(frame.shape))
-    row, col = grid.cell_index(gx, gy)
-    valid = (row >= 0) & (frame >= 0)
-    flat = (row * grid.size + col)[valid]
-    out = torch.full((grid.size * grid.size,), MASKED, dtype=torch.float32, device=device)
-    out.scatter_reduce_(0, flat, frame[valid], reduce="amax", include_self=True)
+    flat = frame.to(torch.float32).reshape(-1)
+    cell, centre, centre_ok = _frame_map(geom, grid, str(device))
+    n = grid.size * grid.size
+    # gap pixels are negative: starting from MASKED (-1), amax lets only valid pixels (>= 0) in
+    out = torch.full((n + 1,), MASKED, dtype=torch.float32, device=device)
+    out.scatter_reduce_(0, cell, flat, reduce="amax", include_self=True)
+    out = out[:n]
     # a cell is masked when the pixel under its centre is a gap or off the detector (the
     # simulator's fast path uses the same rule); otherwise it also sees that pixel, so cells
     # that no pixel centre falls into take its value
-    fc, sc, _, reachable = grid.pixels_of_cells(geom, device)
-    centre_ok = reachable & grid_on_detector(geom, fc, sc)
-    fi = torch.round(fc).long().clamp(0, geom.detector.n_fast - 1)
-    si = torch.round(sc).long().clamp(0, geom.detector.n_slow - 1)
-    centre_val = frame[si, fi]
-    centre_ok &= centre_val >= 0
-    out = torch.where(centre_ok, torch.maximum(out, centre_val), torch.full_like(out, MASKED))
+    centre_val = flat[centre]
+    ok = centre_ok & (centre_val >= 0)
+    out = torch.where(ok, torch.maximum(out, centre_val), torch.full_like(out, MASKED))
     return out.view(grid.size, grid.size)
