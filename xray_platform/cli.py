@@ -127,6 +127,7 @@ def simulate(
                   f"({100 * summary['hits'] / summary['new_shots']:.0f} %)")
         t.add_row("multi-lattice (new)", f"{summary['multi']:,} "
                   f"({100 * summary['multi'] / summary['new_shots']:.0f} %)")
+        t.add_row("Ray nodes", f"{len(summary['nodes'])} node(s) wrote shards")
         t.add_row("wall time", f"{summary['wall_s']:.1f} s ({summary['shots_per_s']:.1f} shots/s,"
                   f" {1000 * summary['cpu_s_per_shot']:.0f} ms CPU per shot)")
     t.add_row("on disk", f"{size_mb:.1f} MB")

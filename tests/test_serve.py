@@ -1,0 +1,326 @@
+"""The Serve graph and `xrp predict` as users run them: `xrp serve` in a subprocess (a real Ray
+Serve app on localhost, small models: one from a model file, one from the MLflow registry),
+HTTP calls with real and simulated detector frames, routing, and every kind of bad input."""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import io
+import json
+import os
+import pickle
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import hdf5plugin
+import mlflow
+import numpy as np
+import pytest
+import requests
+import torch
+
+from xray_platform.io.cbf import write_cbf
+from xray_platform.models import build_model, save_model
+from xray_platform.physics.sampling import sample_params
+from xray_platform.physics.simulate import simulate
+from xray_platform.preprocess import Preprocessing
+from xray_platform.presets import preset
+from xray_platform.registry import CHAMPION, register
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real not present")
+META = {"depth": 18, "init": "scratch", "preprocessing": Preprocessing(64).to_dict()}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _models(root: Path, p_multi_logit: float) -> tuple[Path, str]:
+    """A lattice model file whose P(multi) is fixed by its head bias (the routing is then
+    known), and a resolution model registered as xrp-resolution@champion."""
+    torch.manual_seed(0)
+    lat = build_model("lattice", 18)
+    with torch.no_grad():
+        lat.head.weight.zero_()
+        lat.head.bias.fill_(p_multi_logit)
+    lat_path = root / "lattice.pt"
+    save_model(lat_path, lat, {**META, "task": "lattice", "label": "is_multi"})
+    res_path = root / "res" / "model.pt"
+    res_path.parent.mkdir()
+    save_model(res_path, build_model("resolution", 18),
+               {**META, "task": "resolution", "label": "d_vis"})
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("serve-test", artifact_location=(root / "art").as_uri())
+    run = client.create_run(exp).info.run_id
+    client.log_artifact(run, str(res_path), artifact_path="model")
+    mv = register(client, "resolution", run, tags={"xrp.depth": 18})
+    client.set_registered_model_alias(mv.name, CHAMPION, mv.version)
+    return lat_path, uri
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    lat, uri = _models(root, p_multi_logit=8.0)  # every hit is multi-lattice (p = 0.9997)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xray_platform.cli", "serve", "--config",
+         str(Path(__file__).resolve().parents[1] / "serve_configs" / "local.yaml"),
+         "--lattice-model", str(lat), "--resolution-model", "champion", "--mlflow-uri", uri,
+         "--port", str(port), "--max-upload-mb", "4"],
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.time()
+    while True:
+        try:
+            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:  # not listening yet, or still deploying
+            pass
+        if proc.poll() is not None or time.time() - t0 > 240:
+            proc.kill()
+            pytest.fail("xrp serve did not come up:\n" + (proc.stdout.read() or ""))
+        time.sleep(1)
+    yield {"url": url, "root": root, "uri": uri, "lattice": lat}
+    proc.send_signal(2)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _post(service, name: str, data: bytes, **form) -> requests.Response:
+    return requests.post(f"{service['url']}/v1/predict", files={"file": (name, data)},
+                         data={k: str(v) for k, v in form.items()}, timeout=120)
+
+
+def _simulated_cbf(tmp: Path, n_lattices: int, seed: int = 3) -> Path:
+    p = sample_params(seed, preset("quick-lattice").sim.with_(detectors=("test",),
+                                                              n_lattices={n_lattices: 1.0}))
+    shot = simulate(p, full_frame=True)
+    g = p.geometry
+    path = tmp / f"sim{n_lattices}.cbf"
+    write_cbf(path, shot.frame, wavelength_A=g.wavelength_A, distance_mm=g.distance_mm,
+              pixel_size_mm=g.detector.pixel_mm, beam_center_px=g.beam_center_px)
+    return path
+
+
+def test_models_and_health(service) -> None:
+    h = requests.get(f"{service['url']}/healthz", timeout=10).json()
+    assert h["status"] == "ok" and h["models"] == ["lattice", "resolution"]
+    m = requests.get(f"{service['url']}/v1/models", timeout=10).json()["models"]
+    assert m["resolution"]["name"] == "xrp-resolution" and m["resolution"]["version"] == "1"
+    assert m["lattice"]["source"] == str(service["lattice"])
+    assert m["lattice"]["grid_size"] == 64 and m["lattice"]["architecture"] == "ResNet-18"
+    assert requests.get(f"{service['url']}/docs", timeout=10).status_code == 200
+
+
+@needs_real
+def test_real_pilatus_hit_is_routed_past_the_regressor_when_multi(service) -> None:
+    data = (REAL / "thau_3_2_0002.cbf.bz2").read_bytes()
+    r = _post(service, "thau_3_2_0002.cbf.bz2", data)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["hit"] is True and body["n_spots"] >= 15
+    assert body["p_multi"] == pytest.approx(1 / (1 + np.exp(-8.0)), abs=1e-3)
+    assert body["is_multi"] is True
+    assert body["resolution_A"] is None and body["resolution_sigma_A"] is None  # skipped
+    assert body["wavelength_A"] == pytest.approx(0.96859, rel=1e-4)
+    assert body["models"]["resolution"]["version"] == "1"
+    assert {"decode_ms", "grid_ms", "lattice_ms", "total_ms"} <= set(body["timings_ms"])
+    # asked for: the multi-lattice hit is regressed too
+    body = _post(service, "thau.cbf.bz2", data, always_resolution="true").json()
+    assert 0.8 < body["resolution_A"] < 12 and body["resolution_sigma_A"] > 0
+
+
+@needs_real
+def test_real_miss_is_not_a_hit(service) -> None:
+    body = _post(service, "thau_3_2_0017.cbf.bz2",
+                 (REAL / "thau_3_2_0017.cbf.bz2").read_bytes()).json()
+    assert body["hit"] is False and body["is_multi"] is False
+    assert body["resolution_A"] is None
+
+
+def test_simulated_frames_and_npy_with_geometry(service, tmp_path: Path) -> None:
+    cbf = _simulated_cbf(tmp_path, 1)
+    r = _post(service, cbf.name, cbf.read_bytes(), always_resolution="true")
+    assert r.status_code == 200, r.text
+    assert r.json()["shape"] == [256, 256]
+    img = np.asarray(_read_cbf_pixels(cbf), np.int32)
+    buf = io.BytesIO()
+    np.save(buf, img)
+    geo = {"wavelength_A": 1.0, "distance_mm": 150.0, "pixel_size_mm": 0.172,
+           "beam_center_x_px": 128.0, "beam_center_y_px": 128.0}
+    r = _post(service, "frame.npy", buf.getvalue(), **geo)
+    assert r.status_code == 200, r.text
+    assert r.json()["distance_mm"] == 150.0
+    # without geometry the .npy cannot be mapped: a 422 naming what is missing
+    r = _post(service, "frame.npy", buf.getvalue())
+    assert r.status_code == 422 and "wavelength_A" in r.json()["error"]
+
+
+def _read_cbf_pixels(path: Path) -> np.ndarray:
+    from xray_platform.io.cbf import read_cbf
+
+    return read_cbf(path)[0]
+
+
+def test_bad_inputs_get_4xx_and_the_service_stays_up(service, tmp_path: Path) -> None:
+    cbf = _simulated_cbf(tmp_path, 1, seed=5).read_bytes()
+    marker = tmp_path / "unpickled"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    evil = io.BytesIO()
+    np.save(evil, np.array([Evil()], dtype=object), allow_pickle=True)
+    nan = io.BytesIO()
+    np.save(nan, np.full((32, 32), np.nan, np.float32))
+    vec = io.BytesIO()
+    np.save(vec, np.arange(10, dtype=np.int32))
+    cplx = io.BytesIO()
+    np.save(cplx, np.zeros((8, 8), np.complex64))
+    geo = {"wavelength_A": 1.0, "distance_mm": 100, "pixel_size_mm": 0.172,
+           "beam_center_x_px": 4, "beam_center_y_px": 4}
+    cases = [
+        ("truncated.cbf", cbf[: len(cbf) // 2], {}, 422, "truncated"),
+        ("empty.cbf", b"", {}, 400, "empty"),
+        ("notes.txt", b"hello, this is not a detector file\n" * 10, {}, 422, "not a detector"),
+        ("evil.npy", evil.getvalue(), geo, 422, "pickled"),
+        ("nan.npy", nan.getvalue(), geo, 422, "NaN"),
+        ("vec.npy", vec.getvalue(), geo, 422, "shape (10,)"),
+        ("complex.npy", cplx.getvalue(), geo, 422, "complex"),
+        ("big.cbf", b"\0" * (5 * 2**20), {}, 413, "limit"),
+        ("frame.cbf", cbf, {"frame": 3}, 422, "frame"),
+        ("frame.cbf", cbf, {"distance_mm": -5}, 400, "distance_mm"),
+        ("frame.cbf", cbf, {"beam_center_x_px": 3}, 400, "both"),
+    ]
+    for name, data, form, status, words in cases:
+        r = _post(service, name, data, **form)
+        assert r.status_code == status, (name, r.status_code, r.text)
+        assert words.lower() in r.json()["error"].lower(), (name, r.json())
+    assert not marker.exists()  # never unpickled
+    # a request without a file: FastAPI's own 422 naming the field
+    r = requests.post(f"{service['url']}/v1/predict", timeout=30)
+    assert r.status_code == 422 and "file" in r.text
+    assert requests.get(f"{service['url']}/healthz", timeout=10).json()["status"] == "ok"
+    assert _post(service, "frame.cbf", cbf).status_code == 200
+
+
+def _nxmx(path: Path, frames: np.ndarray, g) -> None:
+    """An inline-data NXmx file (bitshuffle-LZ4) of a few frames."""
+    comp = hdf5plugin.Bitshuffle()
+    with h5py.File(path, "w") as f:
+        e = f.create_group("entry")
+        e.attrs["NX_class"] = "NXentry"
+        inst = e.create_group("instrument")
+        inst.attrs["NX_class"] = "NXinstrument"
+        beam = inst.create_group("beam")
+        beam.attrs["NX_class"] = "NXbeam"
+        beam["incident_wavelength"] = g.wavelength_A
+        beam["incident_wavelength"].attrs["units"] = "angstrom"
+        det = inst.create_group("detector")
+        det.attrs["NX_class"] = "NXdetector"
+        for name, v, u in (("detector_distance", g.distance_mm / 1e3, "m"),
+                           ("x_pixel_size", g.detector.pixel_mm / 1e3, "m"),
+                           ("y_pixel_size", g.detector.pixel_mm / 1e3, "m"),
+                           ("beam_center_x", g.beam_center_px[0] + 0.5, "pixel"),
+                           ("beam_center_y", g.beam_center_px[1] + 0.5, "pixel")):
+            det[name] = v
+            det[name].attrs["units"] = u
+        det["description"] = b"simulated EIGER-like"
+        d = e.create_group("data")
+        d.attrs["NX_class"] = "NXdata"
+        d.create_dataset("data", data=frames, chunks=(1, *frames.shape[1:]), **comp)
+
+
+@needs_real
+def test_xrp_predict_writes_a_per_image_table(service, tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name in ("thau_3_2_0002.cbf.bz2", "thau_3_2_0017.cbf.bz2"):
+        (folder / name).write_bytes((REAL / name).read_bytes())
+    raw = bz2.decompress((REAL / "thau_3_2_0017.cbf.bz2").read_bytes())
+    (folder / "broken.cbf").write_bytes(raw[: len(raw) // 3])
+    p = sample_params(11, preset("quick-lattice").sim.with_(detectors=("test",),
+                                                            n_lattices={1: 1.0}))
+    frames = np.stack([simulate(p, full_frame=True).frame for _ in range(2)])
+    _nxmx(folder / "run_master.h5", np.where(frames < 0, 2**32 - 1, frames).astype(np.uint32),
+          p.geometry)
+    out = tmp_path / "table.csv"
+    r = subprocess.run([sys.executable, "-m", "xray_platform.cli", "predict", str(folder),
+                        "--out", str(out), "--lattice-model", str(service["lattice"]),
+                        "--resolution-model", "resolution@champion", "--mlflow-uri",
+                        service["uri"]], capture_output=True, text=True, timeout=600,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 5  # 2 real + 1 broken + 2 HDF5 frames
+    by = {(Path(x["file"]).name, int(x["frame"])): x for x in rows}
+    assert by[("thau_3_2_0002.cbf.bz2", 0)]["hit"] == "True"
+    assert by[("thau_3_2_0017.cbf.bz2", 0)]["hit"] == "False"
+    assert "truncated" in by[("broken.cbf", 0)]["error"].lower()
+    assert by[("run_master.h5", 1)]["format"] == "eiger-hdf5"
+    assert by[("run_master.h5", 1)]["lattice_model"] == str(service["lattice"])
+    assert by[("thau_3_2_0002.cbf.bz2", 0)]["resolution_model"] == "xrp-resolution/1"
+    assert "summary" in r.stdout and "5 (1 unreadable)" in r.stdout
+    assert "broken.cbf" in r.stderr
+    json.dumps(rows)  # plain values
+    pickle.dumps(rows)
+
+
+def _replicas(deployment: str) -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(ln.split(None, 1)[0]) for ln in out.splitlines()
+            if re.search(rf"ServeReplica:xrp:{deployment}\b", ln)]
+
+
+def test_a_replica_killed_under_load_loses_under_one_percent(service, tmp_path: Path) -> None:
+    """Clients post frames continuously; one of the two Preprocessor replicas gets SIGKILL.
+    Fewer than 1 % of requests may fail (the ingress retries on a live replica) and Serve
+    brings the replica back. (Last in this module: it kills part of the service.)"""
+    cbf = _simulated_cbf(tmp_path, 1, seed=8).read_bytes()
+    before = _replicas("Preprocessor")
+    assert len(before) == 2, before
+    codes: list[int] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with requests.Session() as s:
+            while not stop.is_set():
+                try:
+                    codes.append(s.post(f"{service['url']}/v1/predict",
+                                        files={"file": ("f.cbf", cbf)}, timeout=60).status_code)
+                except requests.RequestException:
+                    codes.append(-1)
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(5)
+    os.kill(before[0], signal.SIGKILL)
+    time.sleep(15)
+    stop.set()
+    for t in threads:
+        t.join()
+    failed = sum(c != 200 for c in codes)
+    assert len(codes) >= 100, len(codes)
+    assert failed / len(codes) < 0.01, (failed, len(codes))
+    t0 = time.time()
+    while len(_replicas("Preprocessor")) < 2 and time.time() - t0 < 60:
+        time.sleep(1)
+    after = _replicas("Preprocessor")
+    assert len(after) == 2 and before[0] not in after, (before, after)

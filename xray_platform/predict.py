@@ -1,0 +1,191 @@
+"""Frame -> answer, without Ray: the steps the Serve graph and `xrp predict` share.
+
+1. :func:`prepare_frame`: a detector Frame (io/formats.py) -> the reciprocal-space grid counts
+   each model needs (its own Preprocessing, recorded in its model file) and the hit finder's
+   verdict (>= 15 spots, the label definition of a hit).
+2. :meth:`Models.lattice` on a batch: P(multi-lattice).
+3. :meth:`Models.resolution` on a batch: d and sigma (Å), asked only for single-lattice hits
+   (or every hit with ``always_resolution``).
+4. :func:`answer`: the per-frame record (hit, p_multi, is_multi, resolution_A, sigma, versions,
+   timings).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from xray_platform.hitfinder import HIT_GRID, HitFinder
+from xray_platform.inference import predict as run_model
+from xray_platform.io.formats import Frame
+from xray_platform.models import XrpNet, load_model
+from xray_platform.preprocess import Preprocessing, frame_to_counts, normalise
+
+P_MULTI_THRESHOLD = 0.5
+HIT_PREP = Preprocessing(HIT_GRID.size, HIT_GRID.d_min_A)
+
+
+@dataclass
+class LoadedModel:
+    """A model with what it needs (preprocessing) and where it came from (for responses)."""
+
+    task: str
+    model: XrpNet
+    meta: dict
+    prep: Preprocessing
+    source: str  # a file path or models:/NAME/VERSION
+    name: str | None = None  # registered model name
+    version: str | None = None
+    device: str = "cpu"
+
+    def to(self, device: str) -> LoadedModel:
+        """Move the model (CUDA: channels_last, as trained)."""
+        self.device = device
+        fmt = torch.channels_last if device.startswith("cuda") else torch.contiguous_format
+        self.model.to(device, memory_format=fmt)
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        m = self.meta
+        return {"task": self.task, "name": self.name, "version": self.version,
+                "source": self.source, "architecture": f"ResNet-{m.get('depth')}",
+                "init": m.get("init"), "label": m.get("label"),
+                "grid_size": self.prep.grid_size, "d_min_A": self.prep.d_min_A,
+                "metrics": m.get("metrics", {}),
+                "xrp_version": m.get("xrp_version")}
+
+
+def load(task: str, spec: str, mlflow_uri: str | None = None,
+         cache_dir: str | Path | None = None) -> LoadedModel:
+    """``spec``: an xrp model file, or a registry reference ('champion' for the task's
+    champion, 'xrp-resolution@champion', 'resolution/3')."""
+    name = version = None
+    path = Path(spec)
+    if not path.is_file():
+        import mlflow
+
+        from xray_platform.registry import download, get_version, model_name
+        from xray_platform.tracking import tracking_uri
+
+        ref = model_name(task) if spec in ("champion", "registry") else spec
+        client = mlflow.MlflowClient(tracking_uri(mlflow_uri))
+        mv = get_version(client, ref)
+        name, version = mv.name, str(mv.version)
+        dst = Path(cache_dir) if cache_dir else None
+        path = download(client, mv, None if dst is None else dst / f"{mv.name}-v{mv.version}")
+        spec = f"models:/{mv.name}/{mv.version}"
+    model, meta = load_model(path)
+    if model.task != task:
+        raise ValueError(f"{spec} is a {model.task} model, expected a {task} model")
+    model.eval()
+    return LoadedModel(task, model, meta, Preprocessing.from_dict(meta["preprocessing"]),
+                       str(spec), name, version)
+
+
+@dataclass
+class Prepared:
+    """One frame, ready for the models."""
+
+    inputs: dict[tuple[int, float], np.ndarray]  # (grid size, d_min) -> normalised (H, W)
+    hit: bool
+    n_spots: int
+    info: dict[str, Any]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def prepare_frame(frame: Frame, preps: list[Preprocessing],
+                  hit_finder: HitFinder | None = None) -> Prepared:
+    """Grid counts for every model input and the hit decision (on the hit finder's grid)."""
+    t0 = time.perf_counter()
+    geom = frame.geometry()
+    hit_finder = hit_finder or HitFinder()
+    counts = {}
+    for prep in {(p.grid_size, p.d_min_A): p for p in [*preps, HIT_PREP]}.values():
+        counts[(prep.grid_size, prep.d_min_A)] = (prep, frame_to_counts(frame.image, geom, prep))
+    t1 = time.perf_counter()
+    hit, n_spots = hit_finder.is_hit(counts[(HIT_PREP.grid_size, HIT_PREP.d_min_A)][1])
+    inputs = {k: normalise(c, p)[0, 0].numpy() for k, (p, c) in counts.items()
+              if any((q.grid_size, q.d_min_A) == k for q in preps)}
+    t2 = time.perf_counter()
+    info = {"file": frame.path, "frame": frame.index, "format": frame.info.format,
+            "detector": frame.info.detector, "wavelength_A": geom.wavelength_A,
+            "distance_mm": geom.distance_mm, "pixel_size_mm": geom.detector.pixel_mm,
+            "beam_center_px": list(geom.beam_center_px),
+            "shape": [frame.info.n_slow, frame.info.n_fast]}
+    return Prepared(inputs, bool(hit), int(n_spots), info,
+                    {"grid_ms": 1e3 * (t1 - t0), "hitfinder_ms": 1e3 * (t2 - t1)})
+
+
+def key(prep: Preprocessing) -> tuple[int, float]:
+    return (prep.grid_size, prep.d_min_A)
+
+
+def input_key(described: dict) -> tuple[int, float]:
+    """The Prepared.inputs key of a model from its describe() record."""
+    return (int(described["grid_size"]), float(described["d_min_A"]))
+
+
+@torch.no_grad()
+def p_multi(model: LoadedModel, x: np.ndarray) -> np.ndarray:
+    """(N, H, W) inputs -> P(multi-lattice) (N,)."""
+    return run_model(model.model, x, batch_size=max(1, len(x)), device=model.device)["p_multi"]
+
+
+@torch.no_grad()
+def resolution(model: LoadedModel, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, H, W) inputs -> (d, sigma_d) in Å."""
+    out = run_model(model.model, x, batch_size=max(1, len(x)), device=model.device)
+    return out["d_A"], out["sigma_A"]
+
+
+def answer(prep: Prepared, p: float | None, d: float | None, sigma: float | None,
+           models: dict[str, dict], timings_ms: dict[str, float]) -> dict[str, Any]:
+    """The per-frame record of the API and of `xrp predict` (``models``: task -> describe())."""
+    return {**prep.info, "hit": prep.hit, "n_spots": prep.n_spots,
+            "p_multi": None if p is None else round(float(p), 5),
+            "is_multi": bool(prep.hit and p is not None and p >= P_MULTI_THRESHOLD),
+            "resolution_A": None if d is None else round(float(d), 4),
+            "resolution_sigma_A": None if sigma is None else round(float(sigma), 4),
+            "models": {t: {k: m.get(k) for k in ("name", "version", "source")}
+                       for t, m in models.items()},
+            "timings_ms": {k: round(v, 2) for k, v in {**prep.timings_ms, **timings_ms}.items()}}
+
+
+def wants_resolution(prep: Prepared, p: float | None, always_resolution: bool) -> bool:
+    """The routing rule: resolution for single-lattice hits (every hit if asked)."""
+    if not prep.hit:
+        return False
+    return always_resolution or p is None or p < P_MULTI_THRESHOLD
+
+
+def predict_frames(frames: list[Frame], models: dict[str, LoadedModel],
+                   always_resolution: bool = False) -> list[dict[str, Any]]:
+    """The whole graph in one process (batch prediction, and the benchmark's in-process
+    reference): prepare, classify all, regress the routed ones."""
+    preps = [m.prep for m in models.values()]
+    prepared = [prepare_frame(f, preps) for f in frames]
+    ps: list[float | None] = [None] * len(frames)
+    t_lat = t_res = 0.0
+    if "lattice" in models and prepared:
+        t0 = time.perf_counter()
+        lm = models["lattice"]
+        ps = list(p_multi(lm, np.stack([p.inputs[key(lm.prep)] for p in prepared])))
+        t_lat = 1e3 * (time.perf_counter() - t0) / len(prepared)
+    ds: list[tuple[float | None, float | None]] = [(None, None)] * len(frames)
+    todo = [i for i, p in enumerate(prepared) if wants_resolution(p, ps[i], always_resolution)]
+    if "resolution" in models and todo:
+        t0 = time.perf_counter()
+        rm = models["resolution"]
+        d, s = resolution(rm, np.stack([prepared[i].inputs[key(rm.prep)] for i in todo]))
+        for j, i in enumerate(todo):
+            ds[i] = (float(d[j]), float(s[j]))
+        t_res = 1e3 * (time.perf_counter() - t0) / len(todo)
+    described = {t: m.describe() for t, m in models.items()}
+    return [answer(p, ps[i], *ds[i], described,
+                   {"lattice_ms": t_lat, "resolution_ms": t_res if i in todo else 0.0})
+            for i, p in enumerate(prepared)]

@@ -1,0 +1,131 @@
+"""`xrp predict` on Ray Data: detector files (folders, globs, multi-frame HDF5) -> a per-image
+table (file, frame, geometry, hit, p_multi, resolution, sigma, timings), like the per-image
+reports crystallographers know from DIALS. The work per frame is xray_platform.predict (no Ray).
+
+Callers run :func:`xray_platform.ray_env.prepare_ray_env` before importing this module."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+COLUMNS = ["file", "frame", "format", "detector", "wavelength_A", "distance_mm",
+           "pixel_size_mm", "beam_center_x_px", "beam_center_y_px", "hit", "n_spots", "p_multi",
+           "is_multi", "resolution_A", "resolution_sigma_A", "decode_ms", "grid_ms",
+           "hitfinder_ms", "lattice_ms", "resolution_ms", "lattice_model", "resolution_model",
+           "error"]
+
+
+def _flat(rec: dict[str, Any]) -> dict[str, Any]:
+    row = {c: rec.get(c) for c in COLUMNS}
+    bc = rec.get("beam_center_px") or (None, None)
+    row["beam_center_x_px"], row["beam_center_y_px"] = bc
+    for k, v in (rec.get("timings_ms") or {}).items():
+        if k in row:
+            row[k] = v
+    for t, m in (rec.get("models") or {}).items():
+        row[f"{t}_model"] = f"{m['name']}/{m['version']}" if m.get("name") else m.get("source")
+    return row
+
+
+class PredictFrames:
+    """Ray Data UDF (an actor holds the models): rows {path, frame} -> table rows."""
+
+    def __init__(self, specs: dict[str, str], mlflow_uri: str | None, overrides: dict,
+                 always_resolution: bool) -> None:
+        import torch
+
+        from xray_platform.predict import load
+
+        torch.set_num_threads(1)
+        self.models = {t: load(t, s, mlflow_uri) for t, s in specs.items()}
+        self.overrides, self.always = overrides, always_resolution
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        from xray_platform.io.formats import read_frame
+        from xray_platform.predict import predict_frames
+
+        frames, errors, order = [], {}, []
+        for i, (path, index) in enumerate(zip(batch["path"], batch["frame"], strict=True)):
+            t0 = time.perf_counter()
+            try:
+                f = read_frame(str(path), int(index), **self.overrides)
+                f.geometry()  # geometry problems are this frame's error, not the batch's
+            except (ValueError, OSError) as e:  # FormatError, GeometryMissing, ...
+                errors[i] = {"file": str(path), "frame": int(index), "error": str(e)}
+                continue
+            frames.append(f)
+            order.append((i, 1e3 * (time.perf_counter() - t0)))
+        recs: list[dict[str, Any]] = [{} for _ in batch["path"]]
+        try:
+            done = predict_frames(frames, self.models, self.always)
+        except (ValueError, RuntimeError) as e:  # e.g. a frame the models cannot take
+            done = [{"file": f.path, "frame": f.index, "error": str(e)} for f in frames]
+        for (i, decode_ms), rec in zip(order, done, strict=True):
+            rec.setdefault("timings_ms", {})["decode_ms"] = decode_ms
+            recs[i] = rec
+        for i, rec in errors.items():
+            recs[i] = rec
+        rows = [_flat(r) for r in recs]
+        return {c: [r[c] for r in rows] for c in COLUMNS}
+
+
+def predict_files(items: list[tuple[Path, int]], specs: dict[str, str],
+                  mlflow_uri: str | None = None, *, overrides: dict | None = None,
+                  always_resolution: bool = False, batch_size: int = 4,
+                  concurrency: int = 1, address: str | None = None,
+                  on_progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """The table rows, in input order."""
+    from xray_platform.ray_simulate import init_ray
+
+    init_ray(address)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ds = ray.data.from_items([{"i": i, "path": str(p), "frame": int(f)}
+                              for i, (p, f) in enumerate(items)],
+                             override_num_blocks=max(1, min(len(items) // batch_size, 200)))
+    ds = ds.map_batches(PredictFrames, batch_size=batch_size, concurrency=concurrency,
+                        num_cpus=1, fn_constructor_kwargs={
+                            "specs": specs, "mlflow_uri": mlflow_uri,
+                            "overrides": overrides or {},
+                            "always_resolution": always_resolution})
+    rows: list[dict[str, Any]] = []
+    for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        n = len(batch["file"])
+        rows.extend({c: _scalar(batch[c][k]) for c in COLUMNS} for k in range(n))
+        if on_progress:
+            on_progress(len(rows), len(items))
+    index = {(r["file"], r["frame"]): r for r in rows}
+    return [index.get((str(p), int(f)), {"file": str(p), "frame": int(f),
+                                         "error": "no result"}) for p, f in items]
+
+
+def _scalar(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and np.isnan(v):
+        return None
+    return v
+
+
+def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
+    """CSV or Parquet by suffix, written atomically."""
+    import pandas as pd
+
+    from xray_platform.io.atomic import atomic_open
+
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        with atomic_open(out, "wb") as fh:
+            df.to_parquet(fh, index=False)
+    elif out.suffix in (".csv", ".tsv"):
+        with atomic_open(out, "w") as fh:
+            df.to_csv(fh, index=False, sep="\t" if out.suffix == ".tsv" else ",")
+    else:
+        raise ValueError(f"--out {out}: use a .csv, .tsv or .parquet file")
+    return out

@@ -1,0 +1,308 @@
+"""The Ray Serve graph: detector file -> preprocessing -> lattice classifier -> (single-lattice
+hits) resolution regressor, over HTTP.
+
+Deployments (thin wrappers around xray_platform.predict, which has no Ray):
+- ``Preprocessor``: decodes the upload (io/formats.py: CBF, EIGER/NeXus HDF5, SMV, .npy, also
+  .gz/.bz2), maps it onto each model's reciprocal-space grid and runs the hit finder.
+- ``LatticeClassifier`` / ``ResolutionRegressor``: hold a model each; calls are batched with
+  ``@serve.batch``.
+- ``Ingress`` (FastAPI, OpenAPI page at /docs): ``POST /v1/predict``, ``GET /healthz``,
+  ``GET /v1/models``; composes the others through DeploymentHandles.
+
+Build it with ``build_app(args)`` (``serve run xray_platform.serve.app:build_app``, the YAML files
+in serve_configs/, or ``xrp serve``). Bad input never reaches a model: it gets a 4xx with a JSON
+``{"error": ...}`` naming the problem, and the replicas stay up.
+"""
+
+# no `from __future__ import annotations`: FastAPI must see the endpoint's real types (string
+# annotations of a class that Serve ships to its replica do not resolve there)
+import math
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from xray_platform import __version__
+
+DEFAULTS: dict[str, Any] = {
+    "lattice_model": "champion",  # a model file, a registry reference, or null (not served)
+    "resolution_model": "champion",
+    "mlflow_uri": None,  # default: $MLFLOW_TRACKING_URI or sqlite ./mlflow.db
+    "max_upload_mb": 64.0,  # a bzip2 PILATUS 6M frame is ~2.5 MB, a raw EIGER 16M ~75 MB
+    "max_batch_size": 16,
+    "batch_wait_timeout_s": 0.005,
+}
+_SUFFIX = re.compile(r"(\.(?:cbf|img|smv|h5|hdf5|nxs|npy))?(\.(?:gz|bz2))?$", re.IGNORECASE)
+
+
+class BadInput(ValueError):
+    """An upload the service cannot use: answered with ``status`` and the message."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def __reduce__(self):  # crosses processes as a value (Preprocessor -> Ingress)
+        return (BadInput, (str(self), self.status))
+
+
+def _safe_suffix(filename: str | None) -> str:
+    """The upload's format suffixes only (never a path from the client)."""
+    m = _SUFFIX.search(Path(filename or "").name)
+    return "".join(g for g in (m.groups() if m else ()) if g)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8)
+class Preprocessor:
+    """Upload -> grid inputs for each model + hit decision (CPU work, one frame per call)."""
+
+    def __init__(self, preps: list[dict]) -> None:
+        import torch
+
+        from xray_platform.hitfinder import HitFinder
+        from xray_platform.preprocess import Preprocessing
+
+        torch.set_num_threads(1)
+        self.preps = [Preprocessing.from_dict(p) for p in preps]
+        self.hit_finder = HitFinder()
+
+    def __call__(self, data: bytes, filename: str | None, index: int,
+                 overrides: dict[str, Any]) -> Any:
+        """A predict.Prepared, or a BadInput describing why the upload cannot be used."""
+        from xray_platform.io.formats import FormatError, GeometryMissing, read_frame
+        from xray_platform.predict import prepare_frame
+
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="xrp-upload-") as d:
+            path = Path(d) / f"upload{_safe_suffix(filename)}"
+            path.write_bytes(data)
+            try:
+                frame = read_frame(path, index, **overrides)
+                t1 = time.perf_counter()
+                prepared = prepare_frame(frame, self.preps, self.hit_finder)
+            except GeometryMissing as e:
+                return BadInput(f"{filename}: {e}; send the missing geometry as form fields "
+                                "(wavelength_A, distance_mm, pixel_size_mm, beam_center_x_px, "
+                                "beam_center_y_px)")
+            except (FormatError, ValueError, OSError) as e:
+                return BadInput(str(e).replace(str(path), filename or "upload"))
+        prepared.info["file"] = filename
+        prepared.timings_ms["decode_ms"] = 1e3 * (t1 - t0)
+        return prepared
+
+
+class _BatchedModel:
+    task = ""
+
+    def __init__(self, spec: str, mlflow_uri: str | None, max_batch_size: int,
+                 batch_wait_timeout_s: float) -> None:
+        import torch
+
+        from xray_platform.predict import load
+
+        torch.set_num_threads(max(1, int(os.environ.get("XRP_TORCH_THREADS", "1"))))
+        self.model = load(self.task, spec, mlflow_uri)
+        if torch.cuda.is_available():  # a replica given a GPU (serve_configs/gpu.yaml)
+            self.model.to("cuda")
+        self.run.set_max_batch_size(max_batch_size)
+        self.run.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def describe(self) -> dict[str, Any]:
+        return self.model.describe()
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
+class LatticeClassifier(_BatchedModel):
+    task = "lattice"
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def run(self, xs: list[np.ndarray]) -> list[float]:
+        from xray_platform.predict import p_multi
+
+        return [float(p) for p in p_multi(self.model, np.stack(xs))]
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
+class ResolutionRegressor(_BatchedModel):
+    task = "resolution"
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def run(self, xs: list[np.ndarray]) -> list[tuple[float, float]]:
+        from xray_platform.predict import resolution
+
+        d, s = resolution(self.model, np.stack(xs))
+        return [(float(a), float(b)) for a, b in zip(d, s, strict=True)]
+
+
+api = FastAPI(title="xrp", version=__version__, description=(
+    "Is this X-ray diffraction frame one lattice or several, and to what resolution (Å) does "
+    "it diffract? POST a detector file (CBF/miniCBF, EIGER/NeXus HDF5, SMV .img, .npy with "
+    "geometry; .gz/.bz2 accepted) to /v1/predict."))
+_LIMIT = {"bytes": int(DEFAULTS["max_upload_mb"] * 2**20)}  # set by the Ingress replica
+
+
+@api.middleware("http")
+async def _upload_limit(request: Request, call_next):
+    """Refuse bodies above the limit before anything reads them."""
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > _LIMIT["bytes"]:
+        return JSONResponse({"error": f"upload of {int(size) / 2**20:.1f} MiB is above the "
+                             f"limit of {_LIMIT['bytes'] / 2**20:.1f} MiB (max_upload_mb)"},
+                            status_code=413)
+    return await call_next(request)
+
+
+async def _call(method, *args, attempts: int = 3):
+    """A handle call that survives a replica dying under it: Serve replaces the replica and
+    routes the retry to a live one (requests are pure functions of their input)."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+    for attempt in range(attempts):
+        try:
+            return await method.remote(*args)
+        except (ActorDiedError, ActorUnavailableError, RayActorError):
+            if attempt == attempts - 1:
+                raise
+    return None  # unreachable
+
+
+def _error(e: BadInput) -> JSONResponse:
+    return JSONResponse({"error": str(e)}, status_code=e.status)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, pre: DeploymentHandle, lattice: DeploymentHandle | None,
+                 resolution: DeploymentHandle | None, max_upload_mb: float,
+                 models: dict[str, dict]) -> None:
+        _LIMIT["bytes"] = int(max_upload_mb * 2**20)
+        self.pre, self.lattice, self.resolution = pre, lattice, resolution
+        self.models = models  # what each model deployment serves (describe())
+        self.started = time.time()
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, Any]:
+        """Liveness and what is served."""
+        return {"status": "ok", "xrp_version": __version__, "models": sorted(self.models),
+                "uptime_s": round(time.time() - self.started, 1)}
+
+    @api.get("/v1/models")
+    async def models_info(self) -> dict[str, Any]:
+        """The loaded models: registry name and version, architecture, preprocessing, metrics."""
+        return {"models": self.models}
+
+    @api.post("/v1/predict")
+    async def predict(
+        self,
+        file: UploadFile = File(..., description="A detector file (one frame is answered)."),
+        frame: int = Form(0, description="Frame index in multi-frame files (HDF5, .npy)."),
+        always_resolution: bool = Form(False, description="Also regress multi-lattice hits."),
+        wavelength_A: float | None = Form(None, description="Override: wavelength (Å)."),
+        distance_mm: float | None = Form(None, description="Override: distance (mm)."),
+        pixel_size_mm: float | None = Form(None, description="Override: pixel size (mm)."),
+        beam_center_x_px: float | None = Form(None, description="Override: beam centre, fast "
+                                              "axis (pixels, first pixel's centre = 0)."),
+        beam_center_y_px: float | None = Form(None, description="Override: beam centre, slow "
+                                              "axis (pixels)."),
+    ) -> JSONResponse:
+        """One frame -> hit, p_multi, is_multi, resolution_A and sigma (Å), versions, timings."""
+        from xray_platform.predict import answer, input_key, wants_resolution
+
+        t0 = time.perf_counter()
+        try:
+            data = await file.read(_LIMIT["bytes"] + 1)
+            if len(data) > _LIMIT["bytes"]:
+                raise BadInput(f"upload is above the limit of {_LIMIT['bytes'] / 2**20:.1f} MiB",
+                               413)
+            if not data:
+                raise BadInput(f"empty upload {file.filename!r}", 400)
+            if frame < 0:
+                raise BadInput(f"frame must be >= 0, got {frame}", 400)
+            over = {"wavelength_A": wavelength_A, "distance_mm": distance_mm,
+                    "pixel_size_mm": pixel_size_mm}
+            for k, v in over.items():
+                if v is not None and not (math.isfinite(v) and v > 0):
+                    raise BadInput(f"{k} must be a positive number, got {v}", 400)
+            if (beam_center_x_px is None) != (beam_center_y_px is None):
+                raise BadInput("give both beam_center_x_px and beam_center_y_px", 400)
+            if beam_center_x_px is not None:
+                if not (math.isfinite(beam_center_x_px) and math.isfinite(beam_center_y_px)):
+                    raise BadInput("beam centre must be finite", 400)
+                over["beam_center_px"] = (beam_center_x_px, beam_center_y_px)
+            over = {k: v for k, v in over.items() if v is not None}
+            prepared = await _call(self.pre, data, file.filename, frame, over)
+            if isinstance(prepared, BadInput):
+                raise prepared
+        except BadInput as e:
+            return _error(e)
+        t1 = time.perf_counter()
+        p = None
+        if self.lattice is not None:
+            p = await _call(self.lattice.run, prepared.inputs[input_key(self.models["lattice"])])
+        t2 = time.perf_counter()
+        d = s = None
+        if self.resolution is not None and wants_resolution(prepared, p, always_resolution):
+            d, s = await _call(self.resolution.run,
+                               prepared.inputs[input_key(self.models["resolution"])])
+        t3 = time.perf_counter()
+        return JSONResponse(answer(prepared, p, d, s, self.models, {
+            "preprocess_total_ms": 1e3 * (t1 - t0), "lattice_ms": 1e3 * (t2 - t1),
+            "resolution_ms": 1e3 * (t3 - t2), "total_ms": 1e3 * (time.perf_counter() - t0)}))
+
+
+def build_app(args: dict[str, Any] | None = None) -> serve.Application:
+    """The application from ``args`` (see DEFAULTS). Registry references are resolved here to
+    concrete versions, so every replica serves the same model even if the alias moves."""
+    from xray_platform.predict import load
+
+    cfg = {**DEFAULTS, **(args or {})}
+    unknown = set(cfg) - set(DEFAULTS) - {"deployments"}
+    if unknown:
+        raise ValueError(f"unknown serve args: {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(DEFAULTS)})")
+    options = {d["name"]: {k: v for k, v in d.items() if k != "name"}
+               for d in cfg.get("deployments") or []}
+    loaded: dict[str, Any] = {}
+    for task in ("lattice", "resolution"):
+        spec = cfg[f"{task}_model"]
+        if spec is None:
+            continue
+        try:
+            loaded[task] = load(task, str(spec), cfg["mlflow_uri"])
+        except ValueError as e:
+            if spec != "champion":
+                raise
+            print(f"[xrp serve] no {task} model served: {e}", flush=True)
+    if not loaded:
+        raise ValueError("no model to serve: give lattice_model / resolution_model (a model file "
+                         "or a registry reference), or register champions with `xrp tune`")
+    models = {}
+    for t, m in loaded.items():
+        models[t] = m.describe()
+        if m.name:  # pin the version the alias pointed at
+            models[t]["spec"] = f"{m.name}/{m.version}"
+        else:
+            models[t]["spec"] = m.source
+
+    def dep(cls, name: str):
+        return cls.options(**options.get(name, {})) if name in options else cls
+
+    pre = dep(Preprocessor, "Preprocessor").bind([m.prep.to_dict() for m in loaded.values()])
+    handles: dict[str, Any] = {}
+    for task, cls, cls_name in (("lattice", LatticeClassifier, "LatticeClassifier"),
+                                ("resolution", ResolutionRegressor, "ResolutionRegressor")):
+        if task in loaded:
+            handles[task] = dep(cls, cls_name).bind(
+                models[task]["spec"], cfg["mlflow_uri"], int(cfg["max_batch_size"]),
+                float(cfg["batch_wait_timeout_s"]))
+    return dep(Ingress, "Ingress").bind(pre, handles.get("lattice"), handles.get("resolution"),
+                                        float(cfg["max_upload_mb"]), models)
