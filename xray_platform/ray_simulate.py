@@ -37,7 +37,8 @@ def init_ray(address: str | None, num_cpus: int | None = None, *,
 
 @ray.remote(num_cpus=1, max_retries=2)
 def _shard_task(preset: DatasetPreset, seed: int, plan, out: str, full_frames: bool) -> dict:
-    return write_shard(preset, seed, plan, Path(out), full_frames)
+    return {**write_shard(preset, seed, plan, Path(out), full_frames),
+            "node": ray.get_runtime_context().get_node_id()}
 
 
 def simulate_dataset(preset: DatasetPreset, out: Path, seed: int, *, full_frames: bool = False,
@@ -83,4 +84,5 @@ def simulate_dataset(preset: DatasetPreset, out: Path, seed: int, *, full_frames
         "wall_s": wall,
         "shots_per_s": n_new / wall if wall > 0 and n_new else 0.0,
         "cpu_s_per_shot": (sum(r["seconds"] for r in results) / n_new) if n_new else 0.0,
+        "nodes": sorted({r["node"] for r in results}),  # Ray nodes that wrote shards
     }

@@ -107,6 +107,7 @@ def _val_metrics(task: str, out: torch.Tensor, y: torch.Tensor) -> dict:
 
 
 def train_loop_per_worker(cfg: dict) -> None:
+    import ray
     import ray.train
     import ray.train.torch as rt
 
@@ -190,17 +191,19 @@ def train_loop_per_worker(cfg: dict) -> None:
         local = (torch.cat(outs) if outs else torch.zeros(0, 1 if cfg["task"] == "lattice"
                                                           else 2),
                  torch.cat(ys) if ys else torch.zeros(0))
+        node = ray.get_runtime_context().get_node_id()
         if world > 1:
             parts = [None] * world
-            torch.distributed.all_gather_object(parts, local)
+            torch.distributed.all_gather_object(parts, (*local, node))
             out_all = torch.cat([p[0] for p in parts])
             y_all = torch.cat([p[1] for p in parts])
+            nodes = {p[2] for p in parts}
         else:
-            out_all, y_all = local
+            (out_all, y_all), nodes = local, {node}
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_img, 1),
                    "train_images": n_img * world, "lr": sched.get_last_lr()[0],
                    "images_per_s_per_worker": n_img / max(t_data + t_comp, 1e-9),
-                   "data_wait_s": t_data, "compute_s": t_comp,
+                   "data_wait_s": t_data, "compute_s": t_comp, "train_nodes": len(nodes),
                    **_val_metrics(cfg["task"], out_all, y_all)}
         if rank == 0:
             if cfg["log_every"]:  # a search prints its own progress (tune.py)

@@ -1,0 +1,116 @@
+"""What clusters do, on one machine: two Ray nodes sharing work, a training worker killed
+mid-run (a Serve replica killed under load: test_serve.py). Every test stops what it
+started."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mlflow
+
+RAY = str(Path(sys.executable).with_name("ray"))
+LOOPBACK = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def xrp(*args: str, cwd: Path, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "xray_platform.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _processes(pattern: str) -> list[tuple[int, int]]:
+    """(pid, RSS kB) of processes whose command line matches ``pattern``."""
+    out = subprocess.run(["ps", "-eo", "pid=,rss=,args="], capture_output=True, text=True).stdout
+    rows = []
+    for line in out.splitlines():
+        pid, rss, args = line.strip().split(None, 2)
+        if re.search(pattern, args) and int(pid) != os.getpid():
+            rows.append((int(pid), int(rss)))
+    return rows
+
+
+def test_simulate_and_train_use_both_nodes_of_a_two_node_cluster(tmp_path: Path) -> None:
+    """A head and a second node (`ray start --address`), each with its own CPUs: shards of
+    `xrp simulate` and the two DDP workers of `xrp train` land on both."""
+    port = "6395"
+    # Ray refuses a second node while RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (the loopback-only
+    # mode of one-node runs): this cluster runs on the machine's own address, as a real one
+    env = {k: v for k, v in LOOPBACK.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    env["RAY_AUTH_MODE"] = "token"  # the head turns token auth on; joining nodes need it too
+    head = subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=3",
+                           "--dashboard-port=8275", "--disable-usage-stats"], env=env,
+                          capture_output=True, text=True, timeout=180)
+    try:
+        assert head.returncode == 0, head.stdout + head.stderr
+        addr = re.search(r"--address='([\d.]+:\d+)'", head.stdout).group(1)
+        node2 = subprocess.run([RAY, "start", f"--address={addr}", "--num-cpus=3",
+                                "--disable-usage-stats"], env=env, capture_output=True,
+                               text=True, timeout=180)
+        assert node2.returncode == 0, node2.stdout + node2.stderr
+        r = xrp("simulate", "quick-lattice", "-n", "12", "--shard-size", "1", "--out",
+                str(tmp_path / "data"), "--address", addr, cwd=tmp_path, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "2 node(s) wrote shards" in r.stdout, r.stdout
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        # 2 CPUs per worker: one worker per 3-CPU node, the third CPU simulates its data
+        r = xrp("train", "resolution", "--data", "quick-resolution", "--workers", "2",
+                "--cpus-per-worker", "2", "--epochs", "1", "--shots-per-epoch", "32",
+                "--val-shots", "16", "--batch-size", "8", "--name", "two", "--out",
+                str(tmp_path / "runs"), "--mlflow-uri", uri, "--address", addr, cwd=tmp_path,
+                env=env)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        summary = json.loads((tmp_path / "runs" / "two" / "summary.json").read_text())
+        run = mlflow.MlflowClient(uri).get_run(summary["run_id"])
+        assert run.data.metrics["train_nodes"] == 2
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=180)
+
+
+def test_a_training_worker_killed_mid_run_restores_from_its_checkpoint(tmp_path: Path) -> None:
+    """kill -9 of a DDP worker after the first checkpoint: FailureConfig restarts the worker
+    group from the last checkpoint and the run finishes with every epoch logged once."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [sys.executable, "-m", "xray_platform.cli", "train", "resolution", "--data",
+           "quick-resolution", "--workers", "2", "--cpus-per-worker", "0.5", "--epochs", "3",
+           "--shots-per-epoch", "32", "--val-shots", "16", "--batch-size", "8", "--name", "ft",
+           "--out", str(tmp_path / "runs"), "--mlflow-uri", uri]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=LOOPBACK)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")))
+    reader.start()
+    t0 = time.time()
+    killed = None
+    try:
+        while killed is None and proc.poll() is None and time.time() - t0 < 600:
+            if any("Reporting training result 1:" in ln for ln in lines):  # checkpoint 1 saved
+                time.sleep(2)  # and registered by the controller
+                # this run's workers (pids after its driver's; stale ones of other runs are not)
+                workers = [p for p, _ in _processes(r"ray::RayTrainWorker") if p > proc.pid]
+                if len(workers) == 2:
+                    killed = workers[-1]
+                    os.kill(killed, signal.SIGKILL)
+            time.sleep(0.5)
+        assert killed is not None, "no worker to kill:\n" + "".join(lines)
+        proc.wait(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        reader.join()
+    out = "".join(lines)
+    assert proc.returncode == 0, out[-5000:]
+    assert "[FailurePolicy] RETRY" in out, out[-5000:]  # the kill was seen, and survived
+    assert "resumed from the checkpoint of epoch" in out, out[-5000:]
+    summary = json.loads((tmp_path / "runs" / "ft" / "summary.json").read_text())
+    hist = mlflow.MlflowClient(uri).get_metric_history(summary["run_id"], "val_mae_A")
+    steps = sorted(h.step for h in hist)
+    assert set(steps) == {1, 2, 3}  # no lost epoch
+    assert steps.count(1) == 1  # restored from the checkpoint of epoch 1, not from scratch
