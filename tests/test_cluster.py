@@ -106,6 +106,7 @@ def test_a_training_worker_killed_mid_run_restores_from_its_checkpoint(tmp_path:
             proc.kill()
         reader.join()
     out = "".join(lines)
+    print(f"worker killed at {killed}; run finished {time.time() - t0:.0f} s after it started")
     assert proc.returncode == 0, out[-5000:]
     assert "[FailurePolicy] RETRY" in out, out[-5000:]  # the kill was seen, and survived
     assert "resumed from the checkpoint of epoch" in out, out[-5000:]

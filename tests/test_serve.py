@@ -317,6 +317,7 @@ def test_a_replica_killed_under_load_loses_under_one_percent(service, tmp_path: 
     for t in threads:
         t.join()
     failed = sum(c != 200 for c in codes)
+    print(f"replica killed under load: {failed} of {len(codes)} requests failed")
     assert len(codes) >= 100, len(codes)
     assert failed / len(codes) < 0.01, (failed, len(codes))
     t0 = time.time()

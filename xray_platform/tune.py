@@ -577,10 +577,11 @@ def _finish(client, s: SearchSettings, search_dir: Path, parent: str, results, v
     key, label, _ = headline(s.task)
     rows, kids = _trial_rows(results, s.task, client, parent, search_dir)
     # Tune ends a trial as soon as the scheduler says stop (ASHA at a rung, or the last epoch),
-    # before fit() writes its outputs: finish those child runs here
+    # before fit() writes its outputs (fit() may even see the stop as a failure): finish those
+    # child runs here, with the status Tune's record gives them
     for row in rows:
         kid = kids.get(row["trial_id"])
-        if kid is not None and kid.info.status == "RUNNING":
+        if kid is not None and kid.info.status != "FINISHED":
             _finish_trial_run(client, kid.info.run_id, row, s.epochs,
                               search_dir / TRIALS_DIR / kid.info.run_name)
     for f in _write_trial_table(rows, s.task, s.epochs, search_dir / "report"):
