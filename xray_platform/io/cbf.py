@@ -376,7 +376,12 @@ def read_cbf(path: str | Path) -> tuple[np.ndarray, FrameHeader]:
             raise CBFError(f"{path}: pixel values do not fit in int32")
         data = data.astype(np.int32)
 
-    header = cbf.header
+    n_slow, n_fast = data.shape
+    return np.ascontiguousarray(data), header_from_fabio(cbf.header, n_fast, n_slow)
+
+
+def header_from_fabio(header: Mapping[str, Any], n_fast: int, n_slow: int) -> FrameHeader:
+    """Geometry and metadata from a fabio CBF header (PILATUS text and/or imgCIF tables)."""
     raw = _parse_pilatus(_text(header.get("_array_data.header_contents", "")))
     tables = _cif_tables(header)
     for cat, rows in tables.items():
@@ -385,8 +390,7 @@ def read_cbf(path: str | Path) -> tuple[np.ndarray, FrameHeader]:
                 raw.setdefault(f"{cat}.{item}", value)
     geo = _table_geometry(tables) if tables else {}
     geo.update(_pilatus_geometry(raw))  # the PILATUS header wins where both exist
-    n_slow, n_fast = data.shape
-    return np.ascontiguousarray(data), FrameHeader(
+    return FrameHeader(
         wavelength_A=geo.get("wavelength_A"),
         distance_mm=geo.get("distance_mm"),
         pixel_size_mm=geo.get("pixel_size_mm"),

@@ -339,28 +339,12 @@ class CBFReader(Reader):
             img = CbfImage()
             img._readheader(io.BytesIO(bytes(buf[: start + len(_cbf._STARTER)])))
             header = img.header
-            raw = _cbf._parse_pilatus(_cbf._text(header.get("_array_data.header_contents", "")))
-            tables = _cbf._cif_tables(header)
-            geo = _cbf._table_geometry(tables) if tables else {}
-            geo.update(_cbf._pilatus_geometry(raw))
             n_fast = int(header["X-Binary-Size-Fastest-Dimension"])
             n_slow = int(header["X-Binary-Size-Second-Dimension"])
+            frame_header = _cbf.header_from_fabio(header, n_fast, n_slow)
         except Exception:  # fabio raises bare Exceptions; read_cbf then reports the problem
             return None
-        return _cbf_info(
-            path,
-            _cbf.FrameHeader(
-                wavelength_A=geo.get("wavelength_A"),
-                distance_mm=geo.get("distance_mm"),
-                pixel_size_mm=geo.get("pixel_size_mm"),
-                beam_center_px=geo.get("beam_center_px"),
-                n_fast=n_fast,
-                n_slow=n_slow,
-                exposure_s=geo.get("exposure_s"),
-                detector=geo.get("detector"),
-                raw=raw,
-            ),
-        )
+        return _cbf_info(path, frame_header)
 
     def info(self, path: str | Path) -> FrameInfo:
         path = _existing(path)
