@@ -236,7 +236,19 @@ def train(
                                        "a local Ray."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run --name from its "
                                 "last checkpoint."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the validation set."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the validation set (presets) or of "
+                             "the shuffling (data sets)."),
+    val_data: str | None = typer.Option(None, "--val-data", help="Data sets: a separate "
+                                        "validation data set (default: the last 10 %)."),
+    grid_size: int | None = typer.Option(None, "--grid-size", help="Data sets: the model's "
+                                         "input grid (cells per side), derived from the "
+                                         "stored grid (default: the stored size)."),
+    d_min: float | None = typer.Option(None, "--d-min", help="Data sets: the model grid's "
+                                       "edge resolution in Å (default: the stored grid's)."),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Data sets: random "
+                                 "flips of the grid while training."),
+    train_shots: int | None = typer.Option(None, "--train-shots", help="Data sets: train on "
+                                           "the first N shots only (learning curves)."),
 ) -> None:
     """Train a lattice classifier or a resolution regressor on Ray Train, tracked in MLflow."""
     from xray_platform.ray_env import prepare_ray_env
@@ -251,7 +263,8 @@ def train(
                       imagenet_weights=str(imagenet_weights) if imagenet_weights else None,
                       transfer_from=str(transfer_from) if transfer_from else None,
                       out=str(out), name=name, mlflow_uri=mlflow_uri, address=address,
-                      resume=resume, seed=seed)
+                      resume=resume, seed=seed, val_data=val_data, grid_size=grid_size,
+                      d_min_A=d_min, augment=augment, train_shots=train_shots)
     try:
         s.validate()
         from xray_platform.models import DEPTHS, INITS

@@ -13,9 +13,10 @@ import numpy as np
 import ray
 
 from xray_platform.io.shots import ShotDataset
+from xray_platform.physics.qgrid import QGrid
 from xray_platform.physics.sampling import sample_params, shot_seed
 from xray_platform.physics.simulate import simulate
-from xray_platform.preprocess import Preprocessing, normalise
+from xray_platform.preprocess import Preprocessing, normalise, regrid
 from xray_platform.presets import DatasetPreset
 from xray_platform.targets import training_target
 
@@ -83,26 +84,34 @@ def simulated_dataset(preset: DatasetPreset, n_shots: int, task: str, label: str
 
 
 class ReadShots:
-    """Ray Data UDF: global shot indices of an HDF5 shot data set -> preprocessed rows."""
+    """Ray Data UDF: global shot indices of an HDF5 shot data set -> preprocessed rows, on the
+    model's grid (derived from the stored grid by :func:`preprocess.regrid` when they differ)."""
 
-    def __init__(self, path: str, task: str, label: str | None) -> None:
+    def __init__(self, path: str, task: str, label: str | None,
+                 grid: QGrid | None = None) -> None:
         self.ds = ShotDataset(path)
         self.y, _ = training_target(self.ds.table, task, label)
         self.seed = np.asarray(self.ds.table["seed"], np.int64)
+        self.src = dataset_grid(path)
+        self.dst = grid or self.src
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         idx = [int(i) for i in batch["index"]]
         inputs = [self.ds[i].inputs for i in idx]
-        size = inputs[0].shape[0] if inputs else 0
+        if inputs and self.dst != self.src:
+            inputs = list(regrid(np.stack(inputs), self.src, self.dst))
         return _rows(inputs, [float(self.y[i]) for i in idx], [int(self.seed[i]) for i in idx],
-                     size)
+                     self.dst.size)
 
 
 def hdf5_dataset(path: str | Path, task: str, label: str | None = None, *,
-                 indices: np.ndarray | None = None, batch_size: int = 16,
+                 indices: np.ndarray | None = None, grid: QGrid | None = None,
+                 shuffle: bool = False, seed: int = 0, batch_size: int = 16,
                  concurrency: int = 2, num_cpus: float = 0.5) -> ray.data.Dataset:
     """A data set over an HDF5 shot data set (folder of shards or one shard), only the shots that
-    carry the task's label (optionally a subset of global indices)."""
+    carry the task's label (optionally a subset of global indices), on ``grid`` (default: the
+    stored grid). ``shuffle``: a new block order at every pass (training epochs), reproducible
+    from ``seed``."""
     ds = ShotDataset(path)
     _, keep = training_target(ds.table, task, label)
     if indices is not None:
@@ -113,14 +122,24 @@ def hdf5_dataset(path: str | Path, task: str, label: str | None = None, *,
     if not len(idx):
         raise ValueError(f"{path}: no shot carries a {task} label "
                          f"({label or 'default'}); nothing to train on")
+    if shuffle:  # blocks of shots from all over the data set, not runs of one shard
+        idx = np.random.default_rng(seed).permutation(idx)
     items = ray.data.from_items([{"index": int(i)} for i in idx],
-                                override_num_blocks=max(1, min(200, len(idx) // batch_size)))
+                                override_num_blocks=max(1, min(1000, len(idx) // batch_size)))
+    if shuffle:
+        items = items.randomize_block_order(
+            seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
     return items.map_batches(ReadShots, fn_constructor_kwargs={"path": str(path), "task": task,
-                                                               "label": label},
+                                                               "label": label, "grid": grid},
                              batch_size=batch_size, concurrency=(1, concurrency),
                              num_cpus=num_cpus)
 
 
+def dataset_grid(path: str | Path) -> QGrid:
+    """The grid an HDF5 shot data set stores."""
+    return ShotDataset(path).grid
+
+
 def dataset_grid_size(path: str | Path) -> int:
     """Model-input size of an HDF5 shot data set."""
-    return int(ShotDataset(path)[0].inputs.shape[0])
+    return dataset_grid(path).size

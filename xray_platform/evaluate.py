@@ -561,21 +561,23 @@ def predict_dataset(model_path: Path, data_path: Path, batch_size: int = 32,
     from xray_platform.inference import predict
     from xray_platform.io.shots import ShotDataset
     from xray_platform.models import load_model
-    from xray_platform.preprocess import Preprocessing, normalise
+    from xray_platform.preprocess import Preprocessing, normalise, regrid, regrid_plan
 
     model, meta = load_model(model_path)
     prep = Preprocessing.from_dict(meta["preprocessing"])
     ds = ShotDataset(data_path)
-    size = ds[0].inputs.shape[0]
-    if size != prep.grid_size:
-        raise ValueError(f"{data_path} holds {size} x {size} inputs but the model reads "
-                         f"{prep.grid_size} x {prep.grid_size}; simulate data at the model's size")
+    stored = ds.grid
+    if regrid_plan(stored, prep.grid) is None:
+        raise ValueError(f"{data_path} holds {stored.size} x {stored.size} inputs to "
+                         f"{stored.d_min_A} Å but the model reads {prep.grid_size} x "
+                         f"{prep.grid_size} to {prep.d_min_A} Å, which cannot be derived from "
+                         "them; simulate data on the model's grid")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     preds: dict[str, list[np.ndarray]] = {}
     n = len(ds)
     for start in range(0, n, batch_size):
-        x = normalise(np.stack([ds[i].inputs for i in range(start, min(n, start + batch_size))]),
-                      prep)
+        counts = np.stack([ds[i].inputs for i in range(start, min(n, start + batch_size))])
+        x = normalise(regrid(counts, stored, prep.grid), prep)
         for k, v in predict(model, x, batch_size).items():
             preds.setdefault(k, []).append(v)
         if progress:

@@ -68,6 +68,40 @@ def frame_to_counts(frame: np.ndarray | torch.Tensor, geom: Geometry,
     return frame_to_grid(frame, geom, prep.grid)
 
 
+def regrid_plan(src: QGrid, dst: QGrid) -> tuple[int, int] | None:
+    """(offset, factor) when every cell of ``dst`` is exactly the union of factor x factor
+    cells of ``src`` starting ``offset`` cells in (both grids are centred on the beam), else None.
+    A 128 grid to 1.2 Å is the 256 grid to 1.2 Å pooled by 2; a 128 grid to 2.4 Å its centre."""
+    factor = dst.cell / src.cell
+    offset = (src.g_max - dst.g_max) / src.cell
+    if factor < 1 - 1e-9 or offset < -1e-6:
+        return None
+    f, o = round(factor), round(offset)
+    if abs(factor - f) > 1e-6 or abs(offset - o) > 1e-6 or o + dst.size * f > src.size:
+        return None
+    return o, f
+
+
+def regrid(counts: np.ndarray | torch.Tensor, src: QGrid, dst: QGrid) -> np.ndarray:
+    """Grid counts (H, W) or (N, H, W) on ``src`` -> counts on ``dst`` (cropped and max-pooled;
+    a cell is masked when all its source cells are). Raises when the grids do not align
+    (:func:`regrid_plan`): then map the frame onto ``dst`` directly."""
+    arr = counts.detach().cpu().numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
+    if arr.shape[-2:] != (src.size, src.size):
+        raise ValueError(f"grid counts {arr.shape[-2:]} do not match the source grid "
+                         f"{src.size} x {src.size}")
+    plan = regrid_plan(src, dst)
+    if plan is None:
+        raise ValueError(f"grid {dst.size}² to {dst.d_min_A} Å cannot be derived from "
+                         f"{src.size}² to {src.d_min_A} Å (cells do not align)")
+    o, f = plan
+    n = dst.size * f
+    arr = arr[..., o:o + n, o:o + n]
+    if f == 1:
+        return np.ascontiguousarray(arr)
+    return arr.reshape(*arr.shape[:-2], dst.size, f, dst.size, f).max(axis=(-3, -1))
+
+
 def normalise(counts: np.ndarray | torch.Tensor, prep: Preprocessing) -> torch.Tensor:
     """Grid counts (H, W) or (N, H, W) -> network input (N, 1, H, W) float32."""
     x = torch.as_tensor(counts, dtype=torch.float32)

@@ -128,6 +128,21 @@ _BAXTER = SimConfig(n_lattices={0: 0.02, 1: 0.49, 2: 0.3, 3: 0.13, 4: 0.06},
 _UNIFORM = SimConfig(n_lattices={0: 0.02, 1: 0.49, 2: 0.3, 3: 0.13, 4: 0.06},
                      misorientation="uniform", misorientation_range_deg=(1.0, 180.0))
 _QUICK_GRID = QGrid(size=64)
+#: The zoo's stored grid: the hit finder's 256 x 256 out to 1.2 Å. Coarser model inputs are
+#: derived from it exactly (max-pooled or cropped, core/preprocess.regrid), so one simulation
+#: serves every grid size measured.
+ZOO_GRID = QGrid(256, 1.2)
+_ZOO_SINGLE = SimConfig(n_lattices={0: 0.05, 1: 0.85, 2: 0.1})  # full distribution
+_ZOO_LATTICE = SimConfig(n_lattices={0: 0.02, 1: 0.49, 2: 0.3, 3: 0.13, 4: 0.06},
+                         misorientation="mixed", misorientation_sigmas_deg=(5.0, 20.0))
+_ZOO_USER_SETS = make_user_sets(26, (40,))
+
+
+def _zoo_lattice_eval(name: str, **mis) -> DatasetPreset:
+    return DatasetPreset(f"zoo-lattice-{name}", f"lattice evaluation shots ({name} "
+                         "misorientation), full distribution, 256 x 256 grid", 2_000,
+                         _ZOO_LATTICE.with_(misorientation_sigmas_deg=(), **mis), ZOO_GRID,
+                         task="lattice")
 #: quick presets: one detector and well-diffracting crystals, so a CPU model learns in minutes
 _QUICK = {"detectors": ("pilatus6m",), "log_spot_scale": (300.0, 3e4), "log_bg_level": (0.5, 10.0)}
 _FULL_USER_SETS = make_user_sets(26, USER_SET_SIZES)
@@ -148,6 +163,21 @@ PRESETS: dict[str, DatasetPreset] = {
                       "crystal at a target resolution in 1.42-5.45 Å",
                       sum(u.n_shots for u in _FULL_USER_SETS), _SINGLE.with_(
                           n_lattices={1: 1.0}), task="user-sets", user_sets=_FULL_USER_SETS),
+        DatasetPreset("zoo-resolution", "the zoo's resolution training set: 30,000 shots of "
+                      "the full distribution (both detectors, 100-400 mm, 0.7-1.5 Å, spot "
+                      "strength 5-2e5, ice, beamstop, 5 % blanks, 10 % two lattices), 256 x 256 "
+                      "grid to 1.2 Å", 30_000, _ZOO_SINGLE, ZOO_GRID),
+        DatasetPreset("zoo-lattice", "the zoo's lattice training set: 30,000 shots, half "
+                      "multi-lattice (2-4), misorientation uniform 1-180 deg or Gaussian sigma "
+                      "5 or 20 deg, full distribution, 256 x 256 grid to 1.2 Å", 30_000,
+                      _ZOO_LATTICE, ZOO_GRID, task="lattice"),
+        DatasetPreset("zoo-user-sets", "26 user sets of 40 shots on the zoo's 256 x 256 grid",
+                      26 * 40, _SINGLE.with_(n_lattices={1: 1.0}), ZOO_GRID, task="user-sets",
+                      user_sets=_ZOO_USER_SETS, shard_size=130),
+        _zoo_lattice_eval("uniform", misorientation="uniform"),
+        _zoo_lattice_eval("g1", misorientation="gaussian", misorientation_sigma_deg=1.0),
+        _zoo_lattice_eval("g5", misorientation="gaussian", misorientation_sigma_deg=5.0),
+        _zoo_lattice_eval("g20", misorientation="gaussian", misorientation_sigma_deg=20.0),
         DatasetPreset("quick-resolution", "64 resolution shots on a 64 x 64 grid, PILATUS 6M, "
                       "strong crystals (tests, laptops)", 64, _SINGLE.with_(**_QUICK),
                       _QUICK_GRID, shard_size=16),

@@ -10,6 +10,7 @@ resumes from its last checkpoint after a worker failure (FailureConfig) or with 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -31,7 +32,7 @@ from xray_platform.models import (
     resolution_from_output,
     save_model,
 )
-from xray_platform.targets import check_task_label
+from xray_platform.targets import check_task_label, training_target
 
 STATE_FILE = "train_state.pt"
 MODEL_FILE = "model.pt"
@@ -56,6 +57,11 @@ class TrainSettings:
     shots_per_epoch: int | None = None  # streaming: shots simulated per epoch
     val_shots: int | None = None  # streaming: size of the fixed validation set
     val_fraction: float = 0.1  # HDF5: the last fraction of shots validates
+    val_data: str | None = None  # HDF5: a separate validation data set instead
+    train_shots: int | None = None  # HDF5: train on the first N shots only (learning curves)
+    grid_size: int | None = None  # HDF5: model input grid (default: the stored grid)
+    d_min_A: float | None = None  # HDF5: its resolution edge (default: the stored grid's)
+    augment: bool = True  # random flips of the grid (qx -> -qx, qy -> -qy: same physics)
     seed: int = 0
     out: str = "runs"
     name: str | None = None
@@ -83,6 +89,14 @@ class TrainSettings:
         if self.data not in PRESETS and not Path(self.data).exists():
             raise ValueError(f"--data {self.data!r} is neither a preset ({', '.join(PRESETS)}) "
                              "nor an existing data set folder/file")
+        if self.val_data and not Path(self.val_data).exists():
+            raise ValueError(f"--val-data {self.val_data!r} is not an existing data set")
+        if (self.grid_size or self.d_min_A or self.val_data or self.train_shots) \
+                and self.data in PRESETS:
+            raise ValueError("--grid-size, --d-min, --val-data and --train-shots apply to HDF5 "
+                             "data sets; a preset fixes its own grid and validation shots")
+        if self.train_shots is not None and self.train_shots < 1:
+            raise ValueError(f"train shots must be >= 1, got {self.train_shots}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -106,6 +120,29 @@ def _val_metrics(task: str, out: torch.Tensor, y: torch.Tensor) -> dict:
             "val_baseline_mae_A": m["baseline_mae_A"], "val_score": -m["mae_A"]}
 
 
+#: Fraction of the optimiser steps that ramp the learning rate up linearly before the cosine.
+WARMUP_FRACTION = 0.03
+
+
+def lr_factor(step: int, total: int) -> float:
+    """Learning-rate multiplier per optimiser step: linear warm-up, then cosine to 0."""
+    warm = max(1, int(WARMUP_FRACTION * total))
+    if step < warm:
+        return (step + 1) / warm
+    t = min(1.0, (step - warm) / max(1, total - warm))
+    return 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def random_flips(x: torch.Tensor) -> torch.Tensor:
+    """Flip each grid of a batch (N, 1, H, W) along qx and/or qy at random: the grid is centred
+    on the beam and the background (polarisation cos 2 phi) is symmetric under both flips."""
+    n = x.shape[0]
+    fx = torch.rand(n, device=x.device) < 0.5
+    fy = torch.rand(n, device=x.device) < 0.5
+    x = torch.where(fx[:, None, None, None], x.flip(-1), x)
+    return torch.where(fy[:, None, None, None], x.flip(-2), x)
+
+
 def train_loop_per_worker(cfg: dict) -> None:
     import ray
     import ray.train
@@ -124,7 +161,8 @@ def train_loop_per_worker(cfg: dict) -> None:
         model = model.to(memory_format=torch.channels_last)
     model = rt.prepare_model(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg["epochs"]))
+    total = max(1, cfg["epochs"] * cfg.get("steps_per_epoch", 1))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total))
     start = 0
     ckpt = ray.train.get_checkpoint()  # set when Ray restarts workers after a failure
     if ckpt is None and cfg.get("resume_from"):  # --resume: the run's last saved state
@@ -134,8 +172,7 @@ def train_loop_per_worker(cfg: dict) -> None:
             state = torch.load(Path(d) / STATE_FILE, weights_only=True, map_location=device)
         _unwrap(model).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        sched.T_max = max(1, cfg["epochs"])  # a resumed run may train for more epochs
+        sched.load_state_dict(state["scheduler"])  # steps so far (total may have grown)
         start = int(state["epoch"]) + 1
         if rank == 0:
             print(f"[xrp train] resumed from the checkpoint of epoch {start}", flush=True)
@@ -154,10 +191,13 @@ def train_loop_per_worker(cfg: dict) -> None:
         shard = ray.train.get_dataset_shard("train")
         t0 = time.perf_counter()
         for batch in shard.iter_torch_batches(batch_size=cfg["batch_size"], device=device,
-                                              dtypes=torch.float32):
+                                              dtypes=torch.float32,
+                                              local_shuffle_buffer_size=cfg.get("shuffle_buffer")):
             t1 = time.perf_counter()
             t_data += t1 - t0
             x, y = batch["x"][:, None], batch["y"]
+            if cfg.get("augment"):
+                x = random_flips(x)
             if last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
@@ -166,6 +206,7 @@ def train_loop_per_worker(cfg: dict) -> None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sched.step()
             loss_sum += float(loss.detach()) * len(y)
             n_img += len(y)
             n_batches += 1
@@ -174,7 +215,6 @@ def train_loop_per_worker(cfg: dict) -> None:
             if rank == 0 and cfg["log_every"] and n_batches % cfg["log_every"] == 0:
                 print(f"[xrp train] epoch {epoch + 1}/{cfg['epochs']} batch {n_batches} "
                       f"loss {loss_sum / max(n_img, 1):.4f}", flush=True)
-        sched.step()
 
         # validation: predictions of every worker's shard, gathered on all workers
         model.eval()
@@ -231,10 +271,10 @@ def train_loop_per_worker(cfg: dict) -> None:
 # the driver
 # ----------------------------------------------------------------------------------------
 def data_sources(s: TrainSettings, with_val: bool = True):
-    """(train dataset, val dataset or None, grid size, description) for a preset or an HDF5
+    """(train dataset, val dataset or None, model grid, description) for a preset or an HDF5
     path. The validation set is fixed (seeded) and materialised: every epoch, every trial of a
     search and every champion comparison sees the same shots."""
-    from xray_platform.datasets import dataset_grid_size, hdf5_dataset, simulated_dataset
+    from xray_platform.datasets import hdf5_dataset, simulated_dataset
     from xray_platform.presets import PRESETS
 
     path = Path(s.data)
@@ -246,22 +286,51 @@ def data_sources(s: TrainSettings, with_val: bool = True):
         val = simulated_dataset(preset, n_val, s.task, s.label, seed=s.seed + 7919,
                                 fresh=False).materialize() if with_val else None
         desc = {"source": "simulated (fresh shots every epoch)", "preset": preset.name,
-                "shots_per_epoch": n_train, "val_shots": n_val, "val_seed": s.seed + 7919,
+                "shots_per_epoch": n_train, "train_rows": n_train, "val_shots": n_val,
+                "val_seed": s.seed + 7919,
                 "parameters": preset.to_dict()}
-        return train, val, preset.grid.size, desc
+        return train, val, preset.grid, desc
     # not a preset: an existing data set (TrainSettings.validate checked that)
+    from xray_platform.datasets import dataset_grid
     from xray_platform.io.shots import ShotDataset
+    from xray_platform.physics.qgrid import QGrid
+    from xray_platform.preprocess import regrid_plan
 
+    stored = dataset_grid(path)
+    grid = QGrid(s.grid_size or stored.size, s.d_min_A or stored.d_min_A)
+    if regrid_plan(stored, grid) is None:
+        raise ValueError(f"{path} stores a {stored.size}² grid to {stored.d_min_A} Å; a "
+                         f"{grid.size}² grid to {grid.d_min_A} Å cannot be derived from it "
+                         "(its cells must be whole blocks of the stored cells)")
     n = len(ShotDataset(path))
-    n_val = max(1, int(round(n * s.val_fraction)))
+    if s.val_data:
+        n_val = 0
+        val_grid = dataset_grid(s.val_data)
+        if regrid_plan(val_grid, grid) is None:
+            raise ValueError(f"--val-data {s.val_data} stores a {val_grid.size}² grid to "
+                             f"{val_grid.d_min_A} Å: the model's grid cannot be derived from it")
+    else:
+        n_val = max(1, int(round(n * s.val_fraction)))
     if n - n_val < 1:
         raise ValueError(f"{path} has {n} shots: too few to hold out a validation set")
-    train = hdf5_dataset(path, s.task, s.label, indices=np.arange(n - n_val))
-    val = hdf5_dataset(path, s.task, s.label, indices=np.arange(n - n_val, n)).materialize() \
-        if with_val else None
-    desc = {"source": "HDF5 shot data set", "path": str(path.resolve()), "n_shots": n,
-            "val_indices": [n - n_val, n]}
-    return train, val, dataset_grid_size(path), desc
+    n_train = min(n - n_val, s.train_shots or n)
+    _, keep = training_target(ShotDataset(path).table, s.task, s.label)
+    train = hdf5_dataset(path, s.task, s.label, indices=np.arange(n_train), grid=grid,
+                         shuffle=True, seed=s.seed)
+    val = None
+    if with_val and s.val_data:
+        val = hdf5_dataset(s.val_data, s.task, s.label, grid=grid).materialize()
+    elif with_val:
+        val = hdf5_dataset(path, s.task, s.label, indices=np.arange(n - n_val, n),
+                           grid=grid).materialize()
+    desc = {"source": "HDF5 shot data set", "path": str(path.resolve()), "n_shots": n_train,
+            "train_rows": int(keep[:n_train].sum()),
+            "stored_grid": {"size": stored.size, "d_min_A": stored.d_min_A}}
+    if s.val_data:
+        desc["val_data"] = str(Path(s.val_data).resolve())
+    else:
+        desc["val_indices"] = [n - n_val, n]
+    return train, val, grid, desc
 
 
 def _write_history(client, run_id: str, path: Path) -> Path:
@@ -304,7 +373,7 @@ def _validation_report(model_path: Path, val_ds, task: str, label: str, history:
 
 
 def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val_ds,
-        size: int, data_desc: dict, ray_name: str, resume_from: str | None = None,
+        grid, data_desc: dict, ray_name: str, resume_from: str | None = None,
         callbacks: tuple = (), log_every: int = 20) -> dict:
     """Run the TorchTrainer of ``s`` (Ray already initialised, MLflow run ``run_id`` open), then
     keep the best model, the latest checkpoint and the validation report in ``out_dir`` and log
@@ -319,7 +388,8 @@ def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val
 
     client = mlflow.MlflowClient(uri)
     metadata = {"task": s.task, "depth": s.depth, "init": s.init, "label": s.label,
-                "preprocessing": Preprocessing(size).to_dict(), "training_data": data_desc,
+                "preprocessing": Preprocessing.for_grid(grid).to_dict(),
+                "training_data": data_desc,
                 "mlflow_run_id": run_id, "mlflow_tracking_uri": uri, "xrp_version": __version__,
                 "target": "is_multi (logit)" if s.task == "lattice"
                 else f"1/{s.label} in 1/Å (Gaussian mean and sigma)"}
@@ -328,7 +398,11 @@ def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val
            "imagenet_weights": s.imagenet_weights, "transfer_from": s.transfer_from,
            "threads": s.cpus_per_worker, "amp": s.amp, "channels_last": s.channels_last,
            "mlflow_run_id": run_id, "mlflow_uri": uri, "metadata": metadata,
-           "log_every": log_every, "resume_from": resume_from}
+           "log_every": log_every, "resume_from": resume_from,
+           "augment": s.augment and data_desc["source"] == "HDF5 shot data set",
+           "shuffle_buffer": 4 * s.batch_size if data_desc["source"] == "HDF5 shot data set"
+           else None,
+           "steps_per_epoch": math.ceil(data_desc["train_rows"] / (s.batch_size * s.workers))}
     resources = {"CPU": s.cpus_per_worker}
     if s.gpus_per_worker:
         resources["GPU"] = s.gpus_per_worker
@@ -377,9 +451,10 @@ def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val
     return summary
 
 
-def log_params(client, run_id: str, s: TrainSettings, size: int, data_desc: dict) -> None:
+def log_params(client, run_id: str, s: TrainSettings, grid, data_desc: dict) -> None:
     params = {k: v for k, v in asdict(s).items() if v is not None and k != "address"}
-    params.update(grid_size=size, data_source=data_desc["source"])
+    params.update(grid_size=grid.size, grid_d_min_A=grid.d_min_A,
+                  data_source=data_desc["source"])
     for k, v in params.items():
         client.log_param(run_id, k, str(v)[:500])
 
@@ -409,7 +484,7 @@ def run_training(s: TrainSettings) -> dict:
         local_cpus = max(os.cpu_count() or 1, int(np.ceil(s.workers * s.cpus_per_worker)) + 2)
     init_ray(s.address, local_cpus)
     ray.data.DataContext.get_current().enable_progress_bars = False  # one line per epoch
-    train_ds, val_ds, size, data_desc = data_sources(s)
+    train_ds, val_ds, grid, data_desc = data_sources(s)
 
     uri = tracking_uri(s.mlflow_uri)
     client = mlflow.MlflowClient(uri)
@@ -422,11 +497,11 @@ def run_training(s: TrainSettings) -> dict:
                                                             "xrp.version": __version__})
         run_id = run.info.run_id
         run_id_file.write_text(run_id)
-        log_params(client, run_id, s, size, data_desc)
+        log_params(client, run_id, s, grid, data_desc)
     # --resume: Ray Train V2 restores by checkpoint path (resume_from_checkpoint is deprecated);
     # the workers read it, so on a cluster --out must be on storage every node reaches
     summary = fit(s, out_dir=out_dir, run_id=run_id, uri=uri, train_ds=train_ds, val_ds=val_ds,
-                  size=size, data_desc=data_desc,
+                  grid=grid, data_desc=data_desc,
                   ray_name=f"{name}-resumed-{datetime.now():%Y%m%d-%H%M%S}" if s.resume
                   else name, resume_from=str(ckpt_dir) if s.resume else None)
     if not s.address:

@@ -198,12 +198,12 @@ def run_trial(config: dict, setup: dict, val_ds) -> None:
                         {"xrp.task": s.task, "xrp.version": __version__,
                          "xrp.depth": str(config["depth"]), "xrp.init": config["init"]})
     if not client.get_run(run_id).data.params:
-        log_params(client, run_id, ts, setup["grid_size"], setup["data_desc"])
-    train_ds, _, size, _ = data_sources(ts, with_val=False)
+        log_params(client, run_id, ts, setup["grid"], setup["data_desc"])
+    train_ds, _, grid, _ = data_sources(ts, with_val=False)
     # the Train run is named after the trial: when a search resumes, Train V2 finds its saved
     # state under the same name and storage and continues from the last checkpoint
     fit(ts, out_dir=out_dir, run_id=run_id, uri=setup["uri"], train_ds=train_ds, val_ds=val_ds,
-        size=size, data_desc=setup["data_desc"], ray_name=f"trial-{trial_id}",
+        grid=grid, data_desc=setup["data_desc"], ray_name=f"trial-{trial_id}",
         callbacks=(TuneReportCallback(),), log_every=0)
 
 
@@ -477,7 +477,7 @@ def run_search(s: SearchSettings) -> dict:
     ray.data.DataContext.get_current().enable_progress_bars = False
     probe = SearchSettings.train_settings(s, {"depth": 18, "init": "scratch", "lr": 1e-3,
                                               "batch_size": 8})
-    _, val_ds, size, data_desc = data_sources(probe)
+    _, val_ds, grid, data_desc = data_sources(probe)
 
     parent_file = search_dir / PARENT_RUN_FILE
     if s.resume and parent_file.exists():
@@ -489,7 +489,7 @@ def run_search(s: SearchSettings) -> dict:
         parent_file.write_text(parent)
         params = {k: v for k, v in asdict(s).items()
                   if v is not None and k not in ("address", "extra", "resume")}
-        params.update(inits=inits, n_trials=n_trials, grid_size=size,
+        params.update(inits=inits, n_trials=n_trials, grid_size=grid.size,
                       transfer_from=f"{other_mv.name} v{other_mv.version}" if other_mv else None,
                       val_shots=len(val_ds.take_all()) if s.val_shots is None else s.val_shots)
         for k, v in params.items():
@@ -497,7 +497,7 @@ def run_search(s: SearchSettings) -> dict:
 
     setup = {"search": s, "search_dir": str(search_dir), "uri": uri, "experiment": exp_name,
              "experiment_id": exp, "parent_run_id": parent, "transfer_from": transfer_from,
-             "grid_size": size, "data_desc": data_desc}
+             "grid": grid, "data_desc": data_desc}
     # the trial itself only waits for its TorchTrainer: a token CPU share, the workers hold
     # the real resources (a bundle may not be empty)
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup, val_ds=val_ds),

@@ -31,6 +31,7 @@ import numpy as np
 
 from xray_platform import __version__
 from xray_platform.io.atomic import atomic_open
+from xray_platform.physics.qgrid import QGrid
 
 SHARD_PATTERN = "shard-{index:05d}.h5"
 MANIFEST_NAME = "dataset.json"
@@ -425,6 +426,16 @@ class ShotFile:
         return self._table
 
     @property
+    def grid(self) -> QGrid:
+        """The reciprocal-space grid the inputs are on (the manifest's; a lone shard: its
+        input size on the default d_min)."""
+        size = int(self._shard(0).input_shape[0])
+        grid = self.attrs.get("grid") if self.path.is_dir() else None
+        if isinstance(grid, dict) and "d_min_A" in grid:
+            return QGrid(int(grid.get("size", size)), float(grid["d_min_A"]))
+        return QGrid(size)
+
+    @property
     def attrs(self) -> dict:
         """Provenance dict (JSON-decoded)."""
         if self._attrs is None:
@@ -524,6 +535,16 @@ class ShotDataset:
             parts = [self._shard(s).table for s in range(len(self.shard_paths))]
             self._table = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return self._table
+
+    @property
+    def grid(self) -> QGrid:
+        """The reciprocal-space grid the inputs are on (the manifest's; a lone shard: its
+        input size on the default d_min)."""
+        size = int(self._shard(0).input_shape[0])
+        grid = self.attrs.get("grid") if self.path.is_dir() else None
+        if isinstance(grid, dict) and "d_min_A" in grid:
+            return QGrid(int(grid.get("size", size)), float(grid["d_min_A"]))
+        return QGrid(size)
 
     @property
     def attrs(self) -> dict:

@@ -32,9 +32,12 @@ class SimConfig:
     p_beamstop: float = 0.9
     crystal_forms: tuple[str, ...] = ()  # empty: every form in crystal.CRYSTAL_FORMS
     n_lattices: dict[int, float] = field(default_factory=lambda: {0: 0.05, 1: 0.95})
-    misorientation: str = "gaussian"  # "gaussian" (sigma below) or "uniform" (range below)
+    #: "gaussian" (sigma below), "uniform" (range below), or "mixed": each multi-lattice shot
+    #: draws one of uniform and gaussian with each sigma of ``misorientation_sigmas_deg``
+    misorientation: str = "gaussian"
     misorientation_sigma_deg: float = 5.0
     misorientation_range_deg: Range = (1.0, 180.0)
+    misorientation_sigmas_deg: tuple[float, ...] = ()  # "mixed" only
     lattice_scale: Range = (0.3, 1.0)  # relative intensity of lattices 2..N
     d_B: Range = (1.0, 6.0)  # Å, uniform
     log_mosaic_deg: Range = (0.02, 1.0)
@@ -67,9 +70,13 @@ class SimConfig:
                     raise ValueError(f"{name}: bad range {value}")
                 if name.startswith("log_") and lo <= 0:
                     raise ValueError(f"{name}: log-uniform range must be positive, got {value}")
-        if self.misorientation not in ("gaussian", "uniform"):
-            raise ValueError(f"misorientation must be 'gaussian' or 'uniform', "
+        if self.misorientation not in ("gaussian", "uniform", "mixed"):
+            raise ValueError(f"misorientation must be 'gaussian', 'uniform' or 'mixed', "
                              f"got {self.misorientation!r}")
+        if self.misorientation == "mixed" and not all(
+                math.isfinite(v) and v > 0 for v in self.misorientation_sigmas_deg):
+            raise ValueError("mixed misorientation needs sigmas > 0 in misorientation_sigmas_deg, "
+                             f"got {self.misorientation_sigmas_deg}")
 
     def with_(self, **changes) -> SimConfig:
         return replace(self, **changes)
@@ -77,6 +84,8 @@ class SimConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["n_lattices"] = {str(k): v for k, v in self.n_lattices.items()}
+        if not self.misorientation_sigmas_deg:  # data sets written before "mixed" existed
+            del d["misorientation_sigmas_deg"]
         return d
 
 
@@ -116,9 +125,14 @@ def sample_params(seed: int, cfg: SimConfig, **fixed) -> ShotParams:
     U0 = xtal.random_rotation(rng)
     Us = [U0]
     mis: list[float] = []
+    dist, sigma = cfg.misorientation, cfg.misorientation_sigma_deg
+    if dist == "mixed" and n_lat > 1:  # one distribution per shot: uniform or one gaussian
+        pick = int(rng.integers(1 + len(cfg.misorientation_sigmas_deg)))
+        dist = "uniform" if pick == 0 else "gaussian"
+        sigma = cfg.misorientation_sigmas_deg[pick - 1] if pick else sigma
     for _ in range(1, n_lat):
         axis, angle = xtal.sample_misorientation(
-            rng, cfg.misorientation, sigma_deg=cfg.misorientation_sigma_deg,
+            rng, dist, sigma_deg=sigma,
             low_deg=cfg.misorientation_range_deg[0], high_deg=cfg.misorientation_range_deg[1])
         Us.append(xtal.axis_angle_matrix(axis, angle) @ U0)
         mis.append(float(angle))

@@ -1,0 +1,115 @@
+"""Which input grid (size, d_min) and depth? Accuracy vs grid vs cost at a fixed CPU budget.
+
+Every configuration trains through `xrp train` (Ray Train, MLflow) on the same stored data set
+(256² to 1.2 Å; coarser grids are derived exactly, core/preprocess.regrid) for about the same
+wall time: the number of training shots is the budget times the configuration's measured
+training speed. Each model is then scored on the same held-out shots. Prints a markdown table.
+
+    python benchmarks/grid_table.py resolution --data D --val-data V --minutes 8
+    python benchmarks/grid_table.py lattice --data D --val-data V --grids 64@1.2,128@2.4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xray_platform.evaluate import lattice_metrics, predict_dataset, resolution_metrics
+from xray_platform.models import build_model, lattice_loss
+from xray_platform.targets import training_target
+
+
+def train_speed(task: str, depth: int, size: int, threads: int, batch: int = 32) -> float:
+    """Training images/s of one forward + backward + AdamW step (no data loading)."""
+    torch.set_num_threads(threads)
+    m = build_model(task, depth)
+    opt = torch.optim.AdamW(m.parameters(), 1e-3)
+    x = torch.randn(batch, 1, size, size)
+    y = torch.rand(batch)
+    if task == "lattice":
+        y = (y > 0.5).float()
+    steps, t0 = 3, 0.0
+    for i in range(steps + 1):
+        if i == 1:
+            t0 = time.perf_counter()
+        out = m(x)
+        loss = lattice_loss(out, y) if task == "lattice" else out.square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def score(task: str, model: Path, data: Path) -> tuple[dict, float]:
+    t0 = time.perf_counter()
+    preds, table, _ = predict_dataset(model, data)
+    ms = 1e3 * (time.perf_counter() - t0) / len(table["seed"])
+    if task == "lattice":
+        m = lattice_metrics(preds["p_multi"], np.asarray(table["is_multi"], bool))
+        return {"accuracy": m["accuracy"], "roc_auc": m["roc_auc"]}, ms
+    y, keep = training_target(table, task)
+    m = resolution_metrics(preds["d_A"][keep], preds["sigma_A"][keep], 1.0 / y[keep])
+    return {"pearson_r": m["pearson_r"], "mae_A": m["mae_A"],
+            "baseline_mae_A": m["baseline_mae_A"]}, ms
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("task", choices=("resolution", "lattice"))
+    ap.add_argument("--data", required=True, help="training data set (xrp simulate)")
+    ap.add_argument("--val-data", required=True, help="held-out data set to score on")
+    ap.add_argument("--grids", default="64@1.2,128@1.2,256@1.2",
+                    help="SIZE@D_MIN,... (Å)")
+    ap.add_argument("--depths", default="18")
+    ap.add_argument("--minutes", type=float, default=8.0, help="training budget per config")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--out", default="runs/grid-table")
+    ap.add_argument("--mlflow-uri", default=None)
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for depth in (int(d) for d in a.depths.split(",")):
+        for spec in a.grids.split(","):
+            size, d_min = int(spec.split("@")[0]), float(spec.split("@")[1])
+            rate = train_speed(a.task, depth, size, a.threads, a.batch_size)
+            shots = max(a.batch_size, int(0.8 * rate * 60 * a.minutes))
+            name = f"{a.task}-r{depth}-{size}-{d_min}"
+            cmd = [sys.executable, "-m", "xray_platform.cli", "train", a.task, "--data", a.data,
+                   "--val-data", a.val_data, "--grid-size", str(size), "--d-min", str(d_min),
+                   "--depth", str(depth), "--epochs", "1", "--batch-size", str(a.batch_size),
+                   "--lr", str(a.lr), "--cpus-per-worker", str(a.threads),
+                   "--train-shots", str(shots), "--out", str(out), "--name", name]
+            if a.mlflow_uri:
+                cmd += ["--mlflow-uri", a.mlflow_uri]
+            print(f"[grid-table] {name}: {rate:.1f} img/s -> {shots} training shots", flush=True)
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            if proc.returncode:
+                print(proc.stdout[-2000:], proc.stderr[-2000:])
+                raise SystemExit(f"training {name} failed")
+            metrics, ms = score(a.task, out / name / "model.pt", Path(a.val_data))
+            row = {"depth": depth, "grid": size, "d_min_A": d_min, "train_img_s": rate,
+                   "train_shots": shots, "wall_s": wall, "infer_ms_per_shot": ms, **metrics}
+            rows.append(row)
+            print("[grid-table] " + json.dumps(row), flush=True)
+    keys = list(rows[0])
+    print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    for r in rows:
+        print("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v)
+                                for v in r.values()) + " |")
+    (out / f"{a.task}-table.json").write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
