@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xray_platform.evaluate import lattice_metrics, predict_dataset, resolution_metrics
-from xray_platform.models import build_model, lattice_loss
-from xray_platform.targets import training_target
+from xray_platform.core.evaluate import predict_dataset
+from xray_platform.core.metrics import lattice_metrics, resolution_metrics
+from xray_platform.core.models import build_model, lattice_loss
+from xray_platform.core.targets import training_target
 
 
 def train_speed(task: str, depth: int, size: int, threads: int, batch: int = 32) -> float:

@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xray_platform.hitfinder import HIT_GRID, HitFinder
+from xray_platform.core.hitfinder import HIT_GRID, HitFinder
+from xray_platform.physics.presets import preset
 from xray_platform.physics.qgrid import QGrid
 from xray_platform.physics.sampling import sample_params, shot_seed
 from xray_platform.physics.simulate import simulate
-from xray_platform.presets import preset
 
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 REAL_FRAMES = ("thau_3_2_0002.cbf.bz2", "thau_3_2_0017.cbf.bz2", "DLS_I03_smargon_0001.cbf.gz",
@@ -89,8 +89,8 @@ def timing(finder: HitFinder, grids: np.ndarray, batch: int, repeats: int = 3) -
 
 
 def real_frames(finder: HitFinder, grid: QGrid) -> None:
+    from xray_platform.core.preprocess import Preprocessing, frame_to_counts
     from xray_platform.io.formats import read_frame
-    from xray_platform.preprocess import Preprocessing, frame_to_counts
 
     if not REAL_DIR.is_dir():
         print(f"real frames: {REAL_DIR} absent, skipped")

@@ -47,8 +47,8 @@ def replicas() -> dict[str, list[int]]:
 def start_server(tmp: Path) -> tuple[subprocess.Popen, str]:
     import torch
 
-    from xray_platform.models import build_model, save_model
-    from xray_platform.preprocess import Preprocessing
+    from xray_platform.core.models import build_model, save_model
+    from xray_platform.core.preprocess import Preprocessing
 
     torch.manual_seed(0)
     meta = {"depth": 18, "init": "scratch", "preprocessing": Preprocessing(64).to_dict()}

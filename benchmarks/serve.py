@@ -50,8 +50,8 @@ def _plain(path: Path, tmp: Path) -> Path:
 def _models(tmp: Path, grid: int) -> dict[str, str]:
     import torch
 
-    from xray_platform.models import build_model, save_model
-    from xray_platform.preprocess import Preprocessing
+    from xray_platform.core.models import build_model, save_model
+    from xray_platform.core.preprocess import Preprocessing
 
     torch.manual_seed(0)
     out = {}
@@ -74,8 +74,9 @@ def in_process(frame_path: Path, specs: dict[str, str], n: int, batch: int, devi
     """The whole graph in one process (xrp predict's path): per-frame ms by step."""
     import torch
 
+    from xray_platform.core.answer import predict_frames
     from xray_platform.io.formats import read_frame
-    from xray_platform.predict import load, predict_frames
+    from xray_platform.tracking.resolve import load
 
     torch.set_num_threads(1)
     models = {t: load(t, s, mlflow_uri).to(device) for t, s in specs.items()}
@@ -134,10 +135,10 @@ def through_serve(frame_path: Path, specs: dict[str, str], clients: list[int], n
     import requests
     from ray import serve
 
-    from xray_platform.ray_env import prepare_ray_env
+    from xray_platform.orchestration.env import prepare_ray_env
 
     prepare_ray_env(None)
-    from xray_platform.ray_simulate import init_ray
+    from xray_platform.orchestration.env import init_ray
     from xray_platform.serve.app import build_app
 
     with socket.socket() as s:

@@ -17,9 +17,9 @@ import time
 import numpy as np
 import torch
 
-from xray_platform.datasets import SimulateShots
-from xray_platform.models import build_model, gaussian_nll
-from xray_platform.presets import preset
+from xray_platform.core.models import build_model, gaussian_nll
+from xray_platform.orchestration.data import SimulateShots
+from xray_platform.physics.presets import preset
 
 
 def compute_rate(depth: int, size: int, batch: int, device: str, steps: int) -> float:
@@ -85,10 +85,10 @@ def main() -> None:
     print(f"data: quick-resolution (64x64) {data_rate('quick-resolution', 16):.1f} shots/s, "
           f"resmos2 (512x512) {data_rate('resmos2', 8):.1f} shots/s per core")
     if args.ray:
-        from xray_platform.ray_env import prepare_ray_env
+        from xray_platform.orchestration.env import prepare_ray_env
 
         prepare_ray_env(None)
-        from xray_platform.train import TrainSettings, run_training
+        from xray_platform.orchestration.train import TrainSettings, run_training
 
         with tempfile.TemporaryDirectory() as d:
             s = TrainSettings(task="resolution", data="quick-resolution", epochs=3,

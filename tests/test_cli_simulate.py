@@ -63,8 +63,8 @@ def test_simulate_writes_a_complete_labelled_dataset(dataset: Path) -> None:
 
 
 def test_shots_are_reproducible_from_their_seed(dataset: Path) -> None:
+    from xray_platform.physics.presets import preset
     from xray_platform.physics.simulate import simulate
-    from xray_platform.presets import preset
 
     p = preset("quick-resolution").with_n(8)
     shot = ShotDataset(dataset)[5]

@@ -1,4 +1,4 @@
-"""Tests for xray_platform.evaluate: metrics on hand-made data, plots, and reports."""
+"""Tests for xray_platform.core.evaluate: metrics on hand-made data, plots, and reports."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xray_platform import evaluate as ev
+from xray_platform.core import metrics as m_
+from xray_platform.reports import figures, report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -31,7 +32,7 @@ def _brute_auc(p: np.ndarray, y: np.ndarray) -> float:
 def test_lattice_hand_example():
     p = np.array([0.9, 0.8, 0.3, 0.6, 0.1, 0.2, 0.7, 0.4])
     y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
-    m = ev.lattice_metrics(p, y)
+    m = m_.lattice_metrics(p, y)
     # predicted multi: 0.9, 0.8, 0.6, 0.7 -> tp=2, fp=2; fn=1 (0.3); tn=3
     assert m["confusion"] == [[3, 2], [1, 2]]
     assert all(isinstance(v, int) for row in m["confusion"] for v in row)
@@ -49,30 +50,30 @@ def test_lattice_hand_example():
 def test_lattice_threshold_is_inclusive_and_moves_counts():
     p = np.array([0.5, 0.5, 0.2])
     y = np.array([True, False, False])
-    assert ev.lattice_metrics(p, y)["confusion"] == [[1, 1], [0, 1]]
-    assert ev.lattice_metrics(p, y, threshold=0.6)["confusion"] == [[2, 0], [1, 0]]
+    assert m_.lattice_metrics(p, y)["confusion"] == [[1, 1], [0, 1]]
+    assert m_.lattice_metrics(p, y, threshold=0.6)["confusion"] == [[2, 0], [1, 0]]
 
 
 def test_roc_auc_perfect_constant_and_bruteforce():
     y = np.array([0, 0, 0, 1, 1], dtype=bool)
-    assert ev.lattice_metrics(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), y)["roc_auc"] == 1.0
-    assert ev.lattice_metrics(np.array([0.9, 0.8, 0.7, 0.2, 0.1]), y)["roc_auc"] == 0.0
-    assert ev.lattice_metrics(np.full(5, 0.4), y)["roc_auc"] == pytest.approx(0.5)
+    assert m_.lattice_metrics(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), y)["roc_auc"] == 1.0
+    assert m_.lattice_metrics(np.array([0.9, 0.8, 0.7, 0.2, 0.1]), y)["roc_auc"] == 0.0
+    assert m_.lattice_metrics(np.full(5, 0.4), y)["roc_auc"] == pytest.approx(0.5)
     rng = np.random.default_rng(0)
     for _ in range(5):
         yy = rng.random(300) < 0.3
         pp = np.round(np.clip(rng.normal(0.4 + 0.2 * yy, 0.2), 0, 1), 2)  # rounding -> ties
-        auc = ev.lattice_metrics(pp, yy)["roc_auc"]
+        auc = m_.lattice_metrics(pp, yy)["roc_auc"]
         assert auc == pytest.approx(_brute_auc(pp, yy))
-        fpr, tpr = ev._roc_curve(pp, yy)  # the plotted curve encloses the same area
+        fpr, tpr = m_.roc_curve(pp, yy)  # the plotted curve encloses the same area
         assert np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2) == pytest.approx(auc)
 
 
 def test_roc_auc_nan_for_one_class_and_baseline():
-    m = ev.lattice_metrics(np.array([0.2, 0.7, 0.9]), np.array([1, 1, 1]))
+    m = m_.lattice_metrics(np.array([0.2, 0.7, 0.9]), np.array([1, 1, 1]))
     assert math.isnan(m["roc_auc"])
     assert m["baseline_accuracy"] == 1.0
-    m = ev.lattice_metrics(np.full(10, 0.1), np.r_[np.ones(3), np.zeros(7)])
+    m = m_.lattice_metrics(np.full(10, 0.1), np.r_[np.ones(3), np.zeros(7)])
     assert m["baseline_accuracy"] == pytest.approx(0.7)
     assert m["accuracy"] == pytest.approx(0.7)
     assert math.isnan(m["precision"])  # nothing called multi
@@ -91,7 +92,7 @@ def test_roc_auc_nan_for_one_class_and_baseline():
 )
 def test_lattice_validation(p, y):
     with pytest.raises(ValueError):
-        ev.lattice_metrics(np.array(p), np.array(y))
+        m_.lattice_metrics(np.array(p), np.array(y))
 
 
 # ----------------------------------------------------------------------------- resolution
@@ -99,14 +100,14 @@ def test_lattice_validation(p, y):
 
 def test_resolution_perfect_and_offset():
     true = np.linspace(1.2, 5.0, 50)
-    m = ev.resolution_metrics(true.copy(), None, true)
+    m = m_.resolution_metrics(true.copy(), None, true)
     assert m["n"] == 50 and m["n_excluded"] == 0
     assert m["pearson_r"] == pytest.approx(1.0)
     assert m["pearson_r_inv_d"] == pytest.approx(1.0)
     assert m["spearman_r"] == pytest.approx(1.0)
     assert m["mae_A"] == 0.0 and m["rmse_A"] == 0.0 and m["bias_A"] == 0.0
     assert "frac_within_1sigma" not in m
-    m = ev.resolution_metrics(true + 0.3, None, true)
+    m = m_.resolution_metrics(true + 0.3, None, true)
     assert m["bias_A"] == pytest.approx(0.3)
     assert m["mae_A"] == pytest.approx(0.3)
     assert m["median_abs_err_A"] == pytest.approx(0.3)
@@ -118,13 +119,13 @@ def test_resolution_perfect_and_offset():
 def test_resolution_excludes_nan_true_and_rejects_nonfinite_predictions():
     true = np.array([2.0, np.nan, 3.0, np.nan, 4.0])
     pred = np.array([2.5, 9.0, 3.5, np.nan, 4.5])  # NaN prediction on a blank row is ignored
-    m = ev.resolution_metrics(pred, None, true)
+    m = m_.resolution_metrics(pred, None, true)
     assert m["n"] == 3 and m["n_excluded"] == 2
     assert m["bias_A"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="2 non-finite"):
-        ev.resolution_metrics(np.array([np.nan, np.inf, 3.0]), None, np.array([2.0, 3.0, 4.0]))
+        m_.resolution_metrics(np.array([np.nan, np.inf, 3.0]), None, np.array([2.0, 3.0, 4.0]))
     with pytest.raises(ValueError):
-        ev.resolution_metrics(np.ones(3), None, np.ones(4))
+        m_.resolution_metrics(np.ones(3), None, np.ones(4))
 
 
 def test_resolution_sigma_coverage_gaussian():
@@ -132,12 +133,12 @@ def test_resolution_sigma_coverage_gaussian():
     true = rng.uniform(1.0, 6.0, 20000)
     sigma = rng.uniform(0.05, 0.5, true.size)
     pred = true + rng.normal(0.0, sigma)
-    m = ev.resolution_metrics(pred, sigma, true)
+    m = m_.resolution_metrics(pred, sigma, true)
     assert m["frac_within_1sigma"] == pytest.approx(0.6827, abs=0.015)
     assert m["frac_within_2sigma"] == pytest.approx(0.9545, abs=0.01)
     assert m["mean_sigma_A"] == pytest.approx(sigma.mean())
     # overconfident sigma -> coverage well below expectation
-    m = ev.resolution_metrics(pred, sigma / 3, true)
+    m = m_.resolution_metrics(pred, sigma / 3, true)
     assert m["frac_within_1sigma"] < 0.35
 
 
@@ -145,14 +146,14 @@ def test_resolution_shells_add_up():
     rng = np.random.default_rng(2)
     true = rng.uniform(1.0, 10.0, 500)
     pred = true + rng.normal(0, 0.2, true.size)
-    m = ev.resolution_metrics(pred, None, true)
+    m = m_.resolution_metrics(pred, None, true)
     assert sum(s["n"] for s in m["shells"]) == m["n"] == 500
     for s in m["shells"]:
         inside = (true >= s["lo"]) & (true < s["hi"])
         assert s["n"] == inside.sum()
         assert s["mae_A"] == pytest.approx(np.mean(np.abs(pred - true)[inside]))
     # empty shells are skipped
-    m = ev.resolution_metrics(np.array([1.1, 1.2]), None, np.array([1.1, 1.2]))
+    m = m_.resolution_metrics(np.array([1.1, 1.2]), None, np.array([1.1, 1.2]))
     assert [(s["lo"], s["hi"], s["n"]) for s in m["shells"]] == [(1.0, 1.5, 2)]
 
 
@@ -176,7 +177,7 @@ def _user_data():
 
 
 def test_user_sets_three_of_four_pass():
-    u = ev.user_set_metrics(*_user_data())
+    u = m_.user_set_metrics(*_user_data())
     assert u["n_sets"] == 4 and u["n_within_2sd"] == 3
     assert u["fraction_within_2sd"] == pytest.approx(0.75)
     by = {s["set_id"]: s for s in u["sets"]}
@@ -190,12 +191,12 @@ def test_user_sets_three_of_four_pass():
 
 
 def test_user_sets_singleton_and_inconsistent_targets():
-    u = ev.user_set_metrics(np.array([2.0, 2.1, 2.3]), np.array([1, 2, 2]), np.full(3, 2.0))
+    u = m_.user_set_metrics(np.array([2.0, 2.1, 2.3]), np.array([1, 2, 2]), np.full(3, 2.0))
     one = u["sets"][0]
     assert one["set_id"] == 1 and one["n"] == 1 and not one["within_2sd"]
     assert math.isnan(one["std_A"])
     with pytest.raises(ValueError, match="inconsistent"):
-        ev.user_set_metrics(np.ones(4), np.array([0, 0, 1, 1]), np.array([2.0, 2.5, 3.0, 3.0]))
+        m_.user_set_metrics(np.ones(4), np.array([0, 0, 1, 1]), np.array([2.0, 2.5, 3.0, 3.0]))
 
 
 # ----------------------------------------------------------------------------- plots & report
@@ -208,17 +209,17 @@ def test_plots_write_png(tmp_path):
     pred = true + rng.normal(0, 0.2, true.size)
     p = np.clip(rng.random(300), 0, 1)
     y = rng.random(300) < 0.5
-    lat = ev.lattice_metrics(p, y)
+    lat = m_.lattice_metrics(p, y)
     paths = [
-        ev.plot_pred_vs_true(pred, true, tmp_path / "a" / "fig6.png", title="test"),
-        ev.plot_pred_vs_true(pred, true, tmp_path / "fig6_sig.png", sigma_d=sigma),
-        ev.plot_user_sets(ev.user_set_metrics(*_user_data()), tmp_path / "b" / "fig7.png"),
-        ev.plot_confusion(lat, tmp_path / "confusion.png"),
-        ev.plot_roc(p, y, tmp_path / "roc.png"),
-        ev.plot_calibration(pred, sigma, true, tmp_path / "calib.png"),
+        figures.plot_pred_vs_true(pred, true, tmp_path / "a" / "fig6.png", title="test"),
+        figures.plot_pred_vs_true(pred, true, tmp_path / "fig6_sig.png", sigma_d=sigma),
+        figures.plot_user_sets(m_.user_set_metrics(*_user_data()), tmp_path / "b" / "fig7.png"),
+        figures.plot_confusion(lat, tmp_path / "confusion.png"),
+        figures.plot_roc(p, y, tmp_path / "roc.png"),
+        figures.plot_calibration(pred, sigma, true, tmp_path / "calib.png"),
     ]
     big_true = rng.uniform(1.0, 6.0, 2500)
-    paths.append(ev.plot_pred_vs_true(big_true + 0.1, big_true, tmp_path / "hex.png"))
+    paths.append(figures.plot_pred_vs_true(big_true + 0.1, big_true, tmp_path / "hex.png"))
     for path in paths:
         assert path.exists() and _is_png(path), path
 
@@ -227,15 +228,15 @@ def test_write_report_json_and_markdown(tmp_path):
     rng = np.random.default_rng(4)
     true = np.r_[rng.uniform(1.0, 8.0, 100), np.nan]
     pred = np.nan_to_num(true, nan=3.0) + 0.25
-    lat = ev.lattice_metrics(np.array([0.2, 0.9, 0.8, 0.1]), np.array([0, 1, 1, 1]))
-    lat_one = ev.lattice_metrics(np.array([0.2, 0.9]), np.array([1, 1]))  # roc_auc NaN
-    res = ev.resolution_metrics(pred, np.full(pred.size, 0.3), true)
-    user = ev.user_set_metrics(*_user_data())
+    lat = m_.lattice_metrics(np.array([0.2, 0.9, 0.8, 0.1]), np.array([0, 1, 1, 1]))
+    lat_one = m_.lattice_metrics(np.array([0.2, 0.9]), np.array([1, 1]))  # roc_auc NaN
+    res = m_.resolution_metrics(pred, np.full(pred.size, 0.3), true)
+    user = m_.user_set_metrics(*_user_data())
     metrics = {"lattice": lat, "lattice_one_class": lat_one, "resolution": res,
                "user_sets": user, "np_value": np.float32(1.5), "arr": np.arange(3)}
-    plot = ev.plot_roc(np.array([0.2, 0.9, 0.8, 0.1]), np.array([0, 1, 1, 1]),
+    plot = figures.plot_roc(np.array([0.2, 0.9, 0.8, 0.1]), np.array([0, 1, 1, 1]),
                        tmp_path / "plots" / "roc.png")
-    jpath, mpath = ev.write_report(tmp_path / "rep", metrics, {"roc": plot}, "Test report")
+    jpath, mpath = report.write_report(tmp_path / "rep", metrics, {"roc": plot}, "Test report")
     assert jpath.name == "report.json" and mpath.name == "report.md"
     text = jpath.read_text()
     assert "NaN" not in text and "Infinity" not in text
@@ -257,7 +258,7 @@ def test_write_report_json_and_markdown(tmp_path):
 
 
 def test_write_report_flat_lattice_only(tmp_path):
-    lat = ev.lattice_metrics(np.array([0.2, 0.9, 0.8, 0.1]), np.array([0, 1, 1, 1]))
-    _, mpath = ev.write_report(tmp_path, lat, {}, "lattice only")
+    lat = m_.lattice_metrics(np.array([0.2, 0.9, 0.8, 0.1]), np.array([0, 1, 1, 1]))
+    _, mpath = report.write_report(tmp_path, lat, {}, "lattice only")
     md = mpath.read_text()
     assert "lattice accuracy" in md and "Pearson" not in md and "User datasets" not in md

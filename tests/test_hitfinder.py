@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from xray_platform.hitfinder import HIT_GRID, HitFinder, to_hit_grid
+from xray_platform.core.hitfinder import HIT_GRID, HitFinder, to_hit_grid
 from xray_platform.physics.labels import MIN_HIT_SPOTS
+from xray_platform.physics.presets import PRESETS
 from xray_platform.physics.qgrid import QGrid, frame_to_grid
 from xray_platform.physics.sampling import sample_params, shot_seed
 from xray_platform.physics.simulate import simulate
-from xray_platform.presets import PRESETS
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real not present")
@@ -214,8 +214,8 @@ def test_fast_path_agrees_with_full_frame(one_thread: None) -> None:
 
 # --- real frames -------------------------------------------------------------------------
 def _real_counts(name: str) -> np.ndarray:
+    from xray_platform.core.preprocess import Preprocessing, frame_to_counts
     from xray_platform.io.formats import read_frame
-    from xray_platform.preprocess import Preprocessing, frame_to_counts
 
     frame = read_frame(REAL / name)
     return frame_to_counts(frame.image, frame.geometry(),

@@ -1,4 +1,4 @@
-"""Tests for xray_platform.models: architecture, init, losses, model files."""
+"""Tests for xray_platform.core.models: architecture, init, losses, model files."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ import torch
 import torchvision
 
 from xray_platform import __version__
-from xray_platform.models import (
+from xray_platform.core.models import (
     DEPTHS,
     INITS,
-    MODEL_FORMAT,
-    MODEL_FORMAT_VERSION,
     TASKS,
     XrpNet,
     beta_nll,
@@ -29,7 +27,8 @@ from xray_platform.models import (
     resolution_params,
     save_model,
 )
-from xray_platform.preprocess import Preprocessing
+from xray_platform.core.preprocess import Preprocessing
+from xray_platform.io.model_file import MODEL_FORMAT, MODEL_FORMAT_VERSION
 
 
 @pytest.fixture(autouse=True)

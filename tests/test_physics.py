@@ -172,7 +172,7 @@ def test_blank_and_multi_lattice_labels() -> None:
 
 
 def test_every_preset_config_draws_valid_shots() -> None:
-    from xray_platform.presets import PRESETS
+    from xray_platform.physics.presets import PRESETS
 
     for name, pre in PRESETS.items():
         for i in (0, pre.n_shots - 1):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from xray_platform.core.preprocess import Preprocessing, frame_to_counts, model_input, normalise
 from xray_platform.physics.geometry import Geometry, detector
-from xray_platform.preprocess import Preprocessing, frame_to_counts, model_input, normalise
 
 PIL = detector("pilatus6m")
 GEOM = Geometry(PIL, 250.0, 1.0, (1231.0, 1263.0))

@@ -27,13 +27,13 @@ import pytest
 import requests
 import torch
 
+from xray_platform.core.models import build_model, save_model
+from xray_platform.core.preprocess import Preprocessing
 from xray_platform.io.cbf import write_cbf
-from xray_platform.models import build_model, save_model
+from xray_platform.physics.presets import preset
 from xray_platform.physics.sampling import sample_params
 from xray_platform.physics.simulate import simulate
-from xray_platform.preprocess import Preprocessing
-from xray_platform.presets import preset
-from xray_platform.registry import CHAMPION, register
+from xray_platform.tracking.registry import CHAMPION, register
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real not present")

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from xray_platform.inference import predict
-from xray_platform.models import load_model
+from xray_platform.core.forward import predict
+from xray_platform.core.models import load_model
+from xray_platform.core.preprocess import Preprocessing, normalise
+from xray_platform.physics.presets import preset
 from xray_platform.physics.sampling import sample_params, shot_seed
 from xray_platform.physics.simulate import simulate
-from xray_platform.preprocess import Preprocessing, normalise
-from xray_platform.presets import preset
 
 TRAIN = ["resolution", "--data", "quick-resolution", "--workers", "2", "--batch-size", "8",
          "--shots-per-epoch", "256", "--val-shots", "128", "--name", "res"]

@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-from xray_platform.datasets import SimulateShots
-from xray_platform.models import build_model, load_model, save_model
-from xray_platform.preprocess import Preprocessing
-from xray_platform.presets import preset
-from xray_platform.registry import CHAMPION, champion, download, get_version, register
-from xray_platform.tune import _decide, score_model
+from xray_platform.core.models import build_model, load_model, save_model
+from xray_platform.core.preprocess import Preprocessing
+from xray_platform.core.training import score_model
+from xray_platform.orchestration.data import SimulateShots
+from xray_platform.physics.presets import preset
+from xray_platform.tracking.champion import decide as _decide
+from xray_platform.tracking.registry import CHAMPION, champion, download, get_version, register
 
 ROOT = Path(__file__).resolve().parents[1]
 # a search small enough for 2 CPU cores: 2 epochs of 32 fresh 64^2 shots per trial

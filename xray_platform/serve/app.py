@@ -1,7 +1,7 @@
 """The Ray Serve graph: detector file -> preprocessing -> lattice classifier -> (single-lattice
 hits) resolution regressor, over HTTP.
 
-Deployments (thin wrappers around xray_platform.predict, which has no Ray):
+Deployments (thin wrappers around xray_platform.core.answer, which has no Ray):
 - ``Preprocessor``: decodes the upload (io/formats.py: CBF, EIGER/NeXus HDF5, SMV, .npy, also
   .gz/.bz2), maps it onto each model's reciprocal-space grid and runs the hit finder.
 - ``LatticeClassifier`` / ``ResolutionRegressor``: hold a model each; calls are batched with
@@ -67,8 +67,8 @@ class Preprocessor:
     def __init__(self, preps: list[dict]) -> None:
         import torch
 
-        from xray_platform.hitfinder import HitFinder
-        from xray_platform.preprocess import Preprocessing
+        from xray_platform.core.hitfinder import HitFinder
+        from xray_platform.core.preprocess import Preprocessing
 
         torch.set_num_threads(1)
         self.preps = [Preprocessing.from_dict(p) for p in preps]
@@ -77,8 +77,8 @@ class Preprocessor:
     def __call__(self, data: bytes, filename: str | None, index: int,
                  overrides: dict[str, Any]) -> Any:
         """A predict.Prepared, or a BadInput describing why the upload cannot be used."""
+        from xray_platform.core.answer import prepare_frame
         from xray_platform.io.formats import FormatError, GeometryMissing, read_frame
-        from xray_platform.predict import prepare_frame
 
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="xrp-upload-") as d:
@@ -106,7 +106,7 @@ class _BatchedModel:
                  batch_wait_timeout_s: float) -> None:
         import torch
 
-        from xray_platform.predict import load
+        from xray_platform.tracking.resolve import load
 
         torch.set_num_threads(max(1, int(os.environ.get("XRP_TORCH_THREADS", "1"))))
         self.model = load(self.task, spec, mlflow_uri)
@@ -125,7 +125,7 @@ class LatticeClassifier(_BatchedModel):
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def run(self, xs: list[np.ndarray]) -> list[float]:
-        from xray_platform.predict import p_multi
+        from xray_platform.core.answer import p_multi
 
         return [float(p) for p in p_multi(self.model, np.stack(xs))]
 
@@ -136,7 +136,7 @@ class ResolutionRegressor(_BatchedModel):
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def run(self, xs: list[np.ndarray]) -> list[tuple[float, float]]:
-        from xray_platform.predict import resolution
+        from xray_platform.core.answer import resolution
 
         d, s = resolution(self.model, np.stack(xs))
         return [(float(a), float(b)) for a, b in zip(d, s, strict=True)]
@@ -215,7 +215,7 @@ class Ingress:
                                               "axis (pixels)."),
     ) -> JSONResponse:
         """One frame -> hit, p_multi, is_multi, resolution_A and sigma (Å), versions, timings."""
-        from xray_platform.predict import answer, input_key, wants_resolution
+        from xray_platform.core.answer import answer, input_key, wants_resolution
 
         t0 = time.perf_counter()
         try:
@@ -262,7 +262,9 @@ class Ingress:
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     """The application from ``args`` (see DEFAULTS). Registry references are resolved here to
     concrete versions, so every replica serves the same model even if the alias moves."""
-    from xray_platform.predict import load
+    from xray_platform.core.answer import describe_model
+    from xray_platform.core.models import model_metadata
+    from xray_platform.tracking.resolve import resolve
 
     cfg = {**DEFAULTS, **(args or {})}
     unknown = set(cfg) - set(DEFAULTS) - {"deployments"}
@@ -271,36 +273,37 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
                          f"(known: {', '.join(DEFAULTS)})")
     options = {d["name"]: {k: v for k, v in d.items() if k != "name"}
                for d in cfg.get("deployments") or []}
-    loaded: dict[str, Any] = {}
+    models: dict[str, dict] = {}  # task -> describe_model() + the pinned spec
+    preps = []
     for task in ("lattice", "resolution"):
         spec = cfg[f"{task}_model"]
         if spec is None:
             continue
         try:
-            loaded[task] = load(task, str(spec), cfg["mlflow_uri"])
+            r = resolve(task, str(spec), cfg["mlflow_uri"])
+            meta = model_metadata(r.path)  # the weights are loaded by the model replicas
         except ValueError as e:
             if spec != "champion":
                 raise
             print(f"[xrp serve] no {task} model served: {e}", flush=True)
-    if not loaded:
+            continue
+        if meta["task"] != task:
+            raise ValueError(f"{spec} is a {meta['task']} model, expected a {task} model")
+        models[task] = {**describe_model(task, meta, r.source, r.name, r.version),
+                        "spec": r.pinned}  # the version an alias pointed at, pinned
+        preps.append(meta["preprocessing"])
+    if not models:
         raise ValueError("no model to serve: give lattice_model / resolution_model (a model file "
                          "or a registry reference), or register champions with `xrp tune`")
-    models = {}
-    for t, m in loaded.items():
-        models[t] = m.describe()
-        if m.name:  # pin the version the alias pointed at
-            models[t]["spec"] = f"{m.name}/{m.version}"
-        else:
-            models[t]["spec"] = m.source
 
     def dep(cls, name: str):
         return cls.options(**options.get(name, {})) if name in options else cls
 
-    pre = dep(Preprocessor, "Preprocessor").bind([m.prep.to_dict() for m in loaded.values()])
+    pre = dep(Preprocessor, "Preprocessor").bind(preps)
     handles: dict[str, Any] = {}
     for task, cls, cls_name in (("lattice", LatticeClassifier, "LatticeClassifier"),
                                 ("resolution", ResolutionRegressor, "ResolutionRegressor")):
-        if task in loaded:
+        if task in models:
             handles[task] = dep(cls, cls_name).bind(
                 models[task]["spec"], cfg["mlflow_uri"], int(cfg["max_batch_size"]),
                 float(cfg["batch_wait_timeout_s"]))

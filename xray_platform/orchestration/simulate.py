@@ -1,6 +1,6 @@
 """`xrp simulate` on Ray: one Ray task per shard, on a local Ray or any cluster by address.
 
-Callers run :func:`xray_platform.ray_env.prepare_ray_env` before importing this module."""
+Callers run :func:`xray_platform.orchestration.env.prepare_ray_env` before importing this module."""
 
 from __future__ import annotations
 
@@ -10,29 +10,15 @@ from pathlib import Path
 
 import ray
 
-from xray_platform.dataset_writer import (
+from xray_platform.io.dataset_writer import (
     finish,
     manifest_info,
     plan_shards,
     prepare_directory,
     write_shard,
 )
-from xray_platform.presets import DatasetPreset
-
-
-def init_ray(address: str | None, num_cpus: int | None = None, *,
-             log_to_driver: bool = True) -> None:
-    """Connect to the cluster at ``address`` ("auto" for the one this machine belongs to) or
-    start a private local Ray (default). ``log_to_driver=False`` keeps the workers' output in
-    the session logs (a search prints its own progress lines)."""
-    if ray.is_initialized():
-        return
-    kw = {"logging_level": "WARNING", "log_to_driver": log_to_driver}
-    if address:
-        ray.init(address=address, **kw)
-    else:
-        # keep the dashboard: without it Ray Train's controller floods the logs with errors
-        ray.init(address="local", num_cpus=num_cpus, **kw)
+from xray_platform.orchestration.env import init_ray
+from xray_platform.physics.presets import DatasetPreset
 
 
 @ray.remote(num_cpus=1, max_retries=2)

@@ -6,9 +6,9 @@ A model is a torchvision ResNet-18/34/50 trunk with a one-channel stem and a sma
 * ``resolution``: two raw outputs mapped by :func:`resolution_params` to a Gaussian over 1/d
   (mean, sigma in 1/Å); :func:`resolution_from_output` turns that into d and its sigma in Å.
 
-A model file (:func:`save_model` / :func:`load_model`) is a ``torch.save`` dict that loads with
-``weights_only=True``: format tag, version, CPU state dict and the metadata as a JSON string
-(task, depth, preprocessing, label, ...), so the architecture never has to be passed around.
+A model file (:func:`save_model` / :func:`load_model`, format in io/model_file.py) carries its
+metadata (task, depth, preprocessing, label, ...), so the architecture never has to be passed
+around.
 """
 
 from __future__ import annotations
@@ -24,14 +24,12 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from xray_platform.io.atomic import atomic_open
-from xray_platform.preprocess import Preprocessing
+from xray_platform.core.preprocess import Preprocessing
+from xray_platform.io.model_file import read_metadata, read_model_file, write_model_file
 
 TASKS = ("lattice", "resolution")
 DEPTHS = (18, 34, 50)
 INITS = ("scratch", "imagenet", "transfer")
-MODEL_FORMAT = "xrp-model"
-MODEL_FORMAT_VERSION = 1
 
 #: Resolution head starts at mu = 0.4 1/Å (d = 2.5 Å) and sigma = 0.05 1/Å.
 MU0_INV_D = 0.4
@@ -296,12 +294,13 @@ def _json_problem(obj: Any, where: str) -> str | None:
     return None
 
 
-def save_model(path: str | Path, model: XrpNet, metadata: dict) -> Path:
-    """Write an xrp model file atomically; returns its path.
+def save_model(path: str | Path, model: XrpNet, metadata: dict,
+               dtype: torch.dtype | None = None) -> Path:
+    """Write an xrp model file atomically (io/model_file.py); returns its path.
 
     ``metadata`` needs ``preprocessing`` (a ``Preprocessing.to_dict()``) and ``label``; task,
-    depth and xrp_version are filled in. Everything must be JSON-serialisable.
-    """
+    depth and xrp_version are filled in. Everything must be JSON-serialisable. ``dtype``
+    (e.g. torch.float16) stores the weights compactly."""
     from xray_platform import __version__
 
     net = model
@@ -334,64 +333,35 @@ def save_model(path: str | Path, model: XrpNet, metadata: dict) -> Path:
         bad = _json_problem(v, str(k))
         if bad:
             raise ValueError(f"model metadata key {k!r} is not JSON-serialisable: {bad}")
-    meta_json = json.dumps(meta, sort_keys=True)
+    return write_model_file(path, _strip_prefixes(net.state_dict()), meta, dtype=dtype)
 
-    sd = _strip_prefixes(net.state_dict())
-    payload = {
-        "format": MODEL_FORMAT,
-        "format_version": MODEL_FORMAT_VERSION,
-        "state_dict": {k: v.detach().to("cpu").contiguous() for k, v in sd.items()},
-        "metadata": meta_json,
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as f:
-        torch.save(payload, f)
-    return path
+
+def _check_meta(path: str | Path, meta: dict) -> dict:
+    if meta.get("task") not in TASKS or meta.get("depth") not in DEPTHS:
+        raise ValueError(f"{path}: metadata names task={meta.get('task')!r} "
+                         f"depth={meta.get('depth')!r}; known tasks {TASKS}, depths {DEPTHS}")
+    return meta
 
 
 def _read_model_file(path: str | Path,
                      map_location: str | torch.device) -> tuple[dict[str, Tensor], dict]:
     """Validated (state_dict, metadata) of an xrp model file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path} is not an xrp model file (unreadable or corrupt torch file: "
-                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                         ) from e
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path} is not an xrp model file (no format={MODEL_FORMAT!r} tag)")
-    version = payload.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise ValueError(f"{path}: bad xrp model format_version {version!r}")
-    if version > MODEL_FORMAT_VERSION:
-        raise ValueError(f"{path} is xrp model format v{version}; this xrp reads up to "
-                         f"v{MODEL_FORMAT_VERSION} (upgrade xray_platform)")
-    sd, meta_json = payload.get("state_dict"), payload.get("metadata")
-    if not isinstance(sd, dict) or not isinstance(meta_json, str):
-        raise ValueError(f"{path}: corrupt xrp model file (state_dict/metadata missing)")
-    try:
-        meta = json.loads(meta_json)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: corrupt xrp model metadata: {e}") from e
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: corrupt xrp model metadata (not a JSON object)")
-    if meta.get("task") not in TASKS or meta.get("depth") not in DEPTHS:
-        raise ValueError(f"{path}: metadata names task={meta.get('task')!r} "
-                         f"depth={meta.get('depth')!r}; known tasks {TASKS}, depths {DEPTHS}")
-    return sd, meta
+    sd, meta = read_model_file(path, map_location)
+    return sd, _check_meta(path, meta)
+
+
+def model_metadata(path: str | Path) -> dict:
+    """The metadata of an xrp model file without loading its weights."""
+    return _check_meta(path, read_metadata(path))
 
 
 def load_model(path: str | Path,
                map_location: str | torch.device = "cpu") -> tuple[XrpNet, dict]:
-    """Load an xrp model file (weights_only) -> (eval-mode XrpNet, metadata)."""
+    """Load an xrp model file (weights_only) -> (eval-mode float32 XrpNet, metadata)."""
     sd, meta = _read_model_file(path, "cpu")
     model = XrpNet(meta["task"], meta["depth"])
     try:
-        model.load_state_dict(sd, strict=True)
+        model.load_state_dict(sd, strict=True)  # float16 weights are cast on copy
     except RuntimeError as e:
         raise ValueError(f"{path}: corrupt xrp model file (weights do not fit a "
                          f"{meta['task']} ResNet-{meta['depth']}): {e}") from e

@@ -45,3 +45,19 @@ def experiment_id(client, name: str, uri: str | None = None) -> str:
         return client.create_experiment(name, artifact_location=artifact_root(uri or ""))
     except Exception:  # created concurrently
         return client.get_experiment_by_name(name).experiment_id
+
+
+def log_evaluation(uri: str, run_id: str, name: str, result: dict) -> None:
+    """Log an evaluation (report, plots and the numeric metrics) to the model's run."""
+    import math
+
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    for f in [result["report"], str(Path(result["report"]).with_suffix(".json")),
+              *result["plots"].values()]:
+        client.log_artifact(run_id, f, artifact_path=f"eval-{name}")
+    for sec, d in result["metrics"].items():
+        for k, v in d.items():
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                client.log_metric(run_id, f"eval_{name}_{sec}_{k}"[:250], float(v))

@@ -3,7 +3,7 @@
 The serving path asks "is this frame a hit?" (labels.py: a hit has at least ``MIN_HIT_SPOTS``
 detectable reflections) before running the lattice classifier and the resolution regressor, which
 were trained on hits. This module answers it without a network, Ray or a GPU: numpy only (torch
-tensors are accepted), on the grid counts that :func:`xray_platform.preprocess.frame_to_counts`
+tensors are accepted), on the grid counts that :func:`xray_platform.core.preprocess.frame_to_counts`
 or the simulator's fast path (``simulate(params, HIT_GRID).inputs``) produce: each cell holds the
 MAXIMUM of the detector pixels that land in it (qgrid.py), masked cells are negative.
 

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from xray_platform.hitfinder import HIT_GRID, HitFinder
-from xray_platform.inference import predict as run_model
+from xray_platform.core.forward import predict as run_model
+from xray_platform.core.hitfinder import HIT_GRID, HitFinder
+from xray_platform.core.models import XrpNet, load_model
+from xray_platform.core.preprocess import Preprocessing, frame_to_counts, normalise
 from xray_platform.io.formats import Frame
-from xray_platform.models import XrpNet, load_model
-from xray_platform.preprocess import Preprocessing, frame_to_counts, normalise
 
 P_MULTI_THRESHOLD = 0.5
 HIT_PREP = Preprocessing(HIT_GRID.size, HIT_GRID.d_min_A)
@@ -51,40 +51,27 @@ class LoadedModel:
         return self
 
     def describe(self) -> dict[str, Any]:
-        m = self.meta
-        return {"task": self.task, "name": self.name, "version": self.version,
-                "source": self.source, "architecture": f"ResNet-{m.get('depth')}",
-                "init": m.get("init"), "label": m.get("label"),
-                "grid_size": self.prep.grid_size, "d_min_A": self.prep.d_min_A,
-                "metrics": m.get("metrics", {}),
-                "xrp_version": m.get("xrp_version")}
+        return describe_model(self.task, self.meta, self.source, self.name, self.version)
 
 
-def load(task: str, spec: str, mlflow_uri: str | None = None,
-         cache_dir: str | Path | None = None) -> LoadedModel:
-    """``spec``: an xrp model file, or a registry reference ('champion' for the task's
-    champion, 'xrp-resolution@champion', 'resolution/3')."""
-    name = version = None
-    path = Path(spec)
-    if not path.is_file():
-        import mlflow
+def describe_model(task: str, meta: dict, source: str, name: str | None = None,
+                   version: str | None = None) -> dict[str, Any]:
+    """What answers and /v1/models say about a model (from its metadata alone)."""
+    prep = Preprocessing.from_dict(meta["preprocessing"])
+    return {"task": task, "name": name, "version": version, "source": source,
+            "architecture": f"ResNet-{meta.get('depth')}", "init": meta.get("init"),
+            "label": meta.get("label"), "grid_size": prep.grid_size, "d_min_A": prep.d_min_A,
+            "metrics": meta.get("metrics", {}), "xrp_version": meta.get("xrp_version")}
 
-        from xray_platform.registry import download, get_version, model_name
-        from xray_platform.tracking import tracking_uri
 
-        ref = model_name(task) if spec in ("champion", "registry") else spec
-        client = mlflow.MlflowClient(tracking_uri(mlflow_uri))
-        mv = get_version(client, ref)
-        name, version = mv.name, str(mv.version)
-        dst = Path(cache_dir) if cache_dir else None
-        path = download(client, mv, None if dst is None else dst / f"{mv.name}-v{mv.version}")
-        spec = f"models:/{mv.name}/{mv.version}"
+def load_file(task: str, path: str | Path, source: str | None = None, name: str | None = None,
+              version: str | None = None) -> LoadedModel:
+    """Load a model file as ``task``'s model (tracking/resolve.py finds the file)."""
     model, meta = load_model(path)
     if model.task != task:
-        raise ValueError(f"{spec} is a {model.task} model, expected a {task} model")
-    model.eval()
+        raise ValueError(f"{source or path} is a {model.task} model, expected a {task} model")
     return LoadedModel(task, model, meta, Preprocessing.from_dict(meta["preprocessing"]),
-                       str(spec), name, version)
+                       str(source or path), name, version)
 
 
 @dataclass

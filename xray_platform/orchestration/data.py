@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import ray
 
+from xray_platform.core.preprocess import Preprocessing, normalise, regrid
+from xray_platform.core.targets import training_target
 from xray_platform.io.shots import ShotDataset
+from xray_platform.physics.presets import DatasetPreset
 from xray_platform.physics.qgrid import QGrid
 from xray_platform.physics.sampling import sample_params, shot_seed
 from xray_platform.physics.simulate import simulate
-from xray_platform.preprocess import Preprocessing, normalise, regrid
-from xray_platform.presets import DatasetPreset
-from xray_platform.targets import training_target
 
 
 def _rows(inputs: list[np.ndarray], ys: list[float], seeds: list[int], size: int) -> dict:

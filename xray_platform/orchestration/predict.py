@@ -1,8 +1,8 @@
 """`xrp predict` on Ray Data: detector files (folders, globs, multi-frame HDF5) -> a per-image
 table (file, frame, geometry, hit, p_multi, resolution, sigma, timings), like the per-image
-reports crystallographers know from DIALS. The work per frame is xray_platform.predict (no Ray).
+reports crystallographers know from DIALS. The work per frame is xray_platform.core.answer (no Ray).
 
-Callers run :func:`xray_platform.ray_env.prepare_ray_env` before importing this module."""
+Callers run :func:`xray_platform.orchestration.env.prepare_ray_env` before importing this module."""
 
 from __future__ import annotations
 
@@ -40,15 +40,15 @@ class PredictFrames:
                  always_resolution: bool) -> None:
         import torch
 
-        from xray_platform.predict import load
+        from xray_platform.tracking.resolve import load
 
         torch.set_num_threads(1)
         self.models = {t: load(t, s, mlflow_uri) for t, s in specs.items()}
         self.overrides, self.always = overrides, always_resolution
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        from xray_platform.core.answer import predict_frames
         from xray_platform.io.formats import read_frame
-        from xray_platform.predict import predict_frames
 
         frames, errors, order = [], {}, []
         for i, (path, index) in enumerate(zip(batch["path"], batch["frame"], strict=True)):
@@ -81,7 +81,7 @@ def predict_files(items: list[tuple[Path, int]], specs: dict[str, str],
                   concurrency: int = 1, address: str | None = None,
                   on_progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
     """The table rows, in input order."""
-    from xray_platform.ray_simulate import init_ray
+    from xray_platform.orchestration.env import init_ray
 
     init_ray(address)
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -25,8 +25,8 @@ from xray_platform.io.shots import (
     shard_path,
     write_manifest,
 )
+from xray_platform.physics.presets import DatasetPreset
 from xray_platform.physics.simulate import simulate
-from xray_platform.presets import DatasetPreset
 
 
 @dataclass(frozen=True)

@@ -22,17 +22,9 @@ import numpy as np
 import torch
 
 from xray_platform import __version__
-from xray_platform.evaluate import lattice_metrics, resolution_metrics
-from xray_platform.models import (
-    beta_nll,
-    build_model,
-    gaussian_nll,
-    lattice_loss,
-    p_multi,
-    resolution_from_output,
-    save_model,
-)
-from xray_platform.targets import check_task_label, training_target
+from xray_platform.core.models import build_model, save_model
+from xray_platform.core.targets import check_task_label, training_target
+from xray_platform.core.training import optimiser, predict_batches, train_epoch, val_metrics
 
 STATE_FILE = "train_state.pt"
 MODEL_FILE = "model.pt"
@@ -84,7 +76,7 @@ class TrainSettings:
             raise ValueError(f"val fraction must be in (0, 1), got {self.val_fraction}")
         if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
             raise ValueError("cpus per worker must be > 0 and gpus per worker >= 0")
-        from xray_platform.presets import PRESETS
+        from xray_platform.physics.presets import PRESETS
 
         if self.data not in PRESETS and not Path(self.data).exists():
             raise ValueError(f"--data {self.data!r} is neither a preset ({', '.join(PRESETS)}) "
@@ -100,51 +92,64 @@ class TrainSettings:
 
 
 # ----------------------------------------------------------------------------------------
-# the loop every Ray Train worker runs
+# the loop every Ray Train worker runs (the step itself: core/training.py)
 # ----------------------------------------------------------------------------------------
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def _val_metrics(task: str, out: torch.Tensor, y: torch.Tensor) -> dict:
-    if task == "lattice":
-        loss = float(lattice_loss(out, y))
-        m = lattice_metrics(p_multi(out).numpy(), y.numpy() > 0.5)
-        return {"val_loss": loss, "val_accuracy": m["accuracy"], "val_roc_auc": m["roc_auc"],
-                "val_baseline_accuracy": m["baseline_accuracy"], "val_score": m["accuracy"]}
-    loss = float(gaussian_nll(out, y))
-    d, s = resolution_from_output(out)
-    m = resolution_metrics(d.numpy(), s.numpy(), 1.0 / y.numpy())
-    return {"val_loss": loss, "val_mae_A": m["mae_A"], "val_pearson_r": m["pearson_r"],
-            "val_within_2sigma": m.get("frac_within_2sigma", float("nan")),
-            "val_baseline_mae_A": m["baseline_mae_A"], "val_score": -m["mae_A"]}
+def _restore(model, opt, sched, cfg: dict, device) -> int:
+    """Load the last checkpoint (after a worker failure, or --resume); the next epoch."""
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()  # set when Ray restarts workers after a failure
+    if ckpt is None and cfg.get("resume_from"):  # --resume: the run's last saved state
+        ckpt = ray.train.Checkpoint.from_directory(cfg["resume_from"])
+    if ckpt is None:
+        return 0
+    with ckpt.as_directory() as d:
+        state = torch.load(Path(d) / STATE_FILE, weights_only=True, map_location=device)
+    _unwrap(model).load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])  # steps so far (the total may have grown)
+    return int(state["epoch"]) + 1
 
 
-#: Fraction of the optimiser steps that ramp the learning rate up linearly before the cosine.
-WARMUP_FRACTION = 0.03
+def _gather(local: tuple[torch.Tensor, torch.Tensor], world: int):
+    """Validation outputs and targets of every worker, and the set of nodes they ran on."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    if world == 1:
+        return (*local, {node})
+    parts = [None] * world
+    torch.distributed.all_gather_object(parts, (*local, node))
+    return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+            {p[2] for p in parts})
 
 
-def lr_factor(step: int, total: int) -> float:
-    """Learning-rate multiplier per optimiser step: linear warm-up, then cosine to 0."""
-    warm = max(1, int(WARMUP_FRACTION * total))
-    if step < warm:
-        return (step + 1) / warm
-    t = min(1.0, (step - warm) / max(1, total - warm))
-    return 0.5 * (1.0 + math.cos(math.pi * t))
+def _report(model, opt, sched, cfg: dict, epoch: int, metrics: dict, client) -> None:
+    """Rank 0: log to MLflow, write the checkpoint (model file + optimiser state), report."""
+    import ray.train
 
-
-def random_flips(x: torch.Tensor) -> torch.Tensor:
-    """Flip each grid of a batch (N, 1, H, W) along qx and/or qy at random: the grid is centred
-    on the beam and the background (polarisation cos 2 phi) is symmetric under both flips."""
-    n = x.shape[0]
-    fx = torch.rand(n, device=x.device) < 0.5
-    fy = torch.rand(n, device=x.device) < 0.5
-    x = torch.where(fx[:, None, None, None], x.flip(-1), x)
-    return torch.where(fy[:, None, None, None], x.flip(-2), x)
+    if cfg["log_every"]:  # a search prints its own progress (tune.py)
+        print("[xrp train] " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                           for k, v in metrics.items()}), flush=True)
+    if client is not None:
+        for k, v in metrics.items():
+            if isinstance(v, int | float) and np.isfinite(v):
+                client.log_metric(cfg["mlflow_run_id"], k, float(v), step=epoch + 1)
+    with tempfile.TemporaryDirectory() as d:
+        meta = {**cfg["metadata"], "epoch": epoch + 1,
+                "metrics": {k: v for k, v in metrics.items() if k.startswith("val_")}}
+        save_model(Path(d) / MODEL_FILE, _unwrap(model), meta)
+        torch.save({"model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "epoch": epoch}, Path(d) / STATE_FILE)
+        (Path(d) / "metrics.json").write_text(json.dumps(metrics))  # for a search
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
 def train_loop_per_worker(cfg: dict) -> None:
-    import ray
     import ray.train
     import ray.train.torch as rt
 
@@ -152,117 +157,46 @@ def train_loop_per_worker(cfg: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = rt.get_device()
-    cuda = device.type == "cuda"
     model = build_model(cfg["task"], cfg["depth"], cfg["init"],
                         imagenet_weights=cfg["imagenet_weights"],
                         transfer_from=cfg["transfer_from"])
-    last = cuda and cfg["channels_last"]
-    if last:
+    if device.type == "cuda" and cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     model = rt.prepare_model(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    total = max(1, cfg["epochs"] * cfg.get("steps_per_epoch", 1))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total))
-    start = 0
-    ckpt = ray.train.get_checkpoint()  # set when Ray restarts workers after a failure
-    if ckpt is None and cfg.get("resume_from"):  # --resume: the run's last saved state
-        ckpt = ray.train.Checkpoint.from_directory(cfg["resume_from"])
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, weights_only=True, map_location=device)
-        _unwrap(model).load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])  # steps so far (total may have grown)
-        start = int(state["epoch"]) + 1
-        if rank == 0:
-            print(f"[xrp train] resumed from the checkpoint of epoch {start}", flush=True)
-    loss_fn = lattice_loss if cfg["task"] == "lattice" else beta_nll
-    amp = cuda and cfg["amp"]
+    opt, sched = optimiser(model, cfg["lr"], cfg["weight_decay"],
+                           cfg["epochs"] * cfg.get("steps_per_epoch", 1))
+    start = _restore(model, opt, sched, cfg, device)
+    if start and rank == 0:
+        print(f"[xrp train] resumed from the checkpoint of epoch {start}", flush=True)
     client = None
     if rank == 0 and cfg.get("mlflow_run_id"):
         import mlflow
 
         client = mlflow.MlflowClient(cfg["mlflow_uri"])
+    fast = {"amp": cfg["amp"], "channels_last": cfg["channels_last"]}
+
+    def progress(st) -> None:
+        if rank == 0 and cfg["log_every"] and st.batches % cfg["log_every"] == 0:
+            print(f"[xrp train] epoch {epoch + 1}/{cfg['epochs']} batch {st.batches} "
+                  f"loss {st.loss:.4f}", flush=True)
 
     for epoch in range(start, cfg["epochs"]):
-        model.train()
-        t_data = t_comp = 0.0
-        n_img, loss_sum, n_batches = 0, 0.0, 0
-        shard = ray.train.get_dataset_shard("train")
-        t0 = time.perf_counter()
-        for batch in shard.iter_torch_batches(batch_size=cfg["batch_size"], device=device,
-                                              dtypes=torch.float32,
-                                              local_shuffle_buffer_size=cfg.get("shuffle_buffer")):
-            t1 = time.perf_counter()
-            t_data += t1 - t0
-            x, y = batch["x"][:, None], batch["y"]
-            if cfg.get("augment"):
-                x = random_flips(x)
-            if last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                out = model(x)
-            loss = loss_fn(out.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += float(loss.detach()) * len(y)
-            n_img += len(y)
-            n_batches += 1
-            t0 = time.perf_counter()
-            t_comp += t0 - t1
-            if rank == 0 and cfg["log_every"] and n_batches % cfg["log_every"] == 0:
-                print(f"[xrp train] epoch {epoch + 1}/{cfg['epochs']} batch {n_batches} "
-                      f"loss {loss_sum / max(n_img, 1):.4f}", flush=True)
-
-        # validation: predictions of every worker's shard, gathered on all workers
-        model.eval()
-        outs, ys = [], []
-        with torch.no_grad():
-            for batch in ray.train.get_dataset_shard("val").iter_torch_batches(
-                    batch_size=cfg["batch_size"], device=device, dtypes=torch.float32):
-                x = batch["x"][:, None]
-                if last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                    outs.append(model(x).float().cpu())
-                ys.append(batch["y"].cpu())
-        local = (torch.cat(outs) if outs else torch.zeros(0, 1 if cfg["task"] == "lattice"
-                                                          else 2),
-                 torch.cat(ys) if ys else torch.zeros(0))
-        node = ray.get_runtime_context().get_node_id()
-        if world > 1:
-            parts = [None] * world
-            torch.distributed.all_gather_object(parts, (*local, node))
-            out_all = torch.cat([p[0] for p in parts])
-            y_all = torch.cat([p[1] for p in parts])
-            nodes = {p[2] for p in parts}
-        else:
-            (out_all, y_all), nodes = local, {node}
-        metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_img, 1),
-                   "train_images": n_img * world, "lr": sched.get_last_lr()[0],
-                   "images_per_s_per_worker": n_img / max(t_data + t_comp, 1e-9),
-                   "data_wait_s": t_data, "compute_s": t_comp, "train_nodes": len(nodes),
-                   **_val_metrics(cfg["task"], out_all, y_all)}
+        batches = ray.train.get_dataset_shard("train").iter_torch_batches(
+            batch_size=cfg["batch_size"], device=device, dtypes=torch.float32,
+            local_shuffle_buffer_size=cfg.get("shuffle_buffer"))
+        st = train_epoch(model, batches, opt, sched, cfg["task"], augment=cfg.get("augment"),
+                         on_batch=progress, **fast)
+        val = ray.train.get_dataset_shard("val").iter_torch_batches(
+            batch_size=cfg["batch_size"], device=device, dtypes=torch.float32)
+        width = 1 if cfg["task"] == "lattice" else 2
+        out_all, y_all, nodes = _gather(predict_batches(model, val, width, **fast), world)
+        metrics = {"epoch": epoch + 1, "train_loss": st.loss, "train_images": st.images * world,
+                   "lr": sched.get_last_lr()[0],
+                   "images_per_s_per_worker": st.images / max(st.data_s + st.compute_s, 1e-9),
+                   "data_wait_s": st.data_s, "compute_s": st.compute_s,
+                   "train_nodes": len(nodes), **val_metrics(cfg["task"], out_all, y_all)}
         if rank == 0:
-            if cfg["log_every"]:  # a search prints its own progress (tune.py)
-                print("[xrp train] " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                                                   for k, v in metrics.items()}),
-                      flush=True)
-            if client is not None:
-                for k, v in metrics.items():
-                    if isinstance(v, int | float) and np.isfinite(v):
-                        client.log_metric(cfg["mlflow_run_id"], k, float(v), step=epoch + 1)
-            with tempfile.TemporaryDirectory() as d:
-                meta = {**cfg["metadata"], "epoch": epoch + 1,
-                        "metrics": {k: v for k, v in metrics.items() if k.startswith("val_")}}
-                save_model(Path(d) / MODEL_FILE, _unwrap(model), meta)
-                torch.save({"model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "epoch": epoch},
-                           Path(d) / STATE_FILE)
-                (Path(d) / "metrics.json").write_text(json.dumps(metrics))  # for a search
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+            _report(model, opt, sched, cfg, epoch, metrics, client)
         else:
             ray.train.report(metrics)
 
@@ -274,8 +208,8 @@ def data_sources(s: TrainSettings, with_val: bool = True):
     """(train dataset, val dataset or None, model grid, description) for a preset or an HDF5
     path. The validation set is fixed (seeded) and materialised: every epoch, every trial of a
     search and every champion comparison sees the same shots."""
-    from xray_platform.datasets import hdf5_dataset, simulated_dataset
-    from xray_platform.presets import PRESETS
+    from xray_platform.orchestration.data import hdf5_dataset, simulated_dataset
+    from xray_platform.physics.presets import PRESETS
 
     path = Path(s.data)
     if s.data in PRESETS:
@@ -291,10 +225,10 @@ def data_sources(s: TrainSettings, with_val: bool = True):
                 "parameters": preset.to_dict()}
         return train, val, preset.grid, desc
     # not a preset: an existing data set (TrainSettings.validate checked that)
-    from xray_platform.datasets import dataset_grid
+    from xray_platform.core.preprocess import regrid_plan
     from xray_platform.io.shots import ShotDataset
+    from xray_platform.orchestration.data import dataset_grid
     from xray_platform.physics.qgrid import QGrid
-    from xray_platform.preprocess import regrid_plan
 
     stored = dataset_grid(path)
     grid = QGrid(s.grid_size or stored.size, s.d_min_A or stored.d_min_A)
@@ -352,9 +286,10 @@ def _write_history(client, run_id: str, path: Path) -> Path:
 def _validation_report(model_path: Path, val_ds, task: str, label: str, history: Path,
                        out_dir: Path) -> list[Path]:
     """Plots and report of the final model on the validation shots, plus training curves."""
-    from xray_platform.evaluate import evaluate_predictions, plot_history
-    from xray_platform.inference import predict
-    from xray_platform.models import load_model
+    from xray_platform.core.forward import predict
+    from xray_platform.core.models import load_model
+    from xray_platform.reports.evaluation import evaluate_predictions
+    from xray_platform.reports.figures import plot_history
 
     model, _ = load_model(model_path)
     rows = val_ds.take_all()
@@ -383,8 +318,8 @@ def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from xray_platform.preprocess import Preprocessing
-    from xray_platform.tracking import ui_command
+    from xray_platform.core.preprocess import Preprocessing
+    from xray_platform.tracking.store import ui_command
 
     client = mlflow.MlflowClient(uri)
     metadata = {"task": s.task, "depth": s.depth, "init": s.init, "label": s.label,
@@ -464,8 +399,8 @@ def run_training(s: TrainSettings) -> dict:
     import mlflow
     import ray
 
-    from xray_platform.ray_simulate import init_ray
-    from xray_platform.tracking import experiment_id, tracking_uri
+    from xray_platform.orchestration.env import init_ray
+    from xray_platform.tracking.store import experiment_id, tracking_uri
 
     s.validate()
     name = s.name or f"{s.task}-r{s.depth}-{s.init}-{datetime.now():%Y%m%d-%H%M%S}"

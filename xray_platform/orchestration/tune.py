@@ -22,8 +22,12 @@ import numpy as np
 from ray.tune import Callback
 
 from xray_platform import __version__
-from xray_platform.models import DEPTHS, INITS
-from xray_platform.train import MODEL_FILE, TrainSettings
+from xray_platform.core.metrics import headline
+from xray_platform.core.models import DEPTHS, INITS
+from xray_platform.core.training import score_model
+from xray_platform.orchestration.train import MODEL_FILE, TrainSettings
+from xray_platform.reports.trials import write_trial_table
+from xray_platform.tracking.champion import decide
 
 #: Search presets: `quick` fits a 2-core laptop in about 10 minutes (64^2 inputs), `full` is the
 #: GPU-cluster search (512^2 inputs, the poster's data set sizes). Command-line options win.
@@ -132,35 +136,6 @@ class SearchSettings:
 
 
 # ----------------------------------------------------------------------------------------
-# scoring: one definition of "better", used by trials (val_score) and champion selection
-# ----------------------------------------------------------------------------------------
-def headline(task: str) -> tuple[str, str, str]:
-    """(metric key, label, direction) people read: MAE in Å (lower) or accuracy (higher)."""
-    return ("val_mae_A", "validation MAE (Å)", "min") if task == "resolution" else \
-        ("val_accuracy", "validation accuracy", "max")
-
-
-def score_model(model_path: str | Path, val_rows: dict[str, np.ndarray]) -> dict[str, float]:
-    """Validation metrics (as in training: val_score higher is better) of a model file on the
-    validation inputs ``val_rows`` {"x": (N, H, W), "y": (N,)}."""
-    import torch
-
-    from xray_platform.models import load_model
-    from xray_platform.train import _val_metrics
-
-    model, meta = load_model(model_path)
-    size = int(meta["preprocessing"]["grid_size"])
-    if val_rows["x"].shape[-1] != size:
-        raise ValueError(f"{model_path} takes {size}^2 inputs, the validation shots are "
-                         f"{val_rows['x'].shape[-1]}^2")
-    model.eval()
-    x = torch.as_tensor(val_rows["x"], dtype=torch.float32)[:, None]
-    with torch.no_grad():
-        out = torch.cat([model(x[i:i + 32]).float() for i in range(0, len(x), 32)])
-    return _val_metrics(model.task, out, torch.as_tensor(val_rows["y"], dtype=torch.float32))
-
-
-# ----------------------------------------------------------------------------------------
 # the trial (runs in a Tune actor; Ray Train does the work)
 # ----------------------------------------------------------------------------------------
 def _child_run(client, exp: str, parent: str, trial_id: str, name: str, tags: dict) -> str:
@@ -181,7 +156,7 @@ def run_trial(config: dict, setup: dict, val_ds) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from xray_platform.train import data_sources, fit, log_params
+    from xray_platform.orchestration.train import data_sources, fit, log_params
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     s: SearchSettings = setup["search"]
@@ -326,102 +301,10 @@ def _best_checkpoint(train_dir: Path, epoch: int) -> str | None:
     return str(max(found, key=lambda t: t[:2])[2]) if found else None
 
 
-def _write_trial_table(rows: list[dict], task: str, epochs: int, out: Path) -> list[Path]:
-    """trials.csv, trials.md and trials.png (depth x init heatmap + validation curves)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    key, label, direction = headline(task)
-    cols = ["trial_id", "depth", "init", "lr", "batch_size", "epochs_run", "best_epoch", key,
-            "val_score", "status"]
-    lines = [",".join(cols)]
-    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    order = sorted(rows, key=lambda r: -r.get("val_score", -np.inf))
-    for r in order:
-        vals = []
-        for c in cols:
-            v = r.get(c)
-            vals.append(f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v)))
-        lines.append(",".join(vals))
-        md.append("| " + " | ".join(vals) + " |")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "trials.csv").write_text("\n".join(lines) + "\n")
-    (out / "trials.md").write_text("\n".join(md) + "\n")
-
-    depths = sorted({r["depth"] for r in rows if r["depth"] is not None})
-    inits = [i for i in INITS if any(r["init"] == i for r in rows)]
-    grid = np.full((len(depths), len(inits)), np.nan)
-    pick = np.nanmin if direction == "min" else np.nanmax
-    for i, d in enumerate(depths):
-        for j, ini in enumerate(inits):
-            v = [r[key] for r in rows if r["depth"] == d and r["init"] == ini and key in r]
-            if v:
-                grid[i, j] = pick(v)
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 4.2))
-    im = a0.imshow(grid, cmap="viridis_r" if direction == "min" else "viridis", aspect="auto")
-    a0.set_xticks(range(len(inits)), inits)
-    a0.set_yticks(range(len(depths)), [f"ResNet-{d}" for d in depths])
-    for i in range(len(depths)):
-        for j in range(len(inits)):
-            if np.isfinite(grid[i, j]):
-                bright = im.norm(grid[i, j]) > 0.5
-                if direction == "min":
-                    bright = not bright
-                a0.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center",
-                        color="k" if bright else "w")
-    fig.colorbar(im, ax=a0, label=f"best {label}")
-    a0.set_title("depth x initialisation (best trial)")
-    colours = {18: "tab:blue", 34: "tab:orange", 50: "tab:green"}
-    styles = {"scratch": "-", "imagenet": "--", "transfer": ":"}
-    for r in rows:
-        if r["curve"]:
-            e, v = zip(*r["curve"], strict=True)
-            a1.plot(e, v, styles.get(r["init"], "-"), color=colours.get(r["depth"], "k"),
-                    marker="o", ms=3, label=f"r{r['depth']} {r['init']} lr {r['lr']:.1e}")
-    a1.set_xlabel("epoch")
-    a1.set_ylabel(label)
-    a1.set_xlim(0.5, epochs + 0.5)
-    a1.set_title("trials (ASHA stops the weak ones early)")
-    if rows:
-        a1.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "trials.png", dpi=110)
-    plt.close(fig)
-    return [out / "trials.csv", out / "trials.md", out / "trials.png"]
-
-
 def _val_rows(val_ds) -> dict[str, np.ndarray]:
     rows = val_ds.take_all()
     return {"x": np.stack([r["x"] for r in rows]),
             "y": np.array([r["y"] for r in rows], np.float32)}
-
-
-def _decide(client, task: str, cand: dict, champ_mv, val_rows: dict, force: bool,
-            tmp: Path) -> tuple[bool, str, dict | None]:
-    """Should the candidate take the alias? (yes/no, why, the champion's metrics on the same
-    validation shots)."""
-    from xray_platform.registry import download
-
-    key, label, _ = headline(task)
-    if champ_mv is None:
-        return True, "no champion yet", None
-    try:
-        champ = score_model(download(client, champ_mv, tmp / "champion"), val_rows)
-    except ValueError as e:  # e.g. another input grid: not comparable on these shots
-        if force:
-            return True, f"--force (champion not comparable: {e})", None
-        return False, (f"the champion (version {champ_mv.version}) cannot be scored on this "
-                       f"search's validation shots ({e}); pass --force to promote anyway"), None
-    verdict = cand["val_score"] > champ["val_score"]
-    why = (f"{label}: candidate {cand[key]:.4g} vs champion v{champ_mv.version} "
-           f"{champ[key]:.4g} on the same {len(val_rows['y'])} validation shots")
-    if verdict:
-        return True, "better: " + why, champ
-    if force:
-        return True, "--force; not better: " + why, champ
-    return False, "not better: " + why + " (pass --force to promote anyway)", champ
 
 
 def run_search(s: SearchSettings) -> dict:
@@ -431,10 +314,10 @@ def run_search(s: SearchSettings) -> dict:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from xray_platform.ray_simulate import init_ray
-    from xray_platform.registry import champion, download
-    from xray_platform.tracking import experiment_id, tracking_uri, ui_command
-    from xray_platform.train import data_sources
+    from xray_platform.orchestration.env import init_ray
+    from xray_platform.orchestration.train import data_sources
+    from xray_platform.tracking.registry import champion, download
+    from xray_platform.tracking.store import experiment_id, tracking_uri, ui_command
 
     s = s.resolved()
     search_dir = _search_dir(s)
@@ -547,8 +430,8 @@ def _finish_trial_run(client, run_id: str, row: dict, epochs: int, out: Path) ->
     """Log a trial's best model and training curves to its child run and close the run."""
     import shutil
 
-    from xray_platform.evaluate import plot_history
-    from xray_platform.train import _write_history
+    from xray_platform.orchestration.train import _write_history
+    from xray_platform.reports.figures import plot_history
 
     out.mkdir(parents=True, exist_ok=True)
     if row.get("checkpoint") and (Path(row["checkpoint"]) / MODEL_FILE).is_file():
@@ -572,7 +455,7 @@ def _finish(client, s: SearchSettings, search_dir: Path, parent: str, results, v
     """Trial table and plots in the parent run; register the best trial; move the alias."""
     import shutil
 
-    from xray_platform.registry import CHAMPION, champion, register
+    from xray_platform.tracking.registry import CHAMPION, champion, register
 
     key, label, _ = headline(s.task)
     rows, kids = _trial_rows(results, s.task, client, parent, search_dir)
@@ -584,7 +467,7 @@ def _finish(client, s: SearchSettings, search_dir: Path, parent: str, results, v
         if kid is not None and kid.info.status != "FINISHED":
             _finish_trial_run(client, kid.info.run_id, row, s.epochs,
                               search_dir / TRIALS_DIR / kid.info.run_name)
-    for f in _write_trial_table(rows, s.task, s.epochs, search_dir / "report"):
+    for f in write_trial_table(rows, s.task, s.epochs, search_dir / "report"):
         client.log_artifact(parent, str(f))
     scored = [r for r in rows if r.get("checkpoint") and "val_score" in r]
     summary: dict[str, Any] = {"search_dir": str(search_dir), "parent_run_id": parent,
@@ -610,7 +493,7 @@ def _finish(client, s: SearchSettings, search_dir: Path, parent: str, results, v
         client.set_tag(parent, f"xrp.best.{k}", str(best.get(k)))
 
     champ_mv = champion(client, s.task)
-    promote, why, champ_metrics = _decide(client, s.task, cand, champ_mv, val_rows, s.force,
+    promote, why, champ_metrics = decide(client, s.task, cand, champ_mv, val_rows, s.force,
                                           search_dir)
     mv = register(client, s.task, parent, tags={
         "xrp.search": search_dir.name, "xrp.depth": best["depth"], "xrp.init": best["init"],

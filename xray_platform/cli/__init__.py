@@ -1,0 +1,52 @@
+"""The `xrp` command line: one module per command group, thin over the library.
+
+data.py (presets, simulate, show), train.py, tune.py, models.py (zoo + registry), evaluate.py,
+serve.py, predict.py; options.py declares the options several commands share, common.py the
+consoles, errors, progress bars and summary tables. `-v/--verbose` shows Ray's own output
+(otherwise it goes to a log file under the xrp cache folder)."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from xray_platform import __version__
+from xray_platform.cli import data, evaluate, predict, serve, train, tune
+from xray_platform.cli.common import console
+from xray_platform.cli.models import models_app
+
+app = typer.Typer(
+    help="xrp: is this X-ray diffraction shot a hit, one lattice or several, and to what "
+    "resolution (Å) does it diffract? Simulate shots, train, tune and serve models on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Ray's own "
+                                          "logs and warnings (default: a log file).")) -> None:
+    if verbose:
+        os.environ["XRP_VERBOSE"] = "1"
+
+
+@app.command()
+def version() -> None:
+    """Print the xrp version."""
+    console.print(f"xrp {__version__}")
+
+
+app.command()(data.presets)
+app.command()(data.simulate)
+app.command()(data.show)
+app.command()(train.train)
+app.command()(tune.tune)
+app.add_typer(models_app, name="models")
+app.command()(evaluate.evaluate)
+app.command()(serve.serve)
+app.command()(predict.predict)
+
+
+def main() -> None:  # pragma: no cover
+    app()

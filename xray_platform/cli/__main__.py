@@ -1,0 +1,3 @@
+from xray_platform.cli import main
+
+main()

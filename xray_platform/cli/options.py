@@ -1,0 +1,44 @@
+"""Options several commands take, declared once (typer Annotated aliases)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+MlflowUri = Annotated[str | None, typer.Option(
+    "--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite "
+    "./mlflow.db; a server: http://host:5000, credentials only from the environment).")]
+Address = Annotated[str | None, typer.Option(
+    "--address", help="Ray cluster address (auto, host:6379, ray://host:10001); default: a "
+    "private local Ray.")]
+RunsOut = Annotated[Path, typer.Option(
+    "--out", help="Folder for runs (model, checkpoints, history); on a cluster: storage every "
+    "node reaches.")]
+Depth = Annotated[int, typer.Option("--depth", help="ResNet depth: 18, 34 or 50.")]
+Label = Annotated[str | None, typer.Option(
+    "--label", help="Resolution label: d_vis (default, what a spot finder sees) or d_B.")]
+CpusPerWorker = Annotated[float, typer.Option("--cpus-per-worker", help="CPUs per Ray Train "
+                                              "worker (torch threads).")]
+ImagenetWeights = Annotated[Path | None, typer.Option(
+    "--imagenet-weights", help="Local torchvision ResNet weights file (.pth); xrp never "
+    "downloads weights.")]
+ShotsPerEpoch = Annotated[int | None, typer.Option(
+    "--shots-per-epoch", help="Presets: fresh shots simulated per epoch.")]
+ValShots = Annotated[int | None, typer.Option(
+    "--val-shots", help="Presets: fixed, seeded validation shots.")]
+
+_MODEL_HELP = ("{t} model: a model file, zoo (the packaged model), champion (the registry's "
+               "champion if there is one, else the zoo model), a registry reference "
+               "(xrp-{t}@champion, {t}/3) or none")
+LatticeModel = Annotated[str, typer.Option("--lattice-model",
+                                           help=_MODEL_HELP.format(t="lattice") + ".")]
+ResolutionModel = Annotated[str, typer.Option("--resolution-model",
+                                              help=_MODEL_HELP.format(t="resolution") + ".")]
+
+
+def model_specs(lattice_model: str | None, resolution_model: str | None) -> dict[str, str]:
+    """{task: spec} without the tasks set to 'none'."""
+    specs = {"lattice": lattice_model, "resolution": resolution_model}
+    return {t: v for t, v in specs.items() if v is not None and v.lower() != "none"}

@@ -1,0 +1,126 @@
+"""`xrp predict`: every frame of files and folders through the frame -> answer path (Ray Data),
+into a per-image table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from xray_platform.cli.common import console, csv, err, fail, progress, summary
+from xray_platform.cli.options import (
+    Address,
+    LatticeModel,
+    MlflowUri,
+    ResolutionModel,
+    model_specs,
+)
+
+
+def _overrides(wavelength_a, distance_mm, pixel_size_mm, beam_center) -> dict:
+    out: dict = {k: v for k, v in (("wavelength_A", wavelength_a), ("distance_mm", distance_mm),
+                                   ("pixel_size_mm", pixel_size_mm)) if v is not None}
+    if beam_center:
+        bc = csv(beam_center, float, "--beam-center")
+        if len(bc) != 2:
+            fail(f"--beam-center takes X,Y, got {beam_center!r}")
+        out["beam_center_px"] = bc
+    return out
+
+
+def _pinned(specs: dict[str, str], mlflow_uri: str | None) -> dict[str, str]:
+    """Resolve every model once (registry aliases pinned to versions for every actor) and say
+    which answers; reads metadata only, the actors load the weights."""
+    from xray_platform.core.models import model_metadata
+    from xray_platform.tracking.resolve import resolve
+
+    pinned = {}
+    for t, spec in specs.items():
+        try:
+            r = resolve(t, spec, mlflow_uri)
+            meta = model_metadata(r.path)
+        except ValueError as e:
+            fail(f"{t} model {spec!r}: {e}")
+        if meta["task"] != t:
+            fail(f"{t} model {spec!r} is a {meta['task']} model")
+        pinned[t] = r.pinned
+        console.print(f"{t}: {r.source} (ResNet-{meta['depth']}, "
+                      f"{meta['preprocessing']['grid_size']}² input)")
+    return pinned
+
+
+def _summary(rows: list[dict], wall: float, out: Path) -> None:
+    import numpy as np
+
+    ok = [r for r in rows if not r.get("error")]
+    hits = [r for r in ok if r.get("hit")]
+    multi = [r for r in hits if r.get("is_multi")]
+    res = [r["resolution_A"] for r in hits if r.get("resolution_A") is not None]
+    lines = [("frames", f"{len(rows)} ({len(rows) - len(ok)} unreadable)"),
+             ("hits", f"{len(hits)} ({len(multi)} multi-lattice)")]
+    if res:
+        lines.append(("resolution", f"median {np.median(res):.2f} Å, best {min(res):.2f} Å"))
+    lines += [("throughput", f"{len(rows) / wall:.2f} frames/s ({wall:.1f} s incl. start-up)"),
+              ("table", str(out))]
+    summary("xrp predict: summary", lines)
+    for r in rows:
+        if r.get("error"):
+            err.print(f"[yellow]{r['file']}[{r['frame']}][/]: {r['error']}", soft_wrap=True)
+
+
+def predict(
+    paths: list[str] = typer.Argument(..., help="Detector files, folders (searched "
+                                      "recursively) or glob patterns; multi-frame HDF5 files "
+                                      "give a row per frame."),
+    out: Path = typer.Option(Path("predictions.csv"), "--out", help="The per-image table: "
+                             ".csv, .tsv or .parquet."),
+    lattice_model: LatticeModel = "champion",
+    resolution_model: ResolutionModel = "champion",
+    mlflow_uri: MlflowUri = None,
+    always_resolution: bool = typer.Option(False, "--always-resolution", help="Also regress "
+                                           "the resolution of multi-lattice hits."),
+    wavelength_a: float | None = typer.Option(None, "--wavelength", help="Override: "
+                                              "wavelength (Å) for files with wrong or missing "
+                                              "headers (and .npy)."),
+    distance_mm: float | None = typer.Option(None, "--distance", help="Override: detector "
+                                             "distance (mm)."),
+    pixel_size_mm: float | None = typer.Option(None, "--pixel-size", help="Override: pixel "
+                                               "size (mm)."),
+    beam_center: str | None = typer.Option(None, "--beam-center", help="Override: beam centre "
+                                           "X,Y in pixels (fast, slow)."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Frames per model batch."),
+    workers: int = typer.Option(1, "--workers", help="Parallel predictor actors (1 CPU "
+                                "each)."),
+    address: Address = None,
+) -> None:
+    """Predict every frame of files/folders with Ray Data and write a per-image table (file,
+    frame, geometry, hit, p_multi, resolution_A, sigma, timings, the models that answered)."""
+    import time
+
+    from xray_platform.io.formats import FormatError, expand_inputs
+    from xray_platform.orchestration.env import prepare_ray_env
+
+    prepare_ray_env(address)
+    if out.suffix not in (".csv", ".tsv", ".parquet"):
+        fail(f"--out {out}: use a .csv, .tsv or .parquet file")
+    try:
+        items = expand_inputs(paths)
+    except FormatError as e:
+        fail(str(e))
+    if not items:
+        fail("no detector frames found in " + ", ".join(paths))
+    overrides = _overrides(wavelength_a, distance_mm, pixel_size_mm, beam_center)
+    specs = model_specs(lattice_model, resolution_model)
+    if not specs:
+        fail("both models are 'none': nothing to predict")
+    pinned = _pinned(specs, mlflow_uri)
+    from xray_platform.orchestration.predict import predict_files, write_table
+
+    t0 = time.perf_counter()
+    with progress("predicting frames", len(items)) as update:
+        rows = predict_files(items, pinned, mlflow_uri, overrides=overrides,
+                             always_resolution=always_resolution, batch_size=batch_size,
+                             concurrency=workers, address=address, on_progress=update)
+    wall = time.perf_counter() - t0
+    write_table(rows, out)
+    _summary(rows, wall, out)

@@ -1,0 +1,67 @@
+"""`xrp serve`: the Ray Serve graph over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from xray_platform.cli.common import console, fail
+from xray_platform.cli.options import Address, MlflowUri
+
+
+def serve(
+    config: Path | None = typer.Option(None, "--config", help="A Serve config YAML (e.g. "
+                                       "serve_configs/local.yaml); its args and deployment "
+                                       "options are used, the options below override them."),
+    lattice_model: str | None = typer.Option(
+        None, "--lattice-model", help="Lattice model: a file, zoo, champion (default: the "
+        "registry's, else the zoo's), a registry reference (lattice/3) or none."),
+    resolution_model: str | None = typer.Option(
+        None, "--resolution-model", help="Resolution model: a file, zoo, champion (default), a "
+        "registry reference (resolution/3) or none."),
+    mlflow_uri: MlflowUri = None,
+    host: str | None = typer.Option(None, "--host", help="Interface to bind (default "
+                                    "127.0.0.1; 0.0.0.0 exposes the service to the network)."),
+    port: int | None = typer.Option(None, "--port", help="HTTP port (default 8000)."),
+    max_upload_mb: float | None = typer.Option(None, "--max-upload-mb", help="Largest upload "
+                                               "accepted (default 64 MiB)."),
+    address: Address = None,
+) -> None:
+    """Serve the graph over HTTP: frame -> lattice classifier -> (single-lattice hits)
+    resolution regressor. POST /v1/predict, GET /healthz, GET /v1/models, docs at /docs."""
+    import time
+
+    from xray_platform.orchestration.env import prepare_ray_env
+    from xray_platform.serve.config import load_config
+
+    prepare_ray_env(address)
+    try:
+        args, host, port = load_config(config, {
+            "lattice_model": lattice_model, "resolution_model": resolution_model,
+            "mlflow_uri": mlflow_uri, "max_upload_mb": max_upload_mb, "host": host,
+            "port": port})
+    except ValueError as e:
+        fail(str(e))
+
+    from ray import serve as ray_serve
+
+    from xray_platform.orchestration.env import init_ray
+    from xray_platform.serve.app import build_app
+
+    try:
+        application = build_app(args)
+    except ValueError as e:
+        fail(str(e))
+    init_ray(address)
+    ray_serve.start(http_options={"host": host, "port": port})
+    ray_serve.run(application, name="xrp", route_prefix="/")
+    url = f"http://{host}:{port}"
+    console.print(f"[bold green]xrp is serving[/] at {url}  (API docs {url}/docs)", soft_wrap=True)
+    console.print(f"  curl -F file=@frame.cbf {url}/v1/predict", soft_wrap=True)
+    console.print(f"  curl {url}/v1/models      Ctrl-C stops", soft_wrap=True)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        ray_serve.shutdown()

@@ -1,0 +1,103 @@
+"""Ray set-up for every xrp command: the environment (set BEFORE `import ray`: Ray reads some of
+it at import), connecting or starting Ray, and quiet output.
+
+- Loopback: Ray turns 127.0.0.1 into the machine's external address unless
+  RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0; we set it for a private local Ray and for clusters
+  addressed on loopback, so nothing binds to or dials another interface.
+- Token auth: clusters started with `ray start` use token auth (Ray >= 2.59); a client then
+  needs RAY_AUTH_MODE=token and the token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
+  ~/.ray/auth_token). We set the mode when a token is available and the user set none.
+- Quiet by default: users see xrp's own progress; Ray's logs and messages (raylet warnings,
+  Ray Train/Data chatter of the workers) go to a log file, unless XRP_VERBOSE=1 (`xrp -v`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+LOOPBACK_PREFIXES = ("127.", "localhost", "[::1]", "::1")
+
+
+def is_loopback(address: str | None) -> bool:
+    if not address:
+        return False
+    host = address.split("://", 1)[-1]
+    return host.startswith(LOOPBACK_PREFIXES)
+
+
+def prepare_ray_env(address: str | None) -> None:
+    if address is None or is_loopback(address):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if address:
+        has_token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        if has_token or (Path.home() / ".ray" / "auth_token").exists():
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def verbose() -> bool:
+    return os.environ.get("XRP_VERBOSE", "") not in ("", "0")
+
+
+def log_path() -> Path:
+    """Where a quiet command keeps what Ray printed (one file per process)."""
+    from xray_platform.tracking.resolve import cache_dir
+
+    d = cache_dir() / "logs"
+    d.mkdir(parents=True, exist_ok=True)
+    return d / f"ray-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+
+
+#: Worker lines that still reach the terminal in quiet mode: xrp's own, and failures.
+_KEEP = re.compile(r"\[xrp |Traceback|Error|Exception")
+
+
+def _quiet_ray_output(log: Path) -> None:
+    """Send Ray's driver-side printing (raylet messages, worker logs) to ``log``, keeping xrp's
+    own progress lines and errors. Hooks ray._private.worker.print_to_stdstream (the one function
+    both go through); if a Ray release moves it, output just stays verbose."""
+    import ray._private.worker as w
+
+    original = getattr(w, "print_to_stdstream", None)
+    if original is None or getattr(original, "_xrp_quiet", False):
+        return
+    fh = open(log, "a", buffering=1)  # noqa: SIM115 (lives as long as the process)
+
+    def quiet(data: dict, ignore_prefix: bool) -> None:
+        lines = data.get("lines") or []
+        keep = [ln for ln in lines if data.get("pid") != "raylet" and _KEEP.search(ln)]
+        for ln in lines:
+            fh.write(f"({data.get('pid')}) {ln}\n")
+        if keep:
+            original({**data, "lines": keep}, ignore_prefix)
+
+    quiet._xrp_quiet = True
+    w.print_to_stdstream = quiet
+    handler = logging.FileHandler(log)
+    handler.setLevel(logging.INFO)
+    for name in ("ray", "ray.train", "ray.tune", "ray.data", "ray.serve"):
+        lg = logging.getLogger(name)
+        lg.addHandler(handler)
+    logging.getLogger("ray").setLevel(logging.ERROR)
+
+
+def init_ray(address: str | None, num_cpus: int | None = None, *,
+             log_to_driver: bool = True) -> None:
+    """Connect to the cluster at ``address`` ("auto" for the one this machine belongs to) or
+    start a private local Ray (default). ``log_to_driver=False`` keeps the workers' output in
+    the session logs (a search prints its own progress lines)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kw = {"logging_level": "INFO" if verbose() else "ERROR", "log_to_driver": log_to_driver}
+    if not verbose():
+        _quiet_ray_output(log_path())
+    if address:
+        ray.init(address=address, **kw)
+    else:
+        # keep the dashboard: without it Ray Train's controller floods the logs with errors
+        ray.init(address="local", num_cpus=num_cpus, **kw)

@@ -1,0 +1,55 @@
+"""Evaluate predictions over a labels table: metrics, the poster's plots and the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xray_platform.core.metrics import lattice_metrics, resolution_metrics, user_set_metrics
+from xray_platform.reports.figures import (
+    plot_calibration,
+    plot_confusion,
+    plot_pred_vs_true,
+    plot_roc,
+    plot_user_sets,
+)
+from xray_platform.reports.report import write_report
+
+
+def evaluate_predictions(task: str, label: str, preds: dict, table: dict, out_dir: Path,
+                         title: str) -> dict:
+    """Metrics, plots and the report for predictions over a labels table."""
+    from xray_platform.core.targets import training_target
+
+    out_dir = Path(out_dir)
+    plots: dict[str, Path] = {}
+    metrics: dict[str, Any] = {}
+    if task == "lattice":
+        is_multi = np.asarray(table["is_multi"], bool)
+        m = lattice_metrics(preds["p_multi"], is_multi)
+        metrics["lattice"] = m
+        plots["confusion"] = plot_confusion(m, out_dir / "confusion.png")
+        plots["roc"] = plot_roc(preds["p_multi"], is_multi, out_dir / "roc.png")
+    else:
+        y, keep = training_target(table, task, label)
+        true_d = np.where(keep, 1.0 / np.where(keep, y, 1.0), np.nan)
+        m = resolution_metrics(preds["d_A"], preds["sigma_A"], true_d)
+        metrics["resolution"] = m
+        plots["pred_vs_true"] = plot_pred_vs_true(preds["d_A"], true_d,
+                                                  out_dir / "pred_vs_true.png",
+                                                  sigma_d=preds["sigma_A"], title=title)
+        if np.any(keep):
+            plots["calibration"] = plot_calibration(preds["d_A"][keep], preds["sigma_A"][keep],
+                                                    true_d[keep], out_dir / "calibration.png")
+        if "set_id" in table:
+            hits = np.asarray(table["hit"], bool)
+            if hits.any():
+                u = user_set_metrics(preds["d_A"][hits], np.asarray(table["set_id"])[hits],
+                                     np.asarray(table["target_resolution_A"])[hits])
+                metrics["user_sets"] = u
+                plots["user_sets"] = plot_user_sets(u, out_dir / "user_sets.png")
+    write_report(out_dir, metrics, plots, title)
+    return {"metrics": metrics, "plots": {k: str(v) for k, v in plots.items()},
+            "report": str(out_dir / "report.md")}
