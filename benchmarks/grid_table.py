@@ -75,6 +75,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--out", default="runs/grid-table")
     ap.add_argument("--mlflow-uri", default=None)
+    ap.add_argument("--speeds", default=None, help="SIZE=IMG_PER_S,... measured beforehand on "
+                    "an idle machine (default: a probe now, which a busy machine skews)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,7 +84,9 @@ def main() -> None:
     for depth in (int(d) for d in a.depths.split(",")):
         for spec in a.grids.split(","):
             size, d_min = int(spec.split("@")[0]), float(spec.split("@")[1])
-            rate = train_speed(a.task, depth, size, a.threads, a.batch_size)
+            known = dict(kv.split("=") for kv in a.speeds.split(",")) if a.speeds else {}
+            rate = float(known[str(size)]) if str(size) in known else \
+                train_speed(a.task, depth, size, a.threads, a.batch_size)
             shots = max(a.batch_size, int(0.8 * rate * 60 * a.minutes))
             name = f"{a.task}-r{depth}-{size}-{d_min}"
             cmd = [sys.executable, "-m", "xray_platform.cli", "train", a.task, "--data", a.data,

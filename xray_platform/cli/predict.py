@@ -18,14 +18,17 @@ from xray_platform.cli.options import (
 
 
 def _overrides(wavelength_a, distance_mm, pixel_size_mm, beam_center) -> dict:
-    out: dict = {k: v for k, v in (("wavelength_A", wavelength_a), ("distance_mm", distance_mm),
-                                   ("pixel_size_mm", pixel_size_mm)) if v is not None}
+    from xray_platform.io.formats import geometry_overrides
+
+    bc = None
     if beam_center:
         bc = csv(beam_center, float, "--beam-center")
         if len(bc) != 2:
             fail(f"--beam-center takes X,Y, got {beam_center!r}")
-        out["beam_center_px"] = bc
-    return out
+    try:
+        return geometry_overrides(wavelength_a, distance_mm, pixel_size_mm, bc)
+    except ValueError as e:
+        fail(f"geometry override: {e}")
 
 
 def _pinned(specs: dict[str, str], mlflow_uri: str | None) -> dict[str, str]:

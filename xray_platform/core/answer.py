@@ -23,11 +23,11 @@ import torch
 from xray_platform.core.forward import predict as run_model
 from xray_platform.core.hitfinder import HIT_GRID, HitFinder
 from xray_platform.core.models import XrpNet, load_model
-from xray_platform.core.preprocess import Preprocessing, frame_to_counts, normalise
+from xray_platform.core.preprocess import Preprocessing, normalise, regrid, regrid_plan
 from xray_platform.io.formats import Frame
+from xray_platform.physics.qgrid import QGrid, frame_to_grid
 
 P_MULTI_THRESHOLD = 0.5
-HIT_PREP = Preprocessing(HIT_GRID.size, HIT_GRID.d_min_A)
 
 
 @dataclass
@@ -85,19 +85,32 @@ class Prepared:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+def map_grids(image: np.ndarray | torch.Tensor, geom, grids: list[QGrid]
+              ) -> dict[QGrid, np.ndarray]:
+    """Grid counts of a frame on every grid, mapping the frame itself only onto grids that
+    cannot be derived (preprocess.regrid) from a finer one already mapped: with the hit
+    finder's 256² grid and 128²/256² models, or a 512² model, the frame is mapped once."""
+    frame = torch.as_tensor(image)
+    order = sorted(set(grids), key=lambda g: (g.cell, -g.g_max))  # finest first
+    out: dict[QGrid, np.ndarray] = {}
+    for g in order:
+        src = next((m for m in out if regrid_plan(m, g) is not None), None)
+        out[g] = regrid(out[src], src, g) if src is not None else \
+            frame_to_grid(frame, geom, g).numpy()
+    return out
+
+
 def prepare_frame(frame: Frame, preps: list[Preprocessing],
                   hit_finder: HitFinder | None = None) -> Prepared:
-    """Grid counts for every model input and the hit decision (on the hit finder's grid)."""
+    """Grid counts for every model input and the hit decision (on the hit finder's grid).
+    The frame comes from a reader, which refused NaN and infinite pixels."""
     t0 = time.perf_counter()
     geom = frame.geometry()
     hit_finder = hit_finder or HitFinder()
-    counts = {}
-    for prep in {(p.grid_size, p.d_min_A): p for p in [*preps, HIT_PREP]}.values():
-        counts[(prep.grid_size, prep.d_min_A)] = (prep, frame_to_counts(frame.image, geom, prep))
+    counts = map_grids(frame.image, geom, [p.grid for p in preps] + [HIT_GRID])
     t1 = time.perf_counter()
-    hit, n_spots = hit_finder.is_hit(counts[(HIT_PREP.grid_size, HIT_PREP.d_min_A)][1])
-    inputs = {k: normalise(c, p)[0, 0].numpy() for k, (p, c) in counts.items()
-              if any((q.grid_size, q.d_min_A) == k for q in preps)}
+    hit, n_spots = hit_finder.is_hit(counts[HIT_GRID])
+    inputs = {key(p): normalise(counts[p.grid], p)[0, 0].numpy() for p in preps}
     t2 = time.perf_counter()
     info = {"file": frame.path, "frame": frame.index, "format": frame.info.format,
             "detector": frame.info.detector, "wavelength_A": geom.wavelength_A,

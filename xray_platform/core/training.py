@@ -26,6 +26,16 @@ from xray_platform.core.models import (
     resolution_from_output,
 )
 
+#: The fixed validation shots of a preset are simulated with the run's seed plus this offset,
+#: so they are never among the training shots (those take fresh random seeds every epoch).
+VAL_SEED_OFFSET = 7919
+
+
+def val_seed(seed: int) -> int:
+    """The seed of the fixed validation shots of a run (or search) with seed ``seed``."""
+    return seed + VAL_SEED_OFFSET
+
+
 #: Fraction of the optimiser steps that ramp the learning rate up linearly before the cosine.
 WARMUP_FRACTION = 0.03
 

@@ -21,7 +21,6 @@ import math
 import os
 import re
 import tempfile
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -30,6 +29,9 @@ from typing import Any
 
 import numpy as np
 from fabio.cbfimage import CbfImage
+
+from xray_platform.io.compress import CompressionError, read_all
+from xray_platform.physics.geometry import HC_KEV_A
 
 __all__ = [
     "CBFError",
@@ -42,7 +44,6 @@ __all__ = [
 
 _STARTER = b"\x0c\x1a\x04\xd5"
 _BINARY_MARKER = b"--CIF-BINARY-FORMAT-SECTION--"
-_HC_PER_KEV_A = 12.398419843320026  # h*c in keV*Å
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _INT32 = np.iinfo(np.int32)
 _ACCEPTED_TYPES = {
@@ -85,15 +86,10 @@ class FrameHeader:
 
 def _load_bytes(path: Path) -> bytes:
     """Return the file's bytes, decompressing gzip/bzip2 (by magic number, not extension)."""
-    data = path.read_bytes()
     try:
-        if data[:2] == b"\x1f\x8b":
-            return gzip.decompress(data)
-        if data[:3] == b"BZh":
-            return bz2.decompress(data)
-    except (OSError, EOFError, ValueError, zlib.error) as exc:
-        raise CBFError(f"{path}: truncated or corrupt compressed CBF ({exc})") from exc
-    return data
+        return read_all(path)
+    except CompressionError as exc:
+        raise CBFError(f"{path}: {exc}") from exc
 
 
 def _check_binary_section(path: Path, buf: bytes) -> dict[str, str]:
@@ -445,7 +441,7 @@ def _pilatus_lines(
 ) -> list[str]:
     px_um = f"{pixel_size_mm * 1e3:.6g}e-6"
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
-    threshold_ev = round(_HC_PER_KEV_A / wavelength_A * 1e3 / 2)
+    threshold_ev = round(HC_KEV_A / wavelength_A * 1e3 / 2)
     items: dict[str, str] = {
         "Detector:": detector,
         "": now,

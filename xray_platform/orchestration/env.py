@@ -66,11 +66,20 @@ def _quiet_ray_output(log: Path) -> None:
         return
     fh = open(log, "a", buffering=1)  # noqa: SIM115 (lives as long as the process)
 
+    recent: dict[tuple, float] = {}  # Ray Train forwards a worker's line twice
+
     def quiet(data: dict, ignore_prefix: bool) -> None:
         lines = data.get("lines") or []
-        keep = [ln for ln in lines if data.get("pid") != "raylet" and _KEEP.search(ln)]
+        now = time.monotonic()
+        keep = []
         for ln in lines:
             fh.write(f"({data.get('pid')}) {ln}\n")
+            key = (data.get("pid"), ln)
+            if data.get("pid") != "raylet" and _KEEP.search(ln) and now - recent.get(key, -9) > 5:
+                keep.append(ln)
+            recent[key] = now
+        if len(recent) > 1000:
+            recent.clear()
         if keep:
             original({**data, "lines": keep}, ignore_prefix)
 

@@ -46,21 +46,34 @@ class PredictFrames:
         self.models = {t: load(t, s, mlflow_uri) for t, s in specs.items()}
         self.overrides, self.always = overrides, always_resolution
 
+    def _read(self, batch: dict[str, np.ndarray]):
+        """Frames of the batch, each file opened once (rows come grouped by file), and the
+        per-row errors of frames that cannot be read."""
+        from xray_platform.io.formats import open_frames
+
+        frames, errors, order, sources = [], {}, [], {}
+        try:
+            for i, (path, index) in enumerate(zip(batch["path"], batch["frame"], strict=True)):
+                t0 = time.perf_counter()
+                try:
+                    if path not in sources:
+                        sources[path] = open_frames(str(path), **self.overrides)
+                    f = sources[path].frame(int(index))
+                    f.geometry()  # geometry problems are this frame's error, not the batch's
+                except (ValueError, OSError) as e:  # FormatError, GeometryMissing, ...
+                    errors[i] = {"file": str(path), "frame": int(index), "error": str(e)}
+                    continue
+                frames.append(f)
+                order.append((i, 1e3 * (time.perf_counter() - t0)))
+        finally:
+            for src in sources.values():
+                src.close()
+        return frames, errors, order
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         from xray_platform.core.answer import predict_frames
-        from xray_platform.io.formats import read_frame
 
-        frames, errors, order = [], {}, []
-        for i, (path, index) in enumerate(zip(batch["path"], batch["frame"], strict=True)):
-            t0 = time.perf_counter()
-            try:
-                f = read_frame(str(path), int(index), **self.overrides)
-                f.geometry()  # geometry problems are this frame's error, not the batch's
-            except (ValueError, OSError) as e:  # FormatError, GeometryMissing, ...
-                errors[i] = {"file": str(path), "frame": int(index), "error": str(e)}
-                continue
-            frames.append(f)
-            order.append((i, 1e3 * (time.perf_counter() - t0)))
+        frames, errors, order = self._read(batch)
         recs: list[dict[str, Any]] = [{} for _ in batch["path"]]
         try:
             done = predict_frames(frames, self.models, self.always)

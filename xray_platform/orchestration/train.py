@@ -14,7 +14,7 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
@@ -24,40 +24,55 @@ import torch
 from xray_platform import __version__
 from xray_platform.core.models import build_model, save_model
 from xray_platform.core.targets import check_task_label, training_target
-from xray_platform.core.training import optimiser, predict_batches, train_epoch, val_metrics
+from xray_platform.core.training import (
+    optimiser,
+    predict_batches,
+    train_epoch,
+    val_metrics,
+    val_seed,
+)
 
 STATE_FILE = "train_state.pt"
 MODEL_FILE = "model.pt"
 
 
 @dataclass
-class TrainSettings:
+class DataSettings:
+    """What a training run and a search share (a search hands these to every trial)."""
+
     task: str
-    data: str  # a preset name (fresh simulated shots every epoch) or an HDF5 shot data set
+    data: str | None = None  # a preset (fresh simulated shots every epoch) or a data set
+    label: str | None = None
+    shots_per_epoch: int | None = None  # presets: shots simulated per epoch
+    val_shots: int | None = None  # presets: size of the fixed validation set
+    seed: int = 0
+    imagenet_weights: str | None = None
+    cpus_per_worker: float = 1.0
+    mlflow_uri: str | None = None
+
+    def shared(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(DataSettings)}
+
+
+@dataclass
+class TrainSettings(DataSettings):
     depth: int = 18
     init: str = "scratch"
-    label: str | None = None
-    imagenet_weights: str | None = None
     transfer_from: str | None = None
     epochs: int = 2
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 1e-4
     workers: int = 1
-    cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
-    shots_per_epoch: int | None = None  # streaming: shots simulated per epoch
-    val_shots: int | None = None  # streaming: size of the fixed validation set
     val_fraction: float = 0.1  # HDF5: the last fraction of shots validates
     val_data: str | None = None  # HDF5: a separate validation data set instead
     train_shots: int | None = None  # HDF5: train on the first N shots only (learning curves)
     grid_size: int | None = None  # HDF5: model input grid (default: the stored grid)
     d_min_A: float | None = None  # HDF5: its resolution edge (default: the stored grid's)
     augment: bool = True  # random flips of the grid (qx -> -qx, qy -> -qy: same physics)
-    seed: int = 0
     out: str = "runs"
     name: str | None = None
-    mlflow_uri: str | None = None
     experiment: str | None = None
     address: str | None = None
     resume: bool = False
@@ -67,6 +82,8 @@ class TrainSettings:
 
     def validate(self) -> None:
         self.label = check_task_label(self.task, self.label)
+        if not self.data:
+            raise ValueError("--data is needed: a preset or a data set folder")
         for k in ("epochs", "batch_size", "workers"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k.replace('_', '-')} must be >= 1, got {getattr(self, k)}")
@@ -217,11 +234,11 @@ def data_sources(s: TrainSettings, with_val: bool = True):
         n_train = s.shots_per_epoch or preset.n_shots
         n_val = s.val_shots or max(32, n_train // 10)
         train = simulated_dataset(preset, n_train, s.task, s.label, fresh=True)
-        val = simulated_dataset(preset, n_val, s.task, s.label, seed=s.seed + 7919,
+        val = simulated_dataset(preset, n_val, s.task, s.label, seed=val_seed(s.seed),
                                 fresh=False).materialize() if with_val else None
         desc = {"source": "simulated (fresh shots every epoch)", "preset": preset.name,
                 "shots_per_epoch": n_train, "train_rows": n_train, "val_shots": n_val,
-                "val_seed": s.seed + 7919,
+                "val_seed": val_seed(s.seed),
                 "parameters": preset.to_dict()}
         return train, val, preset.grid, desc
     # not a preset: an existing data set (TrainSettings.validate checked that)

@@ -24,8 +24,8 @@ from ray.tune import Callback
 from xray_platform import __version__
 from xray_platform.core.metrics import headline
 from xray_platform.core.models import DEPTHS, INITS
-from xray_platform.core.training import score_model
-from xray_platform.orchestration.train import MODEL_FILE, TrainSettings
+from xray_platform.core.training import score_model, val_seed
+from xray_platform.orchestration.train import MODEL_FILE, DataSettings, TrainSettings
 from xray_platform.reports.trials import write_trial_table
 from xray_platform.tracking.champion import decide
 
@@ -51,10 +51,8 @@ class SearchInterrupted(RuntimeError):
 
 
 @dataclass
-class SearchSettings:
-    task: str
-    preset: str = "quick"
-    data: str | None = None  # default: the preset's data preset for the task
+class SearchSettings(DataSettings):
+    preset: str = "quick"  # data default: the preset's data preset for the task
     samples: int | None = None  # lr/batch draws per depth x init combination
     epochs: int | None = None
     max_concurrent: int | None = None
@@ -64,16 +62,9 @@ class SearchSettings:
     batch_sizes: tuple[int, ...] | None = None
     grace_epochs: int | None = None  # ASHA: epochs every trial gets before it can be stopped
     workers_per_trial: int = 1
-    cpus_per_worker: float = 1.0
     gpus_per_trial: float = 0.0
-    shots_per_epoch: int | None = None
-    val_shots: int | None = None
-    label: str | None = None
-    imagenet_weights: str | None = None
-    seed: int = 0
     out: str = "runs"
     name: str | None = None
-    mlflow_uri: str | None = None
     address: str | None = None
     resume: bool = False
     force: bool = False
@@ -126,13 +117,10 @@ class SearchSettings:
     def train_settings(s: SearchSettings, config: dict, **kw) -> TrainSettings:
         """The TrainSettings of one trial."""
         return TrainSettings(
-            task=s.task, data=s.data, depth=int(config["depth"]), init=config["init"],
-            label=s.label, epochs=s.epochs, batch_size=int(config["batch_size"]),
-            lr=float(config["lr"]), workers=s.workers_per_trial,
-            cpus_per_worker=s.cpus_per_worker,
-            gpus_per_worker=s.gpus_per_trial / s.workers_per_trial,
-            shots_per_epoch=s.shots_per_epoch, val_shots=s.val_shots, seed=s.seed,
-            imagenet_weights=s.imagenet_weights, mlflow_uri=s.mlflow_uri, **kw)
+            **s.shared(), depth=int(config["depth"]), init=config["init"], epochs=s.epochs,
+            batch_size=int(config["batch_size"]), lr=float(config["lr"]),
+            workers=s.workers_per_trial, gpus_per_worker=s.gpus_per_trial / s.workers_per_trial,
+            **kw)
 
 
 # ----------------------------------------------------------------------------------------
@@ -499,7 +487,7 @@ def _finish(client, s: SearchSettings, search_dir: Path, parent: str, results, v
         "xrp.search": search_dir.name, "xrp.depth": best["depth"], "xrp.init": best["init"],
         "xrp.lr": f"{best['lr']:.3g}", "xrp.batch_size": best["batch_size"],
         "xrp.grid_size": val_rows["x"].shape[-1], "xrp.data": s.data,
-        "xrp.val_shots": len(val_rows["y"]), "xrp.val_seed": s.seed + 7919,
+        "xrp.val_shots": len(val_rows["y"]), "xrp.val_seed": val_seed(s.seed),
         **{f"xrp.{k}": f"{v:.5g}" for k, v in cand.items()}},
         description=f"best of search {search_dir.name}: ResNet-{best['depth']} "
                     f"({best['init']}), {label} {cand[key]:.4g}")

@@ -120,18 +120,40 @@ def grid_on_detector(geom: Geometry, f: torch.Tensor, s: torch.Tensor) -> torch.
     return ok & ~det.is_gap(fi, si)
 
 
+def _pixel_cells(geom: Geometry, grid: QGrid, device: str) -> torch.Tensor:
+    """The flat cell index of every pixel (pixels off the grid: the spill cell size²).
+
+    A pixel at (x, y) mm from the beam, R = sqrt(x² + y² + D²), lands at g = k (x, y) with
+    k = |g| / rho = 2 sin(theta) / (lambda rho) = sqrt(2 / (R (R + D))) / lambda, because
+    1 - cos(2 theta) = 1 - D/R = rho² / (R (R + D)) (no cancellation near the beam, no
+    division by rho). The flat detector makes x depend on the fast index only and y on the slow
+    one: a few broadcast operations per pixel, in place, instead of trigonometry."""
+    det = geom.detector
+    f0, s0 = geom.beam_center_px
+    p, dist = det.pixel_mm, geom.distance_mm
+    x = (torch.arange(det.n_fast, dtype=torch.float32, device=device) - f0) * p
+    y = (torch.arange(det.n_slow, dtype=torch.float32, device=device) - s0) * p
+    r = torch.add((y * y + dist * dist)[:, None], (x * x)[None, :])  # R² (slow, fast)
+    r.sqrt_()
+    k = r.add(dist).mul_(r).reciprocal_().mul_(2.0).sqrt_()  # sqrt(2 / (R (R + D)))
+    del r
+    inv = 1.0 / (geom.wavelength_A * grid.cell)  # k / lambda in cells per mm
+    off = grid.g_max / grid.cell
+    col = torch.mul(k, x[None, :] * inv).add_(off).floor_()
+    row = k.mul_(y[:, None] * inv).add_(off).floor_()
+    n = grid.size
+    out = (col < 0) | (col >= n) | (row < 0) | (row >= n)
+    cell = row.mul_(n).add_(col).to(torch.int64)
+    return cell.masked_fill_(out, n * n).reshape(-1)
+
+
 @lru_cache(maxsize=8)
 def _frame_map(geom: Geometry, grid: QGrid, device: str
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per geometry and grid (cached: a detector's frames share it): the cell of every pixel
     (flat; pixels off the grid go to a spill cell at index size²), and for every cell the flat
     index of the pixel under its centre and whether that pixel is on the active detector."""
-    s, f = geom.pixel_indices(device)
-    shape = (geom.detector.n_slow, geom.detector.n_fast)
-    gx, gy = grid.g_of_pixels(geom, f.expand(shape), s.expand(shape))
-    row, col = grid.cell_index(gx, gy)
-    n = grid.size * grid.size
-    cell = torch.where(row >= 0, row * grid.size + col, n).reshape(-1)
+    cell = _pixel_cells(geom, grid, device)
     fc, sc, _, reachable = grid.pixels_of_cells(geom, device)
     centre_ok = reachable & grid_on_detector(geom, fc, sc)
     fi = torch.round(fc).long().clamp(0, geom.detector.n_fast - 1)

@@ -15,7 +15,7 @@ from xray_platform.core.metrics import headline  # noqa: E402
 from xray_platform.core.models import INITS  # noqa: E402
 
 
-def _write_trial_table(rows: list[dict], task: str, epochs: int, out: Path) -> list[Path]:
+def write_trial_table(rows: list[dict], task: str, epochs: int, out: Path) -> list[Path]:
     """trials.csv, trials.md and trials.png (depth x init heatmap + validation curves)."""
     key, label, direction = headline(task)
     cols = ["trial_id", "depth", "init", "lr", "batch_size", "epochs_run", "best_epoch", key,

@@ -16,7 +16,6 @@ in serve_configs/, or ``xrp serve``). Bad input never reaches a model: it gets a
 
 # no `from __future__ import annotations`: FastAPI must see the endpoint's real types (string
 # annotations of a class that Serve ships to its replica do not resolve there)
-import math
 import os
 import re
 import tempfile
@@ -216,6 +215,7 @@ class Ingress:
     ) -> JSONResponse:
         """One frame -> hit, p_multi, is_multi, resolution_A and sigma (Å), versions, timings."""
         from xray_platform.core.answer import answer, input_key, wants_resolution
+        from xray_platform.io.formats import geometry_overrides
 
         t0 = time.perf_counter()
         try:
@@ -227,18 +227,13 @@ class Ingress:
                 raise BadInput(f"empty upload {file.filename!r}", 400)
             if frame < 0:
                 raise BadInput(f"frame must be >= 0, got {frame}", 400)
-            over = {"wavelength_A": wavelength_A, "distance_mm": distance_mm,
-                    "pixel_size_mm": pixel_size_mm}
-            for k, v in over.items():
-                if v is not None and not (math.isfinite(v) and v > 0):
-                    raise BadInput(f"{k} must be a positive number, got {v}", 400)
             if (beam_center_x_px is None) != (beam_center_y_px is None):
                 raise BadInput("give both beam_center_x_px and beam_center_y_px", 400)
-            if beam_center_x_px is not None:
-                if not (math.isfinite(beam_center_x_px) and math.isfinite(beam_center_y_px)):
-                    raise BadInput("beam centre must be finite", 400)
-                over["beam_center_px"] = (beam_center_x_px, beam_center_y_px)
-            over = {k: v for k, v in over.items() if v is not None}
+            centre = None if beam_center_x_px is None else (beam_center_x_px, beam_center_y_px)
+            try:
+                over = geometry_overrides(wavelength_A, distance_mm, pixel_size_mm, centre)
+            except ValueError as e:
+                raise BadInput(str(e), 400) from None
             prepared = await _call(self.pre, data, file.filename, frame, over)
             if isinstance(prepared, BadInput):
                 raise prepared

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import NANOBRAGG as REF
 
 from xray_platform.physics import crystal as xtal
 from xray_platform.physics.geometry import Geometry, detector
 from xray_platform.physics.labels import resolution_labels
 from xray_platform.physics.simulate import ShotParams, expected_frame, predict_reflections
 
-REF = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nanobragg-ref"
 if not REF.is_dir():  # CI and developers have shared/ beside the checkout
     pytest.skip(f"reference data not found at {REF}", allow_module_level=True)
 

@@ -15,45 +15,29 @@ import time
 from pathlib import Path
 
 import mlflow
-
-RAY = str(Path(sys.executable).with_name("ray"))
-LOOPBACK = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-
-def xrp(*args: str, cwd: Path, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xray_platform.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env=env)
+from helpers import LOOPBACK_ENV as LOOPBACK
+from helpers import RAY, free_port, processes, ray_head, xrp
 
 
 def _processes(pattern: str) -> list[tuple[int, int]]:
     """(pid, RSS kB) of processes whose command line matches ``pattern``."""
-    out = subprocess.run(["ps", "-eo", "pid=,rss=,args="], capture_output=True, text=True).stdout
-    rows = []
-    for line in out.splitlines():
-        pid, rss, args = line.strip().split(None, 2)
-        if re.search(pattern, args) and int(pid) != os.getpid():
-            rows.append((int(pid), int(rss)))
-    return rows
+    return [(pid, rss) for pid, _, rss, _ in processes(pattern)]
 
 
 def test_simulate_and_train_use_both_nodes_of_a_two_node_cluster(tmp_path: Path) -> None:
     """A head and a second node (`ray start --address`), each with its own CPUs: shards of
     `xrp simulate` and the two DDP workers of `xrp train` land on both."""
-    port = "6395"
     # Ray refuses a second node while RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (the loopback-only
     # mode of one-node runs): this cluster runs on the machine's own address, as a real one
     env = {k: v for k, v in LOOPBACK.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     env["RAY_AUTH_MODE"] = "token"  # the head turns token auth on; joining nodes need it too
-    head = subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=3",
-                           "--dashboard-port=8275", "--disable-usage-stats"], env=env,
-                          capture_output=True, text=True, timeout=180)
-    try:
+    with ray_head(f"--port={free_port()}", "--num-cpus=3", f"--dashboard-port={free_port()}",
+                  env=env) as head:
         assert head.returncode == 0, head.stdout + head.stderr
         addr = re.search(r"--address='([\d.]+:\d+)'", head.stdout).group(1)
         node2 = subprocess.run([RAY, "start", f"--address={addr}", "--num-cpus=3",
-                                "--disable-usage-stats"], env=env, capture_output=True,
-                               text=True, timeout=180)
+                                f"--temp-dir={head.temp_dir}", "--disable-usage-stats"],
+                               env=env, capture_output=True, text=True, timeout=180)
         assert node2.returncode == 0, node2.stdout + node2.stderr
         r = xrp("simulate", "quick-lattice", "-n", "12", "--shard-size", "1", "--out",
                 str(tmp_path / "data"), "--address", addr, cwd=tmp_path, env=env)
@@ -70,8 +54,6 @@ def test_simulate_and_train_use_both_nodes_of_a_two_node_cluster(tmp_path: Path)
         summary = json.loads((tmp_path / "runs" / "two" / "summary.json").read_text())
         run = mlflow.MlflowClient(uri).get_run(summary["run_id"])
         assert run.data.metrics["train_nodes"] == 2
-    finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=180)
 
 
 def test_a_training_worker_killed_mid_run_restores_from_its_checkpoint(tmp_path: Path) -> None:
@@ -82,8 +64,9 @@ def test_a_training_worker_killed_mid_run_restores_from_its_checkpoint(tmp_path:
            "quick-resolution", "--workers", "2", "--cpus-per-worker", "0.5", "--epochs", "3",
            "--shots-per-epoch", "32", "--val-shots", "16", "--batch-size", "8", "--name", "ft",
            "--out", str(tmp_path / "runs"), "--mlflow-uri", uri]
+    # verbose: the test reads Ray Train's own lines (checkpoint reported, failure policy)
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=LOOPBACK)
+                            text=True, env={**LOOPBACK, "XRP_VERBOSE": "1"})
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")))
     reader.start()

@@ -13,15 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import LOOPBACK_ENV, free_port, ray_head, xrp  # noqa: E402
+from helpers import NANOBRAGG as REF
 
 from xray_platform.io.shots import ShotDataset, ShotFile
-
-REF = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nanobragg-ref"
-
-
-def xrp(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xray_platform.cli", *args],
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -133,22 +128,15 @@ def test_killed_run_leaves_nothing_that_looks_complete_and_resumes(tmp_path: Pat
 
 def test_simulate_on_a_cluster_by_address(tmp_path: Path) -> None:
     """`--address` sends the shards to a running cluster (here a head node on loopback)."""
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    port = "6391"
-    start = subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1",
-                            f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                            "--disable-usage-stats"], env=env, capture_output=True, text=True,
-                           timeout=120)
-    try:
+    port = str(free_port())
+    with ray_head("--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+                  "--include-dashboard=false", env=LOOPBACK_ENV) as start:
         assert start.returncode == 0, start.stderr
         out = tmp_path / "cluster"
         r = xrp("simulate", "quick-lattice", "-n", "6", "--shard-size", "3", "--out", str(out),
                 "--address", f"127.0.0.1:{port}")
         assert r.returncode == 0, r.stdout + r.stderr
         assert len(ShotDataset(out)) == 6
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 def test_show_writes_a_png(dataset: Path, tmp_path: Path) -> None:

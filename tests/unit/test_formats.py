@@ -12,6 +12,7 @@ import hdf5plugin
 import numpy as np
 import pytest
 import torch
+from helpers import REAL, needs_real
 
 from xray_platform.core.preprocess import Preprocessing, model_input
 from xray_platform.io.cbf import write_cbf
@@ -34,9 +35,6 @@ from xray_platform.io.formats import (
     write_smv,
 )
 from xray_platform.physics.geometry import DETECTORS
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="real detector data not available")
 
 GEO = {"wavelength_A": 0.9795, "distance_mm": 180.5, "pixel_size_mm": 0.075,
        "beam_center_px": (40.25, 30.75)}

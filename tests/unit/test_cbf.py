@@ -10,6 +10,9 @@ from pathlib import Path
 import fabio
 import numpy as np
 import pytest
+from helpers import NANOBRAGG as REF
+from helpers import REAL, needs_real
+from helpers import needs_nanobragg as needs_ref
 
 from xray_platform.io.cbf import (
     FrameHeader,
@@ -18,12 +21,6 @@ from xray_platform.io.cbf import (
     require_geometry,
     write_cbf,
 )
-
-REF = Path("/work/shared/data/nanobragg-ref")
-REAL = Path("/work/shared/data/real")
-
-needs_ref = pytest.mark.skipif(not REF.is_dir(), reason="nanobragg-ref data not available")
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="real detector data not available")
 
 # PILATUS 6M: 5 x 12 modules of 487 x 195 pixels in a 2463 x 2527 frame; the rest are gaps (-1).
 P6M_FAST, P6M_SLOW = 2463, 2527

@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers import ROOT as REPO
 
 from xray_platform.io import shots
 from xray_platform.io.shots import (
@@ -29,7 +30,6 @@ from xray_platform.io.shots import (
     write_manifest,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 H, W = 8, 10
 S, F = 12, 14
 ATTRS = {"preset": "tiny", "seeds": [1, 2, 3], "master_seed": np.int64(7)}

@@ -5,7 +5,6 @@ cluster with `ray job submit`."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,16 +16,16 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from helpers import LOOPBACK_ENV, RAY, ROOT, free_port, ray_head  # noqa: E402
 
 from xray_platform.core.models import build_model, load_model, save_model
 from xray_platform.core.preprocess import Preprocessing
-from xray_platform.core.training import score_model
+from xray_platform.core.training import score_model, val_seed
 from xray_platform.orchestration.data import SimulateShots
 from xray_platform.physics.presets import preset
 from xray_platform.tracking.champion import decide as _decide
 from xray_platform.tracking.registry import CHAMPION, champion, download, get_version, register
 
-ROOT = Path(__file__).resolve().parents[1]
 # a search small enough for 2 CPU cores: 2 epochs of 32 fresh 64^2 shots per trial
 TINY = ["--samples", "1", "--epochs", "2", "--shots-per-epoch", "32", "--val-shots", "32",
         "--batch-sizes", "8", "--lr-range", "5e-4,1e-3"]
@@ -116,7 +115,7 @@ def test_the_champion_is_the_best_trial_and_scores_the_same_on_the_same_shots(se
     best = max(s["trials"], key=lambda t: t.get("val_score", -np.inf))
     assert str(best["depth"]) == mv.tags["xrp.depth"]
     # the validation shots, regenerated from their seeds without Ray
-    rows = SimulateShots(preset("quick-resolution"), "resolution", None, 7919,
+    rows = SimulateShots(preset("quick-resolution"), "resolution", None, val_seed(0),
                          fresh=False)({"id": np.arange(32)})
     m = score_model(download(client, mv, search["root"] / "dl"), rows)
     assert m["val_mae_A"] == pytest.approx(s["candidate_metrics"]["val_mae_A"], rel=1e-4)
@@ -195,18 +194,15 @@ def test_bad_search_options_get_clear_errors(tmp_path: Path) -> None:
 def test_tune_job_on_a_cluster_registers_a_champion(search) -> None:
     """`ray start --head` on loopback, `ray job submit` the lattice tune job (with a resolution
     champion in the store, so transfer init joins the search), SUCCEEDED, champion found."""
-    ray_bin = str(Path(sys.executable).with_name("ray"))
     # as with an activated venv: the job's `python` is the one the cluster runs on
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
-           "PATH": f"{Path(ray_bin).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    start = subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1",
-                            "--port=6393", "--dashboard-host=127.0.0.1", "--dashboard-port=8273",
-                            "--num-cpus=4", "--disable-usage-stats"], env=env,
-                           capture_output=True, text=True, timeout=180)
-    try:
+    env = {**LOOPBACK_ENV, "RAY_AUTH_MODE": "token"}
+    dash = free_port()
+    with ray_head("--node-ip-address=127.0.0.1", f"--port={free_port()}",
+                  "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4",
+                  env=env) as start:
         assert start.returncode == 0, start.stdout + start.stderr
         job = subprocess.run(
-            [ray_bin, "job", "submit", "--address", "http://127.0.0.1:8273",
+            [RAY, "job", "submit", "--address", f"http://127.0.0.1:{dash}",
              "--runtime-env", "jobs/runtime_env.yaml", "--", "python", "jobs/tune_lattice.py",
              "--depths", "18", *TINY, "--epochs", "1", "--name", "job", "--out",
              str(search["out"]), "--mlflow-uri", search["uri"]],
@@ -215,8 +211,8 @@ def test_tune_job_on_a_cluster_registers_a_champion(search) -> None:
             job.stdout[-5000:] + job.stderr[-3000:]
         job_id = next(w.strip("'") for w in job.stdout.split() if w.strip("'").startswith(
             "raysubmit_"))
-        status = subprocess.run([ray_bin, "job", "status", "--address",
-                                 "http://127.0.0.1:8273", job_id], env=env,
+        status = subprocess.run([RAY, "job", "status", "--address",
+                                 f"http://127.0.0.1:{dash}", job_id], env=env,
                                 capture_output=True, text=True, timeout=120)
         assert "succeeded" in status.stdout.lower(), status.stdout + status.stderr
         client = mlflow.MlflowClient(search["uri"])
@@ -225,5 +221,3 @@ def test_tune_job_on_a_cluster_registers_a_champion(search) -> None:
         summary = json.loads((search["out"] / "job" / "summary.json").read_text())
         assert sorted(summary["inits"]) == ["scratch", "transfer"]
         assert {t["init"] for t in summary["trials"]} == {"scratch", "transfer"}
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=180)

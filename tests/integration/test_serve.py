@@ -7,12 +7,9 @@ from __future__ import annotations
 import bz2
 import csv
 import io
-import json
 import os
-import pickle
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +23,7 @@ import numpy as np
 import pytest
 import requests
 import torch
+from helpers import REAL, ROOT, free_port, needs_real  # noqa: E402
 
 from xray_platform.core.models import build_model, save_model
 from xray_platform.core.preprocess import Preprocessing
@@ -35,15 +33,7 @@ from xray_platform.physics.sampling import sample_params
 from xray_platform.physics.simulate import simulate
 from xray_platform.tracking.registry import CHAMPION, register
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real not present")
 META = {"depth": 18, "init": "scratch", "preprocessing": Preprocessing(64).to_dict()}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _models(root: Path, p_multi_logit: float) -> tuple[Path, str]:
@@ -74,10 +64,10 @@ def _models(root: Path, p_multi_logit: float) -> tuple[Path, str]:
 def service(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     lat, uri = _models(root, p_multi_logit=8.0)  # every hit is multi-lattice (p = 0.9997)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "xray_platform.cli", "serve", "--config",
-         str(Path(__file__).resolve().parents[1] / "serve_configs" / "local.yaml"),
+         str(ROOT / "serve_configs" / "local.yaml"),
          "--lattice-model", str(lat), "--resolution-model", "champion", "--mlflow-uri", uri,
          "--port", str(port), "--max-upload-mb", "4"],
         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -278,8 +268,13 @@ def test_xrp_predict_writes_a_per_image_table(service, tmp_path: Path) -> None:
     assert by[("thau_3_2_0002.cbf.bz2", 0)]["resolution_model"] == "xrp-resolution/1"
     assert "summary" in r.stdout and "5 (1 unreadable)" in r.stdout
     assert "broken.cbf" in r.stderr
-    json.dumps(rows)  # plain values
-    pickle.dumps(rows)
+    hit = by[("thau_3_2_0002.cbf.bz2", 0)]  # the table's values parse as what they say
+    assert int(hit["n_spots"]) >= 15 and 0.0 <= float(hit["p_multi"]) <= 1.0
+    assert 0.5 < float(hit["resolution_A"]) < 12 and float(hit["resolution_sigma_A"]) > 0
+    assert float(hit["wavelength_A"]) == pytest.approx(0.96859, abs=1e-4)
+    assert float(hit["grid_ms"]) > 0 and float(hit["decode_ms"]) > 0
+    miss = by[("thau_3_2_0017.cbf.bz2", 0)]
+    assert miss["resolution_A"] == "" and int(miss["n_spots"]) < 15
 
 
 def _replicas(deployment: str) -> list[int]:

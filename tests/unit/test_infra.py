@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
 KUBERAY = INFRA / "kuberay"
 SERVE_CONFIGS = ROOT / "serve_configs"

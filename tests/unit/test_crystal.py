@@ -6,11 +6,11 @@ import json
 import math
 import time
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import NANOBRAGG as REF_DIR  # noqa: E402
 
 from xray_platform.physics.crystal import (
     CRYSTAL_FORMS,
@@ -26,9 +26,6 @@ from xray_platform.physics.crystal import (
     wilson_intensities,
 )
 
-REF_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "nanobragg-ref"
-if not REF_DIR.is_dir():
-    REF_DIR = Path("/work/shared/data/nanobragg-ref")
 REF_FILES = sorted(REF_DIR.glob("ref_00[0-6].json"))
 needs_refs = pytest.mark.skipif(len(REF_FILES) != 7, reason="nanoBragg reference data not found")
 

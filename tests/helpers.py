@@ -1,0 +1,96 @@
+"""Helpers the tests share: paths of the checkout and of the reference data beside it, the
+`xrp` runner, free ports, and a Ray head node that is stopped without touching other Ray
+instances on the machine (`ray stop` would kill every Ray of the user)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+REAL = SHARED / "real"
+NANOBRAGG = SHARED / "nanobragg-ref"
+RAY = str(Path(sys.executable).with_name("ray"))
+#: loopback-only Ray for one-node clusters, and the venv's tools on PATH (`ray job submit`)
+LOOPBACK_ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="real detector data not available")
+needs_nanobragg = pytest.mark.skipif(not NANOBRAGG.is_dir(),
+                                     reason="nanoBragg reference data not available")
+
+
+def xrp(*args: str, cwd: Path | None = None, env: dict | None = None,
+        timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run `xrp ARGS` as a user would (a fresh interpreter), capturing its output."""
+    return subprocess.run([sys.executable, "-m", "xray_platform.cli", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def processes(pattern: str) -> list[tuple[int, int, int, str]]:
+    """(pid, ppid, RSS kB, command line) of processes whose command line matches ``pattern``."""
+    out = subprocess.run(["ps", "-eo", "pid=,ppid=,rss=,args="], capture_output=True,
+                         text=True).stdout
+    rows = []
+    for line in out.splitlines():
+        parts = line.strip().split(None, 3)
+        if len(parts) == 4 and re.search(pattern, parts[3]) and int(parts[0]) != os.getpid():
+            rows.append((int(parts[0]), int(parts[1]), int(parts[2]), parts[3]))
+    return rows
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    table = [(int(p), int(pp)) for p, pp in (ln.split() for ln in subprocess.run(
+        ["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.splitlines())]
+    found, grew = set(roots), True
+    while grew:
+        new = {p for p, pp in table if pp in found} - found
+        found |= new
+        grew = bool(new)
+    return found
+
+
+def kill_ray_cluster(temp_dir: str) -> None:
+    """SIGKILL the processes of the Ray cluster whose temp dir is ``temp_dir`` (and every
+    process they started); other Ray instances keep running."""
+    roots = {pid for pid, *_ in processes(re.escape(temp_dir))}
+    for pid in _descendants(roots):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.5)
+
+
+@contextmanager
+def ray_head(*args: str, env: dict, timeout: float = 180) -> Iterator[subprocess.CompletedProcess]:
+    """`ray start --head ARGS` with a temp dir of its own; the cluster is stopped afterwards."""
+    temp = tempfile.mkdtemp(prefix="xrp-ray-", dir="/tmp")
+    start = subprocess.run([RAY, "start", "--head", f"--temp-dir={temp}",
+                            "--disable-usage-stats", *args], env=env, capture_output=True,
+                           text=True, timeout=timeout)
+    start.temp_dir = temp  # for nodes that join it (`ray start --address --temp-dir`)
+    try:
+        yield start
+    finally:
+        kill_ray_cluster(temp)
+        shutil.rmtree(temp, ignore_errors=True)
