@@ -23,6 +23,7 @@ from xray_platform.core.preprocess import Preprocessing
 from xray_platform.core.training import score_model, val_seed
 from xray_platform.orchestration.data import SimulateShots
 from xray_platform.physics.presets import preset
+from xray_platform.tracking.champion import Incumbent
 from xray_platform.tracking.champion import decide as _decide
 from xray_platform.tracking.registry import CHAMPION, champion, download, get_version, register
 
@@ -161,17 +162,28 @@ def test_champion_moves_only_to_a_better_model(tmp_path: Path) -> None:
     assert scores[0]["val_score"] != scores[1]["val_score"]
     decisions = []
     for cand, champ in ((0, 1), (1, 0)):
-        ok, why, champ_m = _decide(client, "resolution", scores[cand], versions[champ], rows,
-                                   False, tmp_path / f"d{cand}")
+        inc = Incumbent(download(client, versions[champ], tmp_path / f"d{champ}"),
+                        f"champion v{versions[champ].version}")
+        ok, why, champ_m = _decide("resolution", scores[cand], inc, rows, None, False)
         assert champ_m["val_score"] == pytest.approx(scores[champ]["val_score"])
         decisions.append(ok)
         assert ok == (scores[cand]["val_score"] > scores[champ]["val_score"]), why
-        assert _decide(client, "resolution", scores[cand], versions[champ], rows, True,
-                       tmp_path / f"f{cand}")[0]
+        assert _decide("resolution", scores[cand], inc, rows, None, True)[0]
     assert sorted(decisions) == [False, True]
-    # a champion reading another input grid cannot be scored on these shots: kept
-    ok, why, _ = _decide(client, "resolution", scores[0], versions[1],
-                         {"x": rows["x"][:, :32, :32], "y": rows["y"]}, False, tmp_path / "g")
+    assert _decide("resolution", scores[0], None, rows, None, False)[:2] == (True,
+                                                                               "no champion yet")
+    # an incumbent reading another input grid is scored on the same shots on its grid, when
+    # they can be put there; otherwise it is kept
+    torch.manual_seed(5)
+    small = save_model(tmp_path / "m32.pt", build_model("resolution", 18),
+                       {**meta, "preprocessing": Preprocessing(32).to_dict()})
+    inc = Incumbent(small, "zoo test")
+    rows32 = SimulateShots(preset("quick-resolution").with_grid(Preprocessing(32).grid),
+                           "resolution", None, 5, fresh=False)({"id": np.arange(24)})
+    ok, why, champ_m = _decide("resolution", scores[0], inc, rows, lambda prep: rows32, False)
+    assert champ_m["val_score"] == pytest.approx(score_model(small, rows32)["val_score"])
+    assert ("better" in why) and "zoo test" in why
+    ok, why, _ = _decide("resolution", scores[0], inc, rows, None, False)
     assert not ok and "--force" in why
     client.set_registered_model_alias("xrp-resolution", CHAMPION, versions[1].version)
     assert get_version(client, "resolution").version == versions[1].version

@@ -69,7 +69,8 @@ accurate (0.955-0.96 at its best n_sigma, the same as 256) but costs ~4-6x the t
 vs 1-1.5 ms per grid on one core; the budget is 5 ms), its cells cover 4x fewer pixels (noisier
 maxima: at n_sigma = 5 it finds ~35 false hits in 400 shots where 256 finds 2-4), and the
 simulator's fast path at 256 is ~1.7x cheaper. d_min = 1.2 Å is the model input's, so a 512
-model grid max-pools exactly onto HIT_GRID (:func:`to_hit_grid`): serving maps a frame once.
+model grid max-pools exactly onto HIT_GRID and HIT_GRID onto coarser model grids
+(core/preprocess.regrid): core/answer.map_grids maps a frame once.
 """
 
 from __future__ import annotations
@@ -148,26 +149,6 @@ def _as_array(counts: np.ndarray | torch.Tensor, ndim: int) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError("grid counts hold NaN or infinite values (mask cells with -1)")
     return arr
-
-
-def to_hit_grid(counts: np.ndarray | torch.Tensor, size: int = HIT_GRID.size) -> np.ndarray:
-    """Max-pool grid counts (H, W) or (N, H, W) of a finer grid with the same d_min (e.g. the
-    512 x 512 model input) down to ``size`` x ``size`` (H, W multiples of size).
-
-    A coarse cell is exactly the union of f x f fine cells (both grids start at -1/d_min), so
-    the maximum of their maxima is the maximum of its pixels: serving can reuse the model
-    input instead of mapping the frame twice. A coarse cell is masked only when all its fine
-    cells are (the direct mapping masks it when the pixel under its centre is a gap: the two
-    differ on ~2 % of cells, next to gaps; hit decisions agree on ~98 % of simulated shots and
-    the accuracy is the same)."""
-    arr = counts.detach().cpu().numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"grid counts must be (H, W) or (N, H, W), got shape {arr.shape}")
-    h, w = arr.shape[-2:]
-    if h % size or w % size:
-        raise ValueError(f"grid {h} x {w} is not a multiple of {size} x {size}")
-    fh, fw = h // size, w // size
-    return arr.reshape(*arr.shape[:-2], size, fh, size, fw).max(axis=(-3, -1))
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     torch.set_num_threads(max(1, int(cfg["threads"])))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.get("seed", 0) + rank)  # initial weights (DDP takes rank 0's), flips
     device = rt.get_device()
     model = build_model(cfg["task"], cfg["depth"], cfg["init"],
                         imagenet_weights=cfg["imagenet_weights"],
@@ -345,7 +346,7 @@ def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val
                 "mlflow_run_id": run_id, "mlflow_tracking_uri": uri, "xrp_version": __version__,
                 "target": "is_multi (logit)" if s.task == "lattice"
                 else f"1/{s.label} in 1/Å (Gaussian mean and sigma)"}
-    cfg = {"task": s.task, "depth": s.depth, "init": s.init, "lr": s.lr,
+    cfg = {"task": s.task, "depth": s.depth, "init": s.init, "lr": s.lr, "seed": s.seed,
            "weight_decay": s.weight_decay, "batch_size": s.batch_size, "epochs": s.epochs,
            "imagenet_weights": s.imagenet_weights, "transfer_from": s.transfer_from,
            "threads": s.cpus_per_worker, "amp": s.amp, "channels_last": s.channels_last,
@@ -411,6 +412,22 @@ def log_params(client, run_id: str, s: TrainSettings, grid, data_desc: dict) -> 
         client.log_param(run_id, k, str(v)[:500])
 
 
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest state of a run: the checkpoint a finished run kept, or the last one Ray Train
+    wrote before the run was interrupted (killed, machine gone), whichever has the later epoch."""
+    found = []
+    for state in [out_dir / "checkpoint" / STATE_FILE, *out_dir.glob(f"ray/*/checkpoint_*/"
+                                                                      f"{STATE_FILE}")]:
+        metrics = state.parent / "metrics.json"
+        if state.is_file() and metrics.is_file():
+            try:
+                found.append((int(json.loads(metrics.read_text())["epoch"]),
+                              state.stat().st_mtime, state.parent))
+            except (ValueError, KeyError):
+                continue  # a checkpoint cut short while being written
+    return max(found)[2] if found else None
+
+
 def run_training(s: TrainSettings) -> dict:
     """Train as set out in ``s``; returns a summary (model file, MLflow run, metrics)."""
     import mlflow
@@ -425,9 +442,9 @@ def run_training(s: TrainSettings) -> dict:
     if out_dir.exists() and not s.resume and (out_dir / MODEL_FILE).exists():
         raise ValueError(f"{out_dir} already holds a trained model; choose another --name or "
                          "pass --resume")
-    ckpt_dir = out_dir / "checkpoint"
-    if s.resume and not (ckpt_dir / STATE_FILE).exists():
-        raise ValueError(f"--resume: {ckpt_dir} holds no checkpoint to continue from")
+    ckpt_dir = latest_checkpoint(out_dir) if s.resume else None
+    if s.resume and ckpt_dir is None:
+        raise ValueError(f"--resume: {out_dir} holds no checkpoint to continue from")
     out_dir.mkdir(parents=True, exist_ok=True)
     local_cpus = None
     if not s.address:  # 2-core laptops: leave room for Ray Data next to the workers
@@ -455,7 +472,7 @@ def run_training(s: TrainSettings) -> dict:
     summary = fit(s, out_dir=out_dir, run_id=run_id, uri=uri, train_ds=train_ds, val_ds=val_ds,
                   grid=grid, data_desc=data_desc,
                   ray_name=f"{name}-resumed-{datetime.now():%Y%m%d-%H%M%S}" if s.resume
-                  else name, resume_from=str(ckpt_dir) if s.resume else None)
+                  else name, resume_from=str(ckpt_dir) if ckpt_dir else None)
     if not s.address:
         ray.shutdown()
     return summary

@@ -289,6 +289,28 @@ def _best_checkpoint(train_dir: Path, epoch: int) -> str | None:
     return str(max(found, key=lambda t: t[:2])[2]) if found else None
 
 
+def _val_rows_on(s: SearchSettings, prep, n: int) -> dict[str, np.ndarray]:
+    """The search's validation shots on another model's grid (to score the incumbent on the
+    same shots): preset shots simulated again from their seeds on that grid, or a data set's
+    shots regridded (ValueError when the grid cannot be derived)."""
+    from xray_platform.core.preprocess import normalise, regrid
+    from xray_platform.core.targets import training_target
+    from xray_platform.io.shots import ShotDataset
+    from xray_platform.orchestration.data import SimulateShots
+    from xray_platform.physics.presets import PRESETS
+
+    if s.data in PRESETS:
+        preset = PRESETS[s.data].with_grid(prep.grid)
+        rows = SimulateShots(preset, s.task, s.label, val_seed(s.seed), fresh=False)(
+            {"id": np.arange(n)})
+        return {"x": rows["x"], "y": rows["y"]}
+    ds = ShotDataset(s.data)  # the search validated on the data set's last shots
+    y, keep = training_target(ds.table, s.task, s.label)
+    idx = np.nonzero(keep)[0][-n:]
+    counts = regrid(np.stack([ds[int(i)].inputs for i in idx]), ds.grid, prep.grid)
+    return {"x": normalise(counts, prep)[:, 0].numpy(), "y": y[idx]}
+
+
 def _val_rows(val_ds) -> dict[str, np.ndarray]:
     rows = val_ds.take_all()
     return {"x": np.stack([r["x"] for r in rows]),
@@ -443,7 +465,8 @@ def _finish(client, s: SearchSettings, search_dir: Path, parent: str, results, v
     """Trial table and plots in the parent run; register the best trial; move the alias."""
     import shutil
 
-    from xray_platform.tracking.registry import CHAMPION, champion, register
+    from xray_platform.tracking.champion import incumbent
+    from xray_platform.tracking.registry import CHAMPION, register
 
     key, label, _ = headline(s.task)
     rows, kids = _trial_rows(results, s.task, client, parent, search_dir)
@@ -480,9 +503,10 @@ def _finish(client, s: SearchSettings, search_dir: Path, parent: str, results, v
     for k in ("depth", "init", "lr", "batch_size", "trial_id", "best_epoch"):
         client.set_tag(parent, f"xrp.best.{k}", str(best.get(k)))
 
-    champ_mv = champion(client, s.task)
-    promote, why, champ_metrics = decide(client, s.task, cand, champ_mv, val_rows, s.force,
-                                          search_dir)
+    inc = incumbent(client, s.task, search_dir)
+    promote, why, champ_metrics = decide(s.task, cand, inc, val_rows,
+                                         lambda prep: _val_rows_on(s, prep, len(val_rows["y"])),
+                                         s.force)
     mv = register(client, s.task, parent, tags={
         "xrp.search": search_dir.name, "xrp.depth": best["depth"], "xrp.init": best["init"],
         "xrp.lr": f"{best['lr']:.3g}", "xrp.batch_size": best["batch_size"],
@@ -499,7 +523,7 @@ def _finish(client, s: SearchSettings, search_dir: Path, parent: str, results, v
     summary.update(best={k: v for k, v in best.items() if k != "curve"}, candidate_metrics=cand,
                    registered={"name": mv.name, "version": int(mv.version)},
                    promoted=promote, decision=why, previous_champion=(
-                       {"version": int(champ_mv.version), "metrics": champ_metrics}
-                       if champ_mv is not None else None),
+                       {"model": inc.label, "metrics": champ_metrics}
+                       if inc is not None else None),
                    report=str(search_dir / "report"), inits=inits)
     return summary

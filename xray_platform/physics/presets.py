@@ -58,6 +58,10 @@ class DatasetPreset:
         sets = tuple(replace(u, n_shots=min(n, u.n_shots)) for u in self.user_sets)
         return replace(self, user_sets=sets, n_shots=sum(u.n_shots for u in sets))
 
+    def with_grid(self, grid: QGrid) -> DatasetPreset:
+        """The same shots, rendered on another model-input grid."""
+        return replace(self, grid=grid)
+
     def with_detector(self, name: str) -> DatasetPreset:
         """The same distribution on one detector preset only."""
         detector(name)  # raises on unknown names

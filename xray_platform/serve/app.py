@@ -32,7 +32,7 @@ from ray.serve.handle import DeploymentHandle
 from xray_platform import __version__
 
 DEFAULTS: dict[str, Any] = {
-    "lattice_model": "champion",  # a model file, a registry reference, or null (not served)
+    "lattice_model": "champion",  # champion (else the zoo), zoo, a file, a registry ref, null
     "resolution_model": "champion",
     "mlflow_uri": None,  # default: $MLFLOW_TRACKING_URI or sqlite ./mlflow.db
     "max_upload_mb": 64.0,  # a bzip2 PILATUS 6M frame is ~2.5 MB, a raw EIGER 16M ~75 MB

@@ -1,32 +1,67 @@
-"""The champion decision: a candidate takes the alias only if it beats the current champion
-scored by the same code on the same validation shots."""
+"""The champion decision: a candidate takes the alias only if it beats the incumbent, scored by
+the same code on the same validation shots. The incumbent is the registry's champion, or, when
+the registry has none, the zoo model the package ships (it answers until a champion beats it).
+An incumbent reading another input grid is scored on the same shots mapped onto its grid."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from xray_platform.core.metrics import headline
+from xray_platform.core.models import model_metadata
+from xray_platform.core.preprocess import Preprocessing
 from xray_platform.core.training import score_model
-from xray_platform.tracking.registry import download
+
+Rows = dict[str, np.ndarray]
 
 
-def decide(client, task: str, cand: dict, champ_mv, val_rows: dict, force: bool,
-            tmp: Path) -> tuple[bool, str, dict | None]:
-    """Should the candidate take the alias? (yes/no, why, the champion's metrics on the same
-    validation shots)."""
+@dataclass(frozen=True)
+class Incumbent:
+    path: Path  # its model file
+    label: str  # e.g. "champion v3" or "zoo xrp-zoo-resolution 2026.12"
+
+
+def incumbent(client, task: str, tmp: Path) -> Incumbent | None:
+    """The model a new candidate must beat: the registry champion, else the zoo model."""
+    from xray_platform.tracking.registry import champion, download
+    from xray_platform.zoo import zoo_model
+
+    mv = champion(client, task)
+    if mv is not None:
+        return Incumbent(download(client, mv, tmp / "champion"), f"champion v{mv.version}")
+    z = zoo_model(task)
+    if z is not None and z.file.is_file():
+        return Incumbent(z.file, f"zoo {z.name} {z.version}")
+    return None
+
+
+def decide(task: str, cand: dict, inc: Incumbent | None, val_rows: Rows,
+           rows_for: Callable[[Preprocessing], Rows] | None, force: bool
+           ) -> tuple[bool, str, dict | None]:
+    """Should the candidate take the alias? (yes/no, why, the incumbent's metrics on the same
+    validation shots). ``rows_for(prep)`` gives those shots on another grid (ValueError when it
+    cannot)."""
     key, label, _ = headline(task)
-    if champ_mv is None:
+    if inc is None:
         return True, "no champion yet", None
     try:
-        champ = score_model(download(client, champ_mv, tmp / "champion"), val_rows)
-    except ValueError as e:  # e.g. another input grid: not comparable on these shots
+        prep = Preprocessing.from_dict(model_metadata(inc.path)["preprocessing"])
+        rows = val_rows
+        if prep.grid_size != val_rows["x"].shape[-1] and rows_for is not None:
+            rows = rows_for(prep)
+        champ = score_model(inc.path, rows)
+    except ValueError as e:  # e.g. another input grid the shots cannot be put on
         if force:
-            return True, f"--force (champion not comparable: {e})", None
-        return False, (f"the champion (version {champ_mv.version}) cannot be scored on this "
-                       f"search's validation shots ({e}); pass --force to promote anyway"), None
+            return True, f"--force ({inc.label} not comparable: {e})", None
+        return False, (f"the {inc.label} cannot be scored on this search's validation shots "
+                       f"({e}); pass --force to promote anyway"), None
     verdict = cand["val_score"] > champ["val_score"]
-    why = (f"{label}: candidate {cand[key]:.4g} vs champion v{champ_mv.version} "
-           f"{champ[key]:.4g} on the same {len(val_rows['y'])} validation shots")
+    why = (f"{label}: candidate {cand[key]:.4g} vs {inc.label} {champ[key]:.4g} on the same "
+           f"{len(val_rows['y'])} validation shots")
     if verdict:
         return True, "better: " + why, champ
     if force:

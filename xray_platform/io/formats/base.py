@@ -118,7 +118,7 @@ def to_image(path: Path | str, raw: np.ndarray, shape: tuple[int, int]) -> np.nd
     if raw.shape != shape:
         raise FormatError(f"{path}: frame has shape {raw.shape}, header says {shape} (slow, fast)")
     img = np.array(raw, dtype=np.float32, order="C")  # always a fresh, writable copy
-    if not np.isfinite(img).all():
+    if raw.dtype.kind == "f" and not np.isfinite(img).all():  # (integers are always finite)
         raise FormatError(f"{path}: frame holds NaN or infinite values")
     return img
 

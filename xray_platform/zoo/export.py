@@ -1,0 +1,101 @@
+"""Put a trained model into the zoo: fp16 weights, its metadata, and a model card.
+
+    python -m xray_platform.zoo.export resolution runs/zoo-resolution/model.pt \\
+        --version 2026.12 --report eval-zoo-resolution-test/report.md ...
+
+The card says what the model was trained on, how to reproduce it (the recipe's commands), and
+carries its evaluation reports and plots (copied next to it, cards/<task>/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from xray_platform.core.models import load_model, model_summary, save_model
+from xray_platform.io.atomic import atomic_open
+from xray_platform.zoo import INDEX, ZOO_DIR
+from xray_platform.zoo.recipes import RECIPES
+
+
+def _card(task: str, name: str, version: str, meta: dict, reports: list[Path],
+          notes: str) -> str:
+    r = RECIPES[task]
+    cmds = [" ".join(["xrp", *c]) for c in r.simulate_commands("data")]
+    cmds.append(" ".join(["xrp", *r.train_command("data", "runs", f"zoo-{task}")]))
+    data = meta.get("training_data", {})
+    lines = [f"# {name} {version}", "", f"**{model_summary(meta)}**", "",
+             "## What it answers", "",
+             ("P(multi-lattice): the probability that a still shows two or more crystal "
+              "lattices (threshold 0.5)." if task == "lattice" else
+              "The visible resolution d_vis of a hit (Å, design.md: the 98th percentile of 1/d "
+              "over reflections with I/sigma >= 3) with a per-shot sigma (Å)."), "",
+             "## Trained on", "",
+             f"- data: `{data.get('path', '?')}` ({data.get('n_shots', '?')} shots; preset "
+             f"`{r.train}`, seed 0), validation `{data.get('val_data', '?')}` (seed 1)",
+             f"- input: {r.grid_size} x {r.grid_size} reciprocal-space grid to "
+             f"{r.d_min_A} Å, log1p(counts)/10, random flips",
+             f"- ResNet-{r.depth} from scratch, AdamW lr {r.lr} (warm-up + cosine), batch "
+             f"{r.batch_size}, {meta.get('epoch', '?')} epochs, seed {r.seed}",
+             f"- MLflow run {meta.get('mlflow_run_id', '?')}", "",
+             "## Reproduce it", "", "```bash", *cmds, "```", "",
+             "(or `python jobs/zoo.py " + task + "`, which runs these and resumes an "
+             "interrupted run)", ""]
+    if notes:
+        lines += ["## Notes", "", notes, ""]
+    for rep in reports:
+        lines += [f"## Evaluation: {rep.parent.name}", ""]
+        body = rep.read_text().split("\n", 1)[-1]  # drop the report's own title
+        lines += [body.replace("](", f"](cards/{task}/{rep.parent.name}/"), ""]
+    return "\n".join(lines)
+
+
+def export(task: str, model: Path, version: str, reports: list[Path], notes: str = "") -> Path:
+    """Write zoo/<name>.pt (fp16), cards/<task>/ (reports + plots), <name>.md and index.json."""
+    net, meta = load_model(model)
+    if net.task != task:
+        raise ValueError(f"{model} is a {net.task} model, not {task}")
+    name = f"xrp-zoo-{task}"
+    meta = {**meta, "zoo": {"name": name, "version": version}}
+    out = save_model(ZOO_DIR / f"{name}.pt", net, meta, dtype=torch.float16)
+    cards = ZOO_DIR / "cards" / task
+    if cards.exists():
+        shutil.rmtree(cards)
+    cards.mkdir(parents=True)
+    copied = []
+    for rep in reports:
+        dst = cards / rep.parent.name
+        dst.mkdir()
+        for f in rep.parent.iterdir():
+            if f.suffix in (".md", ".json", ".png"):
+                shutil.copy2(f, dst / f.name)
+        copied.append(dst / rep.name)
+    card = ZOO_DIR / f"{name}.md"
+    with atomic_open(card, "w") as fh:
+        fh.write(_card(task, name, version, meta, copied, notes))
+    index = json.loads(INDEX.read_text()) if INDEX.is_file() else {}
+    index[task] = {"name": name, "version": version, "file": out.name, "card": card.name}
+    with atomic_open(INDEX, "w") as fh:
+        fh.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("task", choices=sorted(RECIPES))
+    ap.add_argument("model", type=Path)
+    ap.add_argument("--version", required=True)
+    ap.add_argument("--report", type=Path, action="append", default=[],
+                    help="an `xrp evaluate` report.md (repeatable)")
+    ap.add_argument("--notes", default="", help="markdown for the card's notes section")
+    a = ap.parse_args()
+    print(export(a.task, a.model, a.version, a.report, a.notes))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""The production recipes of the zoo: the data sets, grid, network and schedule of each shipped
+model, as the `xrp` commands that reproduce it (jobs/zoo.py runs them, resumably).
+
+Every number here was chosen by measurement (benchmarks/grid_table.py: accuracy vs grid size vs
+cost; the model cards give the figures); the data sets are fully determined by preset + seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Recipe:
+    task: str
+    train: str  # data set preset, simulated with seed 0
+    n_train: int
+    val: str  # validation preset, seed 1 (never a training shot)
+    n_val: int
+    grid_size: int
+    d_min_A: float
+    depth: int = 18
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+    #: held-out evaluation sets (preset, shots), simulated with seed 2
+    evaluations: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+
+    def simulate_commands(self, root: str) -> list[list[str]]:
+        """`xrp simulate` argv of the training, validation and evaluation sets (resumable)."""
+        cmds = [["simulate", self.train, "-n", str(self.n_train), "--seed", "0",
+                 "--out", f"{root}/{self.train}"],
+                [*["simulate", self.val, "-n", str(self.n_val), "--seed", "1"],
+                 "--out", f"{root}/{self.val}-val"]]
+        for preset, n in self.evaluations:
+            cmds.append(["simulate", preset, "-n", str(n), "--seed", "2",
+                         "--out", f"{root}/{preset}-test"])
+        return cmds
+
+    def train_command(self, root: str, runs: str, name: str) -> list[str]:
+        """The `xrp train` argv (add --resume to continue from the last checkpoint)."""
+        return ["train", self.task, "--data", f"{root}/{self.train}",
+                "--val-data", f"{root}/{self.val}-val", "--grid-size", str(self.grid_size),
+                "--d-min", str(self.d_min_A), "--depth", str(self.depth), "--epochs",
+                str(self.epochs), "--batch-size", str(self.batch_size), "--lr", str(self.lr),
+                "--seed", str(self.seed), "--out", runs, "--name", name]
+
+
+RECIPES: dict[str, Recipe] = {
+    "resolution": Recipe(
+        "resolution", "zoo-resolution", 30_000, "zoo-resolution", 1_500, 128, 1.2,
+        evaluations=(("zoo-resolution", 2_000), ("zoo-user-sets", 40))),
+    "lattice": Recipe(
+        "lattice", "zoo-lattice", 30_000, "zoo-lattice", 1_500, 128, 2.4,
+        evaluations=(("zoo-lattice-uniform", 1_000), ("zoo-lattice-g1", 1_000),
+                     ("zoo-lattice-g5", 1_000), ("zoo-lattice-g20", 1_000))),
+}
