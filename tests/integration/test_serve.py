@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import bz2
 import csv
+import gzip
 import io
+import json
 import os
 import re
 import signal
@@ -23,7 +25,7 @@ import numpy as np
 import pytest
 import requests
 import torch
-from helpers import REAL, ROOT, free_port, needs_real  # noqa: E402
+from helpers import REAL, ROOT, free_port, needs_real, processes  # noqa: E402
 
 from xray_platform.core.models import build_model, save_model
 from xray_platform.core.preprocess import Preprocessing
@@ -167,6 +169,22 @@ def _read_cbf_pixels(path: Path) -> np.ndarray:
     return read_cbf(path)[0]
 
 
+def _npy(array: np.ndarray, gz: bool = False) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return gzip.compress(buf.getvalue(), compresslevel=1) if gz else buf.getvalue()
+
+
+def _assert_error(r: requests.Response, status: int, words: str, case: str) -> None:
+    """The one error schema: {"error", "status", "id"}, the status and a message naming it."""
+    assert r.status_code == status, (case, r.status_code, r.text)
+    body = r.json()
+    assert set(body) == {"error", "status", "id"} and body["status"] == status, (case, body)
+    assert words.lower() in body["error"].lower(), (case, body)
+    assert "/tmp/" not in body["error"] and "Error:" not in body["error"], (case, body)
+    assert "read_frame" not in body["error"], (case, body)
+
+
 def test_bad_inputs_get_4xx_and_the_service_stays_up(service, tmp_path: Path) -> None:
     cbf = _simulated_cbf(tmp_path, 1, seed=5).read_bytes()
     marker = tmp_path / "unpickled"
@@ -177,36 +195,86 @@ def test_bad_inputs_get_4xx_and_the_service_stays_up(service, tmp_path: Path) ->
 
     evil = io.BytesIO()
     np.save(evil, np.array([Evil()], dtype=object), allow_pickle=True)
-    nan = io.BytesIO()
-    np.save(nan, np.full((32, 32), np.nan, np.float32))
-    vec = io.BytesIO()
-    np.save(vec, np.arange(10, dtype=np.int32))
-    cplx = io.BytesIO()
-    np.save(cplx, np.zeros((8, 8), np.complex64))
     geo = {"wavelength_A": 1.0, "distance_mm": 100, "pixel_size_mm": 0.172,
-           "beam_center_x_px": 4, "beam_center_y_px": 4}
+           "beam_center_x_px": 80, "beam_center_y_px": 80}
     cases = [
         ("truncated.cbf", cbf[: len(cbf) // 2], {}, 422, "truncated"),
         ("empty.cbf", b"", {}, 400, "empty"),
         ("notes.txt", b"hello, this is not a detector file\n" * 10, {}, 422, "not a detector"),
         ("evil.npy", evil.getvalue(), geo, 422, "pickled"),
-        ("nan.npy", nan.getvalue(), geo, 422, "NaN"),
-        ("vec.npy", vec.getvalue(), geo, 422, "shape (10,)"),
-        ("complex.npy", cplx.getvalue(), geo, 422, "complex"),
+        ("nan.npy", _npy(np.full((160, 160), np.nan, np.float32)), geo, 422, "NaN"),
+        ("vec.npy", _npy(np.arange(10, dtype=np.int32)), geo, 422, "shape (10,)"),
+        ("complex.npy", _npy(np.zeros((8, 8), np.complex64)), geo, 422, "complex"),
         ("big.cbf", b"\0" * (5 * 2**20), {}, 413, "limit"),
         ("frame.cbf", cbf, {"frame": 3}, 422, "frame"),
         ("frame.cbf", cbf, {"distance_mm": -5}, 400, "distance_mm"),
         ("frame.cbf", cbf, {"beam_center_x_px": 3}, 400, "both"),
+        # geometry no real setup has: refused with the value and the range, never a "miss"
+        ("frame.cbf", cbf, {"distance_mm": 1e308}, 400, "30-3000 mm"),
+        ("frame.cbf", cbf, {"distance_mm": 1e39}, 400, "distance"),
+        ("frame.cbf", cbf, {"wavelength_A": 1e-9}, 400, "0.2-6 Å"),
+        ("frame.cbf", cbf, {"wavelength_A": 1e39}, 400, "wavelength"),
+        ("frame.cbf", cbf, {"pixel_size_mm": 1e9}, 400, "pixel size"),
+        ("frame.cbf", cbf, {"beam_center_x_px": 1e12, "beam_center_y_px": -1e12}, 422,
+         "beam centre"),
+        # frames no real detector writes, and bombs
+        ("tiny.npy", _npy(np.zeros((2, 2), np.int32)), geo, 422, "128-20000 px"),
+        ("stack.npy", _npy(np.zeros((3, 4, 5), np.int32)), geo, 422, "frame width"),
+        ("huge.npy.gz", _npy(np.zeros((12_000, 12_000), np.uint8), gz=True), geo, 422,
+         "pixels is above the limit"),
+        ("bomb.cbf.gz", _bomb(cbf, 600), {}, 413, "decompresses to more than"),
     ]
     for name, data, form, status, words in cases:
+        t0 = time.perf_counter()
         r = _post(service, name, data, **form)
-        assert r.status_code == status, (name, r.status_code, r.text)
-        assert words.lower() in r.json()["error"].lower(), (name, r.json())
+        print(f"{name} {form}: {r.status_code} in {1e3 * (time.perf_counter() - t0):.0f} ms")
+        _assert_error(r, status, words, f"{name} {form}")
+        assert _post(service, "frame.cbf", cbf).status_code == 200  # served right after
     assert not marker.exists()  # never unpickled
-    # a request without a file: FastAPI's own 422 naming the field
-    r = requests.post(f"{service['url']}/v1/predict", timeout=30)
-    assert r.status_code == 422 and "file" in r.text
     assert requests.get(f"{service['url']}/healthz", timeout=10).json()["status"] == "ok"
+
+
+def _bomb(cbf: bytes, mib: int) -> bytes:
+    """A real frame followed by ``mib`` MiB of zeros, gzipped (a few hundred kB)."""
+    import zlib
+
+    comp = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = [comp.compress(cbf)]
+    zeros = b"\0" * (1 << 20)
+    parts += [comp.compress(zeros) for _ in range(mib)]
+    return b"".join(parts) + comp.flush()
+
+
+def test_requests_that_are_not_uploads_get_the_error_schema(service) -> None:
+    url = f"{service['url']}/v1/predict"
+    _assert_error(requests.post(url, timeout=30), 422, "file", "no body")
+    _assert_error(requests.post(url, json={"file": "x"}, timeout=30), 422, "file", "json body")
+    _assert_error(requests.get(url, timeout=30), 405, "not allowed", "GET")
+    r = requests.post(url, files={"file": ("a.cbf", b"x")}, data={"distance_mm": "far"},
+                      timeout=30)
+    _assert_error(r, 422, "distance_mm", "non-numeric field")
+    _assert_error(requests.get(f"{service['url']}/nothing-here", timeout=30), 404, "not found",
+                  "404")
+    schema = requests.get(f"{service['url']}/openapi.json", timeout=30).json()
+    responses = schema["paths"]["/v1/predict"]["post"]["responses"]
+    assert {"413", "422", "500"} <= set(responses)
+    assert "ErrorBody" in json.dumps(schema["components"])
+
+
+def test_a_decompression_bomb_costs_little_time_and_no_lasting_memory(service,
+                                                                      tmp_path: Path) -> None:
+    cbf = _simulated_cbf(tmp_path, 1, seed=6).read_bytes()
+    bomb = _bomb(cbf, 3000)  # 3 GiB of zeros: ~3 MB uploaded
+    before = {pid: rss for pid, _, rss, _ in processes(r"ServeReplica:xrp:Preprocessor")}
+    t0 = time.perf_counter()
+    r = _post(service, "bomb.cbf.gz", bomb)
+    ms = 1e3 * (time.perf_counter() - t0)
+    _assert_error(r, 413, "decompresses to more than", "3 GiB bomb")
+    time.sleep(1)
+    after = {pid: rss for pid, _, rss, _ in processes(r"ServeReplica:xrp:Preprocessor")}
+    grown = max((after[p] - before.get(p, after[p])) / 1024 for p in after)
+    print(f"3 GiB bomb: {r.status_code} in {ms:.0f} ms; Preprocessor RSS grew {grown:.0f} MB")
+    assert ms < 15_000 and grown < 150  # the cap is 260 MiB, freed on refusal
     assert _post(service, "frame.cbf", cbf).status_code == 200
 
 

@@ -38,7 +38,7 @@ from xray_platform.physics.geometry import DETECTORS
 
 GEO = {"wavelength_A": 0.9795, "distance_mm": 180.5, "pixel_size_mm": 0.075,
        "beam_center_px": (40.25, 30.75)}
-N_SLOW, N_FAST = 64, 80
+N_SLOW, N_FAST = 160, 176  # the smallest frames physics/limits.py accepts are 128 px a side
 
 
 def _image(seed: int = 0, hi: int = 5000) -> np.ndarray:

@@ -148,7 +148,7 @@ def answer(prep: Prepared, p: float | None, d: float | None, sigma: float | None
     """The per-frame record of the API and of `xrp predict` (``models``: task -> describe())."""
     return {**prep.info, "hit": prep.hit, "n_spots": prep.n_spots,
             "p_multi": None if p is None else round(float(p), 5),
-            "is_multi": bool(prep.hit and p is not None and p >= P_MULTI_THRESHOLD),
+            "is_multi": None if p is None else bool(prep.hit and p >= P_MULTI_THRESHOLD),
             "resolution_A": None if d is None else round(float(d), 4),
             "resolution_sigma_A": None if sigma is None else round(float(sigma), 4),
             "models": {t: {k: m.get(k) for k in ("name", "version", "source")}

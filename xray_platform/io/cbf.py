@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 from fabio.cbfimage import CbfImage
 
-from xray_platform.io.compress import CompressionError, read_all
+from xray_platform.io.compress import CompressionError, TooLarge, read_all
 from xray_platform.physics.geometry import HC_KEV_A
+from xray_platform.physics.limits import GeometryError, check_shape
 
 __all__ = [
     "CBFError",
@@ -90,6 +91,8 @@ def _load_bytes(path: Path) -> bytes:
         return read_all(path)
     except CompressionError as exc:
         raise CBFError(f"{path}: {exc}") from exc
+    except TooLarge as exc:
+        raise TooLarge(f"{path}: {exc}") from None
 
 
 def _check_binary_section(path: Path, buf: bytes) -> dict[str, str]:
@@ -122,6 +125,10 @@ def _check_binary_section(path: Path, buf: bytes) -> dict[str, str]:
         raise CBFError(f"{path}: unsupported CBF element type {dtype!r}")
     if n_fast <= 0 or n_slow <= 0 or n_elem != n_fast * n_slow:
         raise CBFError(f"{path}: corrupt CBF dimensions {n_fast}x{n_slow} ({n_elem} elements)")
+    try:
+        check_shape(n_fast, n_slow)  # before fabio decodes a single pixel
+    except GeometryError as e:
+        raise GeometryError(f"{path}: {e}") from None
     blob = buf[start + len(_STARTER) : start + len(_STARTER) + size]
     if len(blob) < size:
         raise CBFError(f"{path}: truncated CBF (binary data has {len(blob)} of {size} bytes)")

@@ -7,11 +7,14 @@ file, :func:`stream` for its start, :func:`head` for the cached first bytes read
 from __future__ import annotations
 
 import bz2
+import os
 import zlib
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from xray_platform.physics.limits import MAX_FILE_BYTES
 
 GZIP = b"\x1f\x8b"
 BZIP2 = b"BZh"
@@ -22,6 +25,10 @@ CHUNK = 1 << 16
 
 class CompressionError(ValueError):
     """Truncated or corrupt compressed data (the message says what, callers add the file)."""
+
+
+class TooLarge(ValueError):
+    """A file bigger than any detector frame xrp reads (physics/limits.py)."""
 
 
 def decompressor(magic: bytes) -> Any:
@@ -87,18 +94,46 @@ def head(path: Path, n: int = SNIFF) -> bytes:
     return _head_cached(str(path), st.st_mtime_ns, st.st_size)[:n]
 
 
-def read_all(path: Path) -> bytes:
-    """The whole (decompressed) file; truncated or corrupt compressed data raises
-    CompressionError. Concatenated gzip members are all read."""
-    data = path.read_bytes()
-    dec = decompressor(data)
-    if dec is None:
-        return data
-    try:
-        if data[:2] == GZIP:
-            import gzip
+def read_all(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The whole (decompressed) file, at most ``limit`` bytes: a file that decompresses to more
+    raises TooLarge as soon as it passes the limit (a decompression bomb costs milliseconds and
+    no memory beyond the limit); truncated or corrupt data raises CompressionError.
+    Concatenated gzip members and bzip2 streams are all read."""
+    with open(path, "rb") as fh:
+        first = fh.read(CHUNK)
+        if decompressor(first) is None:
+            size = os.fstat(fh.fileno()).st_size
+            if size > limit:
+                raise TooLarge(f"file of {size / 2**20:.0f} MiB is above the limit of "
+                               f"{limit / 2**20:.0f} MiB (the largest detector frame xrp reads)")
+            return first + fh.read()
+        return _decompress_bounded(fh, first, limit)
 
-            return gzip.decompress(data)
-        return bz2.decompress(data)
-    except (OSError, EOFError, ValueError, zlib.error) as exc:
-        raise CompressionError(f"truncated or corrupt compressed file ({exc})") from exc
+
+def _decompress_bounded(fh, data: bytes, limit: int) -> bytes:
+    out = bytearray()
+    dec = decompressor(data)
+    while True:
+        try:
+            # max_length bounds each step's output, so the limit holds within one chunk
+            out += dec.decompress(data, limit + 1 - len(out))
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
+            raise CompressionError(f"truncated or corrupt compressed file ({exc})") from exc
+        if len(out) > limit:
+            raise TooLarge(f"file decompresses to more than {limit / 2**20:.0f} MiB, the limit "
+                           "(the largest detector frame xrp reads, with its headers)")
+        if dec.eof:  # another gzip member / bzip2 stream may follow, or trailing garbage
+            data = dec.unused_data or fh.read(CHUNK)
+            dec = decompressor(data) if data else None
+            if dec is None:
+                return bytes(out)
+            continue
+        if isinstance(dec, bz2.BZ2Decompressor):
+            data = b"" if not dec.needs_input else fh.read(CHUNK)  # b"": drain its buffer
+            ended = dec.needs_input and not data
+        else:
+            data = dec.unconsumed_tail or fh.read(CHUNK)
+            ended = not data
+        if ended:
+            raise CompressionError("truncated or corrupt compressed file (the compressed "
+                                   "stream ends early)")

@@ -69,10 +69,24 @@ def manifest_info(preset: DatasetPreset, seed: int, shard_size: int, full_frames
     }
 
 
+def _differences(old: dict, new: dict) -> list[str]:
+    """Manifest keys in which two data sets differ (the shot count of the preset's parameters
+    counts as n_shots)."""
+    keys = ("preset", "n_shots", "seed", "shard_size", "full_frames")
+    diff = [k for k in keys if old.get(k) != new.get(k)]
+    strip = [{k: v for k, v in (d.get("parameters") or {}).items() if k not in (
+        "n_shots", "user_sets")} for d in (old, new)]
+    if strip[0] != strip[1] or (old.get("parameters") or {}).get("user_sets") != \
+            (new.get("parameters") or {}).get("user_sets"):
+        diff.append("parameters")
+    return diff
+
+
 def prepare_directory(out: Path, info: dict) -> set[int]:
     """Create or check the data set directory; return the indices of shards already complete.
 
-    Refuses (ValueError) to mix two different data sets in one directory."""
+    Refuses (ValueError) to mix two different data sets in one directory; a larger shot count
+    of the same data set extends it."""
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -83,11 +97,16 @@ def prepare_directory(out: Path, info: dict) -> set[int]:
     if (out / "dataset.json").exists():
         old = read_manifest(out)
         info = json.loads(json.dumps(info))  # compare as stored (tuples become lists)
-        keys = ("preset", "n_shots", "seed", "shard_size", "full_frames", "parameters")
-        diff = [k for k in keys if old.get(k) != info.get(k)]
-        if diff:
+        diff = _differences(old, info)
+        if diff == ["n_shots"] and info["n_shots"] > old["n_shots"]:
+            # more shots of the same data set: shot i depends only on (seed, i), so every
+            # complete shard stays valid and the new ones continue the set
+            write_manifest(out, {**info, "complete": False})
+        elif diff:
             raise ValueError(f"{out} already holds a different data set (differs in: "
-                             f"{', '.join(diff)}); choose another --out or delete it")
+                             f"{', '.join(diff)}); choose another --out or delete it"
+                             + (" (a data set can grow, not shrink)" if diff == ["n_shots"]
+                                else ""))
     else:
         write_manifest(out, {**info, "complete": False})
     clean_partials(out)

@@ -85,12 +85,12 @@ def _quiet_ray_output(log: Path) -> None:
 
     quiet._xrp_quiet = True
     w.print_to_stdstream = quiet
-    handler = logging.FileHandler(log)
-    handler.setLevel(logging.INFO)
+    # the driver's own Ray loggers (Ray Data configures its own when imported: import it
+    # first): errors only; every Ray process's full log stays in /tmp/ray/session_*/logs
+    import ray.data  # noqa: F401
+
     for name in ("ray", "ray.train", "ray.tune", "ray.data", "ray.serve"):
-        lg = logging.getLogger(name)
-        lg.addHandler(handler)
-    logging.getLogger("ray").setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def init_ray(address: str | None, num_cpus: int | None = None, *,

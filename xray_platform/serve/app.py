@@ -25,9 +25,12 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from xray_platform import __version__
 
@@ -38,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "max_upload_mb": 64.0,  # a bzip2 PILATUS 6M frame is ~2.5 MB, a raw EIGER 16M ~75 MB
     "max_batch_size": 16,
     "batch_wait_timeout_s": 0.005,
+    "request_timeout_s": 60.0,  # per request: decoding, mapping and the models
 }
 _SUFFIX = re.compile(r"(\.(?:cbf|img|smv|h5|hdf5|nxs|npy))?(\.(?:gz|bz2))?$", re.IGNORECASE)
 
@@ -51,6 +55,54 @@ class BadInput(ValueError):
 
     def __reduce__(self):  # crosses processes as a value (Preprocessor -> Ingress)
         return (BadInput, (str(self), self.status))
+
+
+class ServerFault(RuntimeError):
+    """Not the input's fault: answered 500 with an id that names the logged traceback."""
+
+    def __init__(self, fault_id: str) -> None:
+        super().__init__(fault_id)
+        self.fault_id = fault_id
+
+    def __reduce__(self):
+        return (ServerFault, (self.fault_id,))
+
+
+_GEOMETRY_FIELDS_HINT = ("send the missing geometry as form fields (wavelength_A, distance_mm, "
+                         "pixel_size_mm, beam_center_x_px, beam_center_y_px)")
+
+
+def input_error(e: BaseException, tmp_path: str, filename: str) -> "BadInput | ServerFault":
+    """What to answer for an exception raised while reading or mapping an upload: 413 for a
+    file over a size cap, 422 for input that cannot be used (its message, with the server's
+    temporary path replaced by the upload's name), or a logged server fault."""
+    from xray_platform.io.compress import TooLarge
+    from xray_platform.io.formats import DataFileMissing, FormatError, GeometryMissing
+
+    msg = str(e).replace(tmp_path, filename)
+    if isinstance(e, TooLarge):
+        return BadInput(msg, 413)
+    if isinstance(e, GeometryMissing):
+        return BadInput(f"{msg}: {_GEOMETRY_FIELDS_HINT}")
+    if isinstance(e, DataFileMissing):
+        return BadInput(f"{msg}; upload a file that holds its pixels (an HDF5 file with the data "
+                        "inline, a CBF, ...)")
+    if isinstance(e, FormatError | ValueError | OSError | OverflowError | MemoryError):
+        return BadInput(msg)
+    if isinstance(e, RuntimeError) and "torch" in type(e).__module__ + repr(e.args):
+        return BadInput(f"{filename}: the frame cannot be mapped onto the model grid ({msg})")
+    return fault(e)
+
+
+def fault(e: BaseException) -> ServerFault:
+    """Log the traceback of a server fault under a fresh id (the 500 answer carries it)."""
+    import traceback
+    import uuid
+
+    fault_id = uuid.uuid4().hex[:12]
+    print(f"[xrp serve] fault {fault_id}:\n" + "".join(traceback.format_exception(e)),
+          flush=True)
+    return ServerFault(fault_id)
 
 
 def _safe_suffix(filename: str | None) -> str:
@@ -75,24 +127,22 @@ class Preprocessor:
 
     def __call__(self, data: bytes, filename: str | None, index: int,
                  overrides: dict[str, Any]) -> Any:
-        """A predict.Prepared, or a BadInput describing why the upload cannot be used."""
+        """A core.answer.Prepared, or a BadInput saying why the upload cannot be used (never an
+        exception: whatever the input does, the answer is a 4xx, or a 500 with an id)."""
         from xray_platform.core.answer import prepare_frame
-        from xray_platform.io.formats import FormatError, GeometryMissing, read_frame
+        from xray_platform.io.formats import read_frame
 
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="xrp-upload-") as d:
             path = Path(d) / f"upload{_safe_suffix(filename)}"
             path.write_bytes(data)
+            del data
             try:
                 frame = read_frame(path, index, **overrides)
                 t1 = time.perf_counter()
                 prepared = prepare_frame(frame, self.preps, self.hit_finder)
-            except GeometryMissing as e:
-                return BadInput(f"{filename}: {e}; send the missing geometry as form fields "
-                                "(wavelength_A, distance_mm, pixel_size_mm, beam_center_x_px, "
-                                "beam_center_y_px)")
-            except (FormatError, ValueError, OSError) as e:
-                return BadInput(str(e).replace(str(path), filename or "upload"))
+            except Exception as e:  # noqa: BLE001 (mapped to 4xx, or logged as a fault)
+                return input_error(e, str(path), filename or "upload")
         prepared.info["file"] = filename
         prepared.timings_ms["decode_ms"] = 1e3 * (t1 - t0)
         return prepared
@@ -145,7 +195,8 @@ api = FastAPI(title="xrp", version=__version__, description=(
     "Is this X-ray diffraction frame one lattice or several, and to what resolution (Å) does "
     "it diffract? POST a detector file (CBF/miniCBF, EIGER/NeXus HDF5, SMV .img, .npy with "
     "geometry; .gz/.bz2 accepted) to /v1/predict."))
-_LIMIT = {"bytes": int(DEFAULTS["max_upload_mb"] * 2**20)}  # set by the Ingress replica
+_LIMIT = {"bytes": int(DEFAULTS["max_upload_mb"] * 2**20),  # set by the Ingress replica
+          "seconds": float(DEFAULTS["request_timeout_s"])}
 
 
 @api.middleware("http")
@@ -153,9 +204,8 @@ async def _upload_limit(request: Request, call_next):
     """Refuse bodies above the limit before anything reads them."""
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > _LIMIT["bytes"]:
-        return JSONResponse({"error": f"upload of {int(size) / 2**20:.1f} MiB is above the "
-                             f"limit of {_LIMIT['bytes'] / 2**20:.1f} MiB (max_upload_mb)"},
-                            status_code=413)
+        return _error_response(f"upload of {int(size) / 2**20:.1f} MiB is above the limit of "
+                               f"{_LIMIT['bytes'] / 2**20:.1f} MiB (max_upload_mb)", 413)
     return await call_next(request)
 
 
@@ -173,8 +223,53 @@ async def _call(method, *args, attempts: int = 3):
     return None  # unreachable
 
 
+class ErrorBody(BaseModel):
+    """Every error answer of the API (4xx and 5xx): what went wrong, for the HTTP user."""
+
+    error: str
+    status: int
+    id: str | None = None  # server faults: the id of the logged traceback
+
+
+_ERRORS = {400: {"model": ErrorBody, "description": "bad request (form fields)"},
+           405: {"model": ErrorBody, "description": "method not allowed"},
+           413: {"model": ErrorBody, "description": "upload or decompressed file over a limit"},
+           422: {"model": ErrorBody, "description": "the upload cannot be used (names why)"},
+           500: {"model": ErrorBody, "description": "server fault (with an id in the logs)"},
+           504: {"model": ErrorBody, "description": "over the per-request time limit"}}
+
+
+def _error_response(message: str, status: int, fault_id: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status, "id": fault_id},
+                        status_code=status)
+
+
 def _error(e: BadInput) -> JSONResponse:
-    return JSONResponse({"error": str(e)}, status_code=e.status)
+    return _error_response(str(e), e.status)
+
+
+def _field_errors(errors: list[dict]) -> str:
+    """FastAPI validation errors -> one sentence naming the fields."""
+    parts = []
+    for err in errors:
+        where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query"))
+        parts.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return _error_response(_field_errors(exc.errors()), 422)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return _error_response(str(exc.detail), exc.status_code)
+
+
+@api.exception_handler(Exception)
+async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    return _error_response("internal error", 500, fault(exc).fault_id)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
@@ -182,8 +277,9 @@ def _error(e: BadInput) -> JSONResponse:
 class Ingress:
     def __init__(self, pre: DeploymentHandle, lattice: DeploymentHandle | None,
                  resolution: DeploymentHandle | None, max_upload_mb: float,
-                 models: dict[str, dict]) -> None:
+                 models: dict[str, dict], request_timeout_s: float = 60.0) -> None:
         _LIMIT["bytes"] = int(max_upload_mb * 2**20)
+        _LIMIT["seconds"] = float(request_timeout_s)
         self.pre, self.lattice, self.resolution = pre, lattice, resolution
         self.models = models  # what each model deployment serves (describe())
         self.started = time.time()
@@ -199,7 +295,7 @@ class Ingress:
         """The loaded models: registry name and version, architecture, preprocessing, metrics."""
         return {"models": self.models}
 
-    @api.post("/v1/predict")
+    @api.post("/v1/predict", responses=_ERRORS)
     async def predict(
         self,
         file: UploadFile = File(..., description="A detector file (one frame is answered)."),
@@ -213,45 +309,79 @@ class Ingress:
         beam_center_y_px: float | None = Form(None, description="Override: beam centre, slow "
                                               "axis (pixels)."),
     ) -> JSONResponse:
-        """One frame -> hit, p_multi, is_multi, resolution_A and sigma (Å), versions, timings."""
-        from xray_platform.core.answer import answer, input_key, wants_resolution
-        from xray_platform.io.formats import geometry_overrides
+        """One frame -> hit, p_multi, is_multi, resolution_A and sigma (Å), versions, timings.
+        What was not computed is null. Errors: {"error", "status", "id"} (ErrorBody)."""
+        import asyncio
 
         t0 = time.perf_counter()
         try:
-            data = await file.read(_LIMIT["bytes"] + 1)
-            if len(data) > _LIMIT["bytes"]:
-                raise BadInput(f"upload is above the limit of {_LIMIT['bytes'] / 2**20:.1f} MiB",
-                               413)
-            if not data:
-                raise BadInput(f"empty upload {file.filename!r}", 400)
-            if frame < 0:
-                raise BadInput(f"frame must be >= 0, got {frame}", 400)
-            if (beam_center_x_px is None) != (beam_center_y_px is None):
-                raise BadInput("give both beam_center_x_px and beam_center_y_px", 400)
-            centre = None if beam_center_x_px is None else (beam_center_x_px, beam_center_y_px)
-            try:
-                over = geometry_overrides(wavelength_A, distance_mm, pixel_size_mm, centre)
-            except ValueError as e:
-                raise BadInput(str(e), 400) from None
-            prepared = await _call(self.pre, data, file.filename, frame, over)
-            if isinstance(prepared, BadInput):
-                raise prepared
+            data = await _read_upload(file)
+            over = _form_overrides(frame, wavelength_A, distance_mm, pixel_size_mm,
+                                   beam_center_x_px, beam_center_y_px)
+            return await asyncio.wait_for(
+                self._answer(data, file.filename, frame, over, always_resolution, t0),
+                timeout=_LIMIT["seconds"])
         except BadInput as e:
             return _error(e)
+        except ServerFault as e:
+            return _error_response("internal error", 500, e.fault_id)
+        except TimeoutError:
+            return _error_response(f"the frame took longer than the per-request limit of "
+                                   f"{_LIMIT['seconds']:.0f} s", 422)
+
+    async def _answer(self, data: bytes, filename: str | None, frame: int, over: dict,
+                      always_resolution: bool, t0: float) -> JSONResponse:
+        from xray_platform.core.answer import answer, input_key, wants_resolution
+
+        prepared = await _call(self.pre, data, filename, frame, over)
+        del data
+        if isinstance(prepared, BadInput | ServerFault):
+            raise prepared
         t1 = time.perf_counter()
-        p = None
-        if self.lattice is not None:
-            p = await _call(self.lattice.run, prepared.inputs[input_key(self.models["lattice"])])
-        t2 = time.perf_counter()
-        d = s = None
-        if self.resolution is not None and wants_resolution(prepared, p, always_resolution):
-            d, s = await _call(self.resolution.run,
-                               prepared.inputs[input_key(self.models["resolution"])])
+        try:
+            p = None
+            if self.lattice is not None:
+                p = await _call(self.lattice.run,
+                                prepared.inputs[input_key(self.models["lattice"])])
+            t2 = time.perf_counter()
+            d = s = None
+            if self.resolution is not None and wants_resolution(prepared, p, always_resolution):
+                d, s = await _call(self.resolution.run,
+                                   prepared.inputs[input_key(self.models["resolution"])])
+        except Exception as e:  # the input was checked: a model failing is the server's fault
+            raise fault(e) from None
         t3 = time.perf_counter()
         return JSONResponse(answer(prepared, p, d, s, self.models, {
             "preprocess_total_ms": 1e3 * (t1 - t0), "lattice_ms": 1e3 * (t2 - t1),
             "resolution_ms": 1e3 * (t3 - t2), "total_ms": 1e3 * (time.perf_counter() - t0)}))
+
+
+async def _read_upload(file: UploadFile) -> bytes:
+    """The upload, read in pieces and refused as soon as it passes the limit."""
+    buf = bytearray()
+    while piece := await file.read(1 << 20):
+        buf += piece
+        if len(buf) > _LIMIT["bytes"]:
+            raise BadInput(f"upload is above the limit of {_LIMIT['bytes'] / 2**20:.1f} MiB "
+                           "(max_upload_mb)", 413)
+    if not buf:
+        raise BadInput(f"empty upload {file.filename!r}", 400)
+    return bytes(buf)
+
+
+def _form_overrides(frame: int, wavelength_A, distance_mm, pixel_size_mm, beam_x,
+                    beam_y) -> dict[str, Any]:
+    from xray_platform.io.formats import geometry_overrides
+
+    if frame < 0:
+        raise BadInput(f"frame must be >= 0, got {frame}", 400)
+    if (beam_x is None) != (beam_y is None):
+        raise BadInput("give both beam_center_x_px and beam_center_y_px", 400)
+    centre = None if beam_x is None else (beam_x, beam_y)
+    try:
+        return geometry_overrides(wavelength_A, distance_mm, pixel_size_mm, centre)
+    except ValueError as e:
+        raise BadInput(str(e), 400) from None
 
 
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:
@@ -303,4 +433,5 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
                 models[task]["spec"], cfg["mlflow_uri"], int(cfg["max_batch_size"]),
                 float(cfg["batch_wait_timeout_s"]))
     return dep(Ingress, "Ingress").bind(pre, handles.get("lattice"), handles.get("resolution"),
-                                        float(cfg["max_upload_mb"]), models)
+                                        float(cfg["max_upload_mb"]), models,
+                                        float(cfg["request_timeout_s"]))

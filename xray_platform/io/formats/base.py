@@ -25,6 +25,14 @@ from xray_platform.io.cbf import GeometryMissing
 from xray_platform.io.compress import SNIFF, SNIFF_MAX, is_compressed  # noqa: F401
 from xray_platform.io.compress import head as sniff  # noqa: F401
 from xray_platform.physics.geometry import DETECTORS, DetectorPreset, Geometry
+from xray_platform.physics.limits import (
+    GeometryError,
+    check_distance,
+    check_geometry,
+    check_pixel_size,
+    check_shape,
+    check_wavelength,
+)
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NPY_MAGIC = b"\x93NUMPY"
@@ -76,10 +84,16 @@ class Frame:
         missing = self.info.missing_geometry
         if missing:
             raise GeometryMissing(
-                f"{self.path}: the {self.info.format} header lacks {', '.join(missing)}; pass "
-                f"them to read_frame(..., {'=..., '.join(missing)}=...)"
+                f"{self.path}: the {self.info.format} header lacks {', '.join(missing)}; give "
+                "them as geometry overrides"
             )
         assert self.info.beam_center_px is not None  # for type checkers (checked above)
+        i = self.info
+        try:  # only a geometry a real setup can have is answered for (physics/limits.py)
+            check_geometry(float(i.wavelength_A), float(i.distance_mm), float(i.pixel_size_mm),
+                           i.beam_center_px, i.n_fast, i.n_slow)
+        except GeometryError as e:
+            raise GeometryError(f"{self.path}: {e} (header or override)") from None
         return Geometry(
             detector=detector_for(self.info),
             distance_mm=float(self.info.distance_mm),  # type: ignore[arg-type]
@@ -111,12 +125,25 @@ def read_all(path: Path) -> bytes:
         return compress.read_all(path)
     except compress.CompressionError as exc:
         raise FormatError(f"{path}: {exc}") from exc
+    except compress.TooLarge as exc:
+        raise compress.TooLarge(f"{path}: {exc}") from None
+
+
+def checked_shape(path: Path | str, n_fast: int, n_slow: int) -> tuple[int, int]:
+    """(n_fast, n_slow) if a real detector can write such a frame (physics/limits.py), before
+    any pixel is decoded; GeometryError naming the file otherwise."""
+    try:
+        check_shape(int(n_fast), int(n_slow))
+    except GeometryError as e:
+        raise GeometryError(f"{path}: {e}") from None
+    return int(n_fast), int(n_slow)
 
 
 def to_image(path: Path | str, raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Raw pixels -> float32 (slow, fast); wrong shape or non-finite values -> FormatError."""
     if raw.shape != shape:
         raise FormatError(f"{path}: frame has shape {raw.shape}, header says {shape} (slow, fast)")
+    checked_shape(path, shape[1], shape[0])
     img = np.array(raw, dtype=np.float32, order="C")  # always a fresh, writable copy
     if raw.dtype.kind == "f" and not np.isfinite(img).all():  # (integers are always finite)
         raise FormatError(f"{path}: frame holds NaN or infinite values")
@@ -201,17 +228,21 @@ def geometry_overrides(wavelength_A: float | None = None, distance_mm: float | N
     """The given geometry overrides, checked (the one check for read_frame, `xrp predict` and
     the HTTP form fields): lengths and wavelength positive and finite, a finite beam centre."""
     out: dict[str, Any] = {}
-    for name, value in (("wavelength_A", wavelength_A), ("distance_mm", distance_mm),
-                        ("pixel_size_mm", pixel_size_mm)):
+    for name, value, check in (("wavelength_A", wavelength_A, check_wavelength),
+                               ("distance_mm", distance_mm, check_distance),
+                               ("pixel_size_mm", pixel_size_mm, check_pixel_size)):
         if value is not None:
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be positive and finite, got {value}")
+            try:
+                check(value)
+            except GeometryError as e:  # the value and the range real setups have
+                raise GeometryError(f"{name}: {e}") from None
             out[name] = float(value)
     if beam_center_px is not None:
         centre = tuple(float(v) for v in beam_center_px)
         if len(centre) != 2 or not all(math.isfinite(v) for v in centre):
-            raise ValueError(f"beam_center_px must be two finite numbers, got {beam_center_px}")
-        out["beam_center_px"] = centre
+            raise GeometryError(f"the beam centre must be two finite numbers, got "
+                                f"{beam_center_px}")
+        out["beam_center_px"] = centre  # its range depends on the frame: Frame.geometry()
     return out
 
 

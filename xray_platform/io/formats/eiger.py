@@ -23,6 +23,7 @@ from xray_platform.io.formats.base import (
     FrameSource,
     Reader,
     check_index,
+    checked_shape,
     existing,
     is_compressed,
     positive,
@@ -210,7 +211,7 @@ class EigerHDF5Reader(Reader):
             if not block.file.exists():
                 raise DataFileMissing(
                     f"{path}: data file {block.file.name} is missing (/entry/data/{block.key} "
-                    f"links to {block.file}); copy it next to the master file")
+                    f"links to {block.file.name} next to the master file)")
             try:
                 df = stack.enter_context(h5py.File(block.file, "r"))
             except OSError as exc:
@@ -329,6 +330,7 @@ class EigerHDF5Reader(Reader):
         else:
             raise FormatError(f"{path}: image size unknown (no data file and no "
                               "detectorSpecific/x_pixels_in_detector)")
+        n_fast, n_slow = checked_shape(path, n_fast, n_slow)
         if len(present) == len(blocks):
             n_frames = sum(n for _, n in blocks)
         else:  # data files missing: the header's count, else what can be seen

@@ -16,6 +16,7 @@ from xray_platform.io.formats.base import (
     FrameInfo,
     Reader,
     check_index,
+    checked_shape,
     existing,
     is_compressed,
     read_all,
@@ -64,6 +65,7 @@ class NpyReader(Reader):
         if len(shape) not in (2, 3) or 0 in shape:
             raise FormatError(f"{path}: .npy array has shape {shape}; expected (slow, fast) or "
                               "(frames, slow, fast)")
+        checked_shape(path, shape[-1], shape[-2])
 
     def info(self, path: str | Path) -> FrameInfo:
         path = existing(path)

@@ -18,6 +18,7 @@ from xray_platform.io.formats.base import (
     FrameInfo,
     Reader,
     check_index,
+    checked_shape,
     existing,
     positive,
     read_all,
@@ -90,6 +91,7 @@ class SMVReader(Reader):
         if n_fast <= 0 or n_slow <= 0 or header.get("DIM", "2") != "2":
             raise FormatError(f"{path}: unsupported SMV image DIM={header.get('DIM')} "
                               f"SIZE1={n_fast} SIZE2={n_slow}")
+        checked_shape(path, n_fast, n_slow)
         kind = _SMV_TYPES.get(header.get("TYPE", "unsigned_short").lower())
         if kind is None:
             raise FormatError(f"{path}: unsupported SMV pixel TYPE={header.get('TYPE')!r}")
