@@ -262,3 +262,45 @@ def test_write_report_flat_lattice_only(tmp_path):
     _, mpath = report.write_report(tmp_path, lat, {}, "lattice only")
     md = mpath.read_text()
     assert "lattice accuracy" in md and "Pearson" not in md and "User datasets" not in md
+
+
+# --- where models fail: breakdown tables --------------------------------------------------------
+def _table(n: int = 400, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    n_lat = rng.integers(0, 4, n)
+    per = [json.dumps([int(v) for v in rng.integers(0, 60, k)]) for k in n_lat]
+    return {"is_multi": n_lat >= 2, "n_lattices": n_lat, "hit": n_lat > 0,
+            "n_detectable_per_lattice": np.array(per), "spot_scale": 10 ** rng.uniform(0, 5, n),
+            "detector": np.where(rng.random(n) < 0.5, "pilatus6m", "eiger16m"),
+            "ice": np.where(rng.random(n) < 0.2, 1.0, 0.0),
+            "max_misorientation_deg": np.where(n_lat >= 2, rng.uniform(0, 180, n), 0.0)}
+
+
+def test_lattice_breakdown_counts_and_accuracies() -> None:
+    t = _table()
+    p = np.where(t["is_multi"], 0.9, 0.1)
+    p[t["spot_scale"] < 30] = 1 - p[t["spot_scale"] < 30]  # wrong on the weakest shots
+    b = m_.lattice_breakdown(p, t)
+    assert b["subsets"]["all shots"]["n"] == 400
+    assert b["subsets"]["hits"]["n"] == int(t["hit"].sum())
+    shows = b["subsets"]["hits whose lattices all show"]["n"]
+    assert 0 < shows < b["subsets"]["hits"]["n"]
+    rows = {r["group"]: r for r in b["groups"]["spot strength"]}
+    assert rows["0-30 photons"]["accuracy"] == 0.0 and rows["30000-inf photons"]["accuracy"] == 1
+    assert sum(r["n"] for r in b["groups"]["detector"]) == b["subsets"]["hits"]["n"]
+    mis = b["groups"]["misorientation (multi-lattice hits)"]
+    assert sum(r["n"] for r in mis) == int((t["hit"] & t["is_multi"]).sum())  # 180 included
+    assert all(r["frac_multi"] == 1.0 for r in mis)
+
+
+def test_resolution_breakdown_and_the_hits_only_lattice_label() -> None:
+    from xray_platform.core.targets import training_target
+
+    t = _table(seed=1)
+    true = np.where(t["hit"], 2.0 + t["n_lattices"], np.nan)
+    b = m_.resolution_breakdown(true + 0.1, true, t)
+    assert {r["group"] for r in b["lattices"]} == {"1", "2", "3"}  # blanks have no true d
+    assert all(r["mae_A"] == pytest.approx(0.1) for r in b["detector"])
+    _, keep_all = training_target(t, "lattice", "is_multi")
+    _, keep_hits = training_target(t, "lattice", "is_multi_hits")
+    assert keep_all.all() and np.array_equal(keep_hits, t["hit"])

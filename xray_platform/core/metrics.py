@@ -235,3 +235,92 @@ def user_set_metrics(pred_d: np.ndarray, set_id: np.ndarray, target_A: np.ndarra
     n_within = sum(s["within_2sd"] for s in sets)
     return {"n_sets": len(sets), "n_within_2sd": int(n_within),
             "fraction_within_2sd": n_within / len(sets) if sets else float("nan"), "sets": sets}
+
+
+# ----------------------------------------------------------------------------- where models fail
+
+#: spot strength (spot_scale, photons of a full |F|^2 = 1 reflection) decades and misorientation
+#: bins (deg) of the breakdown tables
+STRENGTH_EDGES = (0.0, 30.0, 300.0, 3e3, 3e4, np.inf)
+MISORIENTATION_EDGES = (0.0, 3.0, 10.0, 30.0, 90.0, 180.0)
+VISIBLE_SPOTS = 15  # a lattice "shows" when at least this many of its reflections are detectable
+
+
+def _bins(values: np.ndarray, edges: tuple[float, ...], unit: str) -> list[tuple[str, np.ndarray]]:
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        m = (values >= lo) & ((values < hi) | ((hi == edges[-1]) & (values == hi)))
+        hi_txt = "inf" if not np.isfinite(hi) else f"{hi:g}"
+        out.append((f"{lo:g}-{hi_txt} {unit}".strip(), m))
+    return out
+
+
+def _groups(table: dict, keep: np.ndarray) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """The ways shots are grouped in the breakdowns, each a list of (name, mask)."""
+    g: dict[str, list[tuple[str, np.ndarray]]] = {}
+    if "spot_scale" in table:
+        g["spot strength"] = _bins(np.asarray(table["spot_scale"], float), STRENGTH_EDGES,
+                                   "photons")
+    if "detector" in table:
+        dets = np.asarray(table["detector"]).astype(str)
+        g["detector"] = [(d, dets == d) for d in sorted(set(dets[keep]))]
+    if "n_lattices" in table:
+        n = np.asarray(table["n_lattices"], int)
+        g["lattices"] = [(str(k), n == k) for k in sorted(set(n[keep]))]
+    if "ice" in table:
+        ice = np.asarray(table["ice"], float) > 0
+        g["ice rings"] = [("no ice", ~ice), ("ice", ice)]
+    return {k: [(name, m & keep) for name, m in v if (m & keep).any()] for k, v in g.items()}
+
+
+def lattice_visible(table: dict) -> np.ndarray:
+    """Shots whose every lattice shows (>= VISIBLE_SPOTS detectable reflections each)."""
+    import json
+
+    per = [json.loads(x) if isinstance(x, str) else list(x)
+           for x in np.asarray(table["n_detectable_per_lattice"]).astype(str)]
+    return np.array([len(p) > 0 and min(p) >= VISIBLE_SPOTS for p in per])
+
+
+def lattice_breakdown(p_multi: np.ndarray, table: dict) -> dict:
+    """Accuracy on all shots, on hits, on hits whose lattices all show; then on hits by
+    misorientation (multi), spot strength, detector, number of lattices."""
+    y = labels_bool(table["is_multi"])
+    p = as_1d(p_multi)
+    pred = p >= 0.5
+    hit = np.asarray(table["hit"], bool)
+    subsets = {"all shots": np.ones(len(y), bool), "hits": hit}
+    if "n_detectable_per_lattice" in table:
+        subsets["hits whose lattices all show"] = hit & lattice_visible(table)
+    out = {"subsets": {k: _acc_row(pred, y, m) for k, m in subsets.items()}, "groups": {}}
+    groups = _groups(table, hit)
+    if "max_misorientation_deg" in table:
+        mis = np.asarray(table["max_misorientation_deg"], float)
+        groups = {"misorientation (multi-lattice hits)":
+                  [(n, m & hit & y) for n, m in _bins(mis, MISORIENTATION_EDGES, "deg")
+                   if (m & hit & y).any()], **groups}
+    out["groups"] = {k: [{"group": n, **_acc_row(pred, y, m)} for n, m in v]
+                     for k, v in groups.items()}
+    return out
+
+
+def _acc_row(pred: np.ndarray, y: np.ndarray, m: np.ndarray) -> dict:
+    n = int(m.sum())
+    return {"n": n, "accuracy": float(np.mean(pred[m] == y[m])) if n else float("nan"),
+            "frac_multi": float(np.mean(y[m])) if n else float("nan")}
+
+
+def resolution_breakdown(pred_d: np.ndarray, true_d: np.ndarray, table: dict) -> dict:
+    """MAE and Pearson r of the shots with a true d, by spot strength, detector, number of
+    lattices and ice rings."""
+    pred, true = as_1d(pred_d), as_1d(true_d)
+    keep = np.isfinite(true)
+    out = {}
+    for k, v in _groups(table, keep).items():
+        rows = []
+        for name, m in v:
+            e = pred[m] - true[m]
+            rows.append({"group": name, "n": int(m.sum()), "mae_A": float(np.mean(np.abs(e))),
+                         "bias_A": float(np.mean(e)), "pearson_r": _pearson(pred[m], true[m])})
+        out[k] = rows
+    return out

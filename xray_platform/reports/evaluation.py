@@ -7,7 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from xray_platform.core.metrics import lattice_metrics, resolution_metrics, user_set_metrics
+from xray_platform.core.metrics import (
+    lattice_breakdown,
+    lattice_metrics,
+    resolution_breakdown,
+    resolution_metrics,
+    user_set_metrics,
+)
 from xray_platform.reports.figures import (
     plot_calibration,
     plot_confusion,
@@ -27,16 +33,20 @@ def evaluate_predictions(task: str, label: str, preds: dict, table: dict, out_di
     plots: dict[str, Path] = {}
     metrics: dict[str, Any] = {}
     if task == "lattice":
-        is_multi = np.asarray(table["is_multi"], bool)
-        m = lattice_metrics(preds["p_multi"], is_multi)
+        _, keep = training_target(table, task, label)  # is_multi_hits: judged on hits
+        is_multi = np.asarray(table["is_multi"], bool)[keep]
+        m = lattice_metrics(preds["p_multi"][keep], is_multi)
         metrics["lattice"] = m
+        if "hit" in table:
+            metrics["lattice_breakdown"] = lattice_breakdown(preds["p_multi"], table)
         plots["confusion"] = plot_confusion(m, out_dir / "confusion.png")
-        plots["roc"] = plot_roc(preds["p_multi"], is_multi, out_dir / "roc.png")
+        plots["roc"] = plot_roc(preds["p_multi"][keep], is_multi, out_dir / "roc.png")
     else:
         y, keep = training_target(table, task, label)
         true_d = np.where(keep, 1.0 / np.where(keep, y, 1.0), np.nan)
         m = resolution_metrics(preds["d_A"], preds["sigma_A"], true_d)
         metrics["resolution"] = m
+        metrics["resolution_breakdown"] = resolution_breakdown(preds["d_A"], true_d, table)
         plots["pred_vs_true"] = plot_pred_vs_true(preds["d_A"], true_d,
                                                   out_dir / "pred_vs_true.png",
                                                   sigma_d=preds["sigma_A"], title=title)

@@ -108,6 +108,28 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _breakdown_lines(metrics: dict) -> list[str]:
+    """Where the model fails: the breakdown tables of core/metrics.py."""
+    lines: list[str] = []
+    lat = metrics.get("lattice_breakdown")
+    if lat:
+        lines += ["## Lattice accuracy by subset", ""]
+        lines += _table(["shots", "n", "accuracy", "fraction multi"],
+                        [[k, _fmt(v["n"]), _fmt(v["accuracy"]), _fmt(v["frac_multi"], 2)]
+                         for k, v in lat["subsets"].items()]) + [""]
+        for name, rows in lat["groups"].items():
+            lines += [f"## Lattice accuracy on hits by {name}", ""]
+            lines += _table([name, "n", "accuracy", "fraction multi"],
+                            [[r["group"], _fmt(r["n"]), _fmt(r["accuracy"]),
+                              _fmt(r["frac_multi"], 2)] for r in rows]) + [""]
+    for name, rows in (metrics.get("resolution_breakdown") or {}).items():
+        lines += [f"## Resolution by {name}", ""]
+        lines += _table([name, "n", "MAE (Å)", "bias (Å)", "Pearson r"],
+                        [[r["group"], _fmt(r["n"]), _fmt(r["mae_A"]), _fmt(r["bias_A"]),
+                          _fmt(r["pearson_r"])] for r in rows]) + [""]
+    return lines
+
+
 def write_report(out_dir: Path, metrics: dict, plots: dict[str, Path],
                  title: str) -> tuple[Path, Path]:
     """Write report.json (the metrics, strict JSON) and report.md (tables and plots), atomically.
@@ -145,6 +167,7 @@ def write_report(out_dir: Path, metrics: dict, plots: dict[str, Path],
                           _fmt(s["max_A"]), _fmt(s["z"], 2), _fmt(s["within_2sd"])]
                          for s in sets])
         lines.append("")
+    lines += _breakdown_lines(metrics)
     if plots:
         lines += ["## Plots", ""]
         for name, path in plots.items():
