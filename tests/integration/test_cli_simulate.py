@@ -104,7 +104,7 @@ def test_killed_run_leaves_nothing_that_looks_complete_and_resumes(tmp_path: Pat
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        deadline = time.time() + 180
+        deadline = time.time() + 600  # a busy machine: correctness, not speed
         while time.time() < deadline and not list(out.glob("shard-*.h5")):
             time.sleep(0.2)
         assert list(out.glob("shard-*.h5")), "no shard finished in time"

@@ -235,14 +235,10 @@ def test_bad_inputs_get_4xx_and_the_service_stays_up(service, tmp_path: Path) ->
 
 
 def _bomb(cbf: bytes, mib: int) -> bytes:
-    """A real frame followed by ``mib`` MiB of zeros, gzipped (a few hundred kB)."""
-    import zlib
-
-    comp = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    parts = [comp.compress(cbf)]
-    zeros = b"\0" * (1 << 20)
-    parts += [comp.compress(zeros) for _ in range(mib)]
-    return b"".join(parts) + comp.flush()
+    """A real frame followed by ``mib`` MiB of zeros, gzipped (~1 kB per MiB): one member of
+    zeros, repeated (gzip readers read concatenated members)."""
+    zeros = gzip.compress(b"\0" * (64 << 20), compresslevel=9)
+    return gzip.compress(cbf, compresslevel=1) + zeros * max(1, mib // 64)
 
 
 def test_requests_that_are_not_uploads_get_the_error_schema(service) -> None:
@@ -337,8 +333,8 @@ def test_xrp_predict_writes_a_per_image_table(service, tmp_path: Path) -> None:
     assert "summary" in r.stdout and "5 (1 unreadable)" in r.stdout
     assert "broken.cbf" in r.stderr
     hit = by[("thau_3_2_0002.cbf.bz2", 0)]  # the table's values parse as what they say
-    assert int(hit["n_spots"]) >= 15 and 0.0 <= float(hit["p_multi"]) <= 1.0
-    assert 0.5 < float(hit["resolution_A"]) < 12 and float(hit["resolution_sigma_A"]) > 0
+    assert int(hit["n_spots"]) >= 15 and float(hit["p_multi"]) > 0.99  # the fixed lattice model
+    assert hit["is_multi"] == "True" and hit["resolution_A"] == ""  # routed past the regressor
     assert float(hit["wavelength_A"]) == pytest.approx(0.96859, abs=1e-4)
     assert float(hit["grid_ms"]) > 0 and float(hit["decode_ms"]) > 0
     miss = by[("thau_3_2_0017.cbf.bz2", 0)]

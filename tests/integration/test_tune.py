@@ -213,12 +213,16 @@ def test_tune_job_on_a_cluster_registers_a_champion(search) -> None:
                   "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4",
                   env=env) as start:
         assert start.returncode == 0, start.stdout + start.stderr
-        job = subprocess.run(
-            [RAY, "job", "submit", "--address", f"http://127.0.0.1:{dash}",
-             "--runtime-env", "jobs/runtime_env.yaml", "--", "python", "jobs/tune_lattice.py",
-             "--depths", "18", *TINY, "--epochs", "1", "--name", "job", "--out",
-             str(search["out"]), "--mlflow-uri", search["uri"]],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        submit = [RAY, "job", "submit", "--address", f"http://127.0.0.1:{dash}",
+                  "--runtime-env", "jobs/runtime_env.yaml", "--", "python", "jobs/tune_lattice.py",
+                  "--depths", "18", *TINY, "--epochs", "1", "--name", "job", "--out",
+                  str(search["out"]), "--mlflow-uri", search["uri"]]
+        for _ in range(30):  # the head's job agent comes up a little after `ray start`
+            job = subprocess.run(submit, env=env, cwd=ROOT, capture_output=True, text=True,
+                                 timeout=900)
+            if "No available agent" not in job.stdout + job.stderr:
+                break
+            time.sleep(5)
         assert job.returncode == 0 and "succeeded" in job.stdout.lower(), \
             job.stdout[-5000:] + job.stderr[-3000:]
         job_id = next(w.strip("'") for w in job.stdout.split() if w.strip("'").startswith(

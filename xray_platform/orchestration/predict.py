@@ -132,6 +132,10 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
     from xray_platform.io.atomic import atomic_open
 
     df = pd.DataFrame(rows, columns=COLUMNS)
+    for c in ("frame", "n_spots"):  # counts stay integers beside the rows that have none
+        df[c] = df[c].astype("Int64")
+    for c in ("hit", "is_multi"):
+        df[c] = df[c].astype("boolean")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".parquet":
         with atomic_open(out, "wb") as fh:

@@ -33,6 +33,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from xray_platform import __version__
+from xray_platform.serve import config as serve_config
 
 DEFAULTS: dict[str, Any] = {
     "lattice_model": "champion",  # champion (else the zoo), zoo, a file, a registry ref, null
@@ -195,17 +196,23 @@ api = FastAPI(title="xrp", version=__version__, description=(
     "Is this X-ray diffraction frame one lattice or several, and to what resolution (Å) does "
     "it diffract? POST a detector file (CBF/miniCBF, EIGER/NeXus HDF5, SMV .img, .npy with "
     "geometry; .gz/.bz2 accepted) to /v1/predict."))
-_LIMIT = {"bytes": int(DEFAULTS["max_upload_mb"] * 2**20),  # set by the Ingress replica
-          "seconds": float(DEFAULTS["request_timeout_s"])}
+# the limits live in a module (shipped by reference): Serve sends the Ingress class to its
+# replica by value, so a dict defined here would be copied apart from what the middleware reads
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.1f}"
+
+
+serve_config.LIMITS.setdefault("bytes", int(DEFAULTS["max_upload_mb"] * 2**20))
+serve_config.LIMITS.setdefault("seconds", float(DEFAULTS["request_timeout_s"]))
 
 
 @api.middleware("http")
 async def _upload_limit(request: Request, call_next):
     """Refuse bodies above the limit before anything reads them."""
     size = request.headers.get("content-length")
-    if size is not None and size.isdigit() and int(size) > _LIMIT["bytes"]:
+    if size is not None and size.isdigit() and int(size) > serve_config.LIMITS["bytes"]:
         return _error_response(f"upload of {int(size) / 2**20:.1f} MiB is above the limit of "
-                               f"{_LIMIT['bytes'] / 2**20:.1f} MiB (max_upload_mb)", 413)
+                               f"{_mib(serve_config.LIMITS['bytes'])} MiB (max_upload_mb)", 413)
     return await call_next(request)
 
 
@@ -272,14 +279,43 @@ async def _server_error(request: Request, exc: Exception) -> JSONResponse:
     return _error_response("internal error", 500, fault(exc).fault_id)
 
 
+# (helpers the Ingress uses are defined above it: Serve ships the class to its replica)
+async def _read_upload(file: UploadFile) -> bytes:
+    """The upload, read in pieces and refused as soon as it passes the limit."""
+    buf = bytearray()
+    while piece := await file.read(1 << 20):
+        buf += piece
+        if len(buf) > serve_config.LIMITS["bytes"]:
+            raise BadInput(f"upload is above the limit of {_mib(serve_config.LIMITS['bytes'])} MiB "
+                           "(max_upload_mb)", 413)
+    if not buf:
+        raise BadInput(f"empty upload {file.filename!r}", 400)
+    return bytes(buf)
+
+
+def _form_overrides(frame: int, wavelength_A, distance_mm, pixel_size_mm, beam_x,
+                    beam_y) -> dict[str, Any]:
+    from xray_platform.io.formats import geometry_overrides
+
+    if frame < 0:
+        raise BadInput(f"frame must be >= 0, got {frame}", 400)
+    if (beam_x is None) != (beam_y is None):
+        raise BadInput("give both beam_center_x_px and beam_center_y_px", 400)
+    centre = None if beam_x is None else (beam_x, beam_y)
+    try:
+        return geometry_overrides(wavelength_A, distance_mm, pixel_size_mm, centre)
+    except ValueError as e:
+        raise BadInput(str(e), 400) from None
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
 @serve.ingress(api)
 class Ingress:
     def __init__(self, pre: DeploymentHandle, lattice: DeploymentHandle | None,
                  resolution: DeploymentHandle | None, max_upload_mb: float,
                  models: dict[str, dict], request_timeout_s: float = 60.0) -> None:
-        _LIMIT["bytes"] = int(max_upload_mb * 2**20)
-        _LIMIT["seconds"] = float(request_timeout_s)
+        serve_config.LIMITS["bytes"] = int(max_upload_mb * 2**20)
+        serve_config.LIMITS["seconds"] = float(request_timeout_s)
         self.pre, self.lattice, self.resolution = pre, lattice, resolution
         self.models = models  # what each model deployment serves (describe())
         self.started = time.time()
@@ -320,14 +356,14 @@ class Ingress:
                                    beam_center_x_px, beam_center_y_px)
             return await asyncio.wait_for(
                 self._answer(data, file.filename, frame, over, always_resolution, t0),
-                timeout=_LIMIT["seconds"])
+                timeout=serve_config.LIMITS["seconds"])
         except BadInput as e:
             return _error(e)
         except ServerFault as e:
             return _error_response("internal error", 500, e.fault_id)
         except TimeoutError:
             return _error_response(f"the frame took longer than the per-request limit of "
-                                   f"{_LIMIT['seconds']:.0f} s", 422)
+                                   f"{serve_config.LIMITS['seconds']:.0f} s", 422)
 
     async def _answer(self, data: bytes, filename: str | None, frame: int, over: dict,
                       always_resolution: bool, t0: float) -> JSONResponse:
@@ -354,34 +390,6 @@ class Ingress:
         return JSONResponse(answer(prepared, p, d, s, self.models, {
             "preprocess_total_ms": 1e3 * (t1 - t0), "lattice_ms": 1e3 * (t2 - t1),
             "resolution_ms": 1e3 * (t3 - t2), "total_ms": 1e3 * (time.perf_counter() - t0)}))
-
-
-async def _read_upload(file: UploadFile) -> bytes:
-    """The upload, read in pieces and refused as soon as it passes the limit."""
-    buf = bytearray()
-    while piece := await file.read(1 << 20):
-        buf += piece
-        if len(buf) > _LIMIT["bytes"]:
-            raise BadInput(f"upload is above the limit of {_LIMIT['bytes'] / 2**20:.1f} MiB "
-                           "(max_upload_mb)", 413)
-    if not buf:
-        raise BadInput(f"empty upload {file.filename!r}", 400)
-    return bytes(buf)
-
-
-def _form_overrides(frame: int, wavelength_A, distance_mm, pixel_size_mm, beam_x,
-                    beam_y) -> dict[str, Any]:
-    from xray_platform.io.formats import geometry_overrides
-
-    if frame < 0:
-        raise BadInput(f"frame must be >= 0, got {frame}", 400)
-    if (beam_x is None) != (beam_y is None):
-        raise BadInput("give both beam_center_x_px and beam_center_y_px", 400)
-    centre = None if beam_x is None else (beam_x, beam_y)
-    try:
-        return geometry_overrides(wavelength_A, distance_mm, pixel_size_mm, centre)
-    except ValueError as e:
-        raise BadInput(str(e), 400) from None
 
 
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:

@@ -10,6 +10,8 @@ import yaml
 
 DEFAULT_HOST = "127.0.0.1"  # loopback unless the user says otherwise
 DEFAULT_PORT = 8000
+#: the running Ingress's limits (bytes per upload, seconds per request), set by the replica
+LIMITS: dict[str, float] = {}
 
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> tuple[dict, str, int]:
