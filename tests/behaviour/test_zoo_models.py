@@ -17,6 +17,7 @@ from xray_platform.physics import crystal as xtal
 from xray_platform.physics.presets import ZOO_GRID, preset
 from xray_platform.physics.simulate import simulate
 from xray_platform.tracking.resolve import load
+from xray_platform.zoo import zoo_model
 
 #: strong, single-lattice, PILATUS 6M shots of the zoo's distribution
 SINGLE = preset("zoo-resolution").sim.with_(n_lattices={1: 1.0}, detectors=("pilatus6m",),
@@ -24,9 +25,19 @@ SINGLE = preset("zoo-resolution").sim.with_(n_lattices={1: 1.0}, detectors=("pil
 SEEDS = range(6)
 
 
+#: the lattice classifier is not shipped yet (README, "The model zoo"): its tests run once it is
+SHIPS_LATTICE = zoo_model("lattice") is not None
+needs_lattice = pytest.mark.skipif(not SHIPS_LATTICE, reason="this xrp ships no lattice model")
+
+
 @pytest.fixture(scope="module")
 def zoo() -> dict:
-    return {t: load(t, "zoo") for t in ("lattice", "resolution")}
+    return {t: load(t, "zoo") for t in ("lattice", "resolution") if zoo_model(t) is not None}
+
+
+def test_the_zoo_ships_a_resolution_model_and_answers_from_it(zoo) -> None:
+    assert "resolution" in zoo and zoo["resolution"].source.startswith("zoo:xrp-zoo-resolution")
+    assert zoo_model("resolution").card.is_file()
 
 
 def _inputs(model, params: list) -> np.ndarray:
@@ -60,6 +71,7 @@ def test_a_larger_b_factor_is_never_predicted_finer(zoo) -> None:
         assert d[0] < d[1] < d[2], (seed, d)
 
 
+@needs_lattice
 def test_a_second_lattice_at_20_degrees_raises_p_multi(zoo) -> None:
     model = zoo["lattice"]
     rng = np.random.default_rng(7)
@@ -82,7 +94,11 @@ def test_the_real_thaumatin_hit_and_miss(zoo) -> None:
     hit, miss = predict_frames([read_frame(REAL / "thau_3_2_0002.cbf.bz2"),
                                 read_frame(REAL / "thau_3_2_0017.cbf.bz2")], zoo,
                                always_resolution=True)
-    assert hit["hit"] and not hit["is_multi"], hit
+    assert hit["hit"], hit
+    if SHIPS_LATTICE:
+        assert hit["is_multi"] is False, hit
+    else:  # no lattice model answered: no lattice answer either
+        assert hit["is_multi"] is None and hit["p_multi"] is None, hit
     assert 1.5 <= hit["resolution_A"] <= 2.7, hit
     assert not miss["hit"] and miss["resolution_A"] is None, miss
     assert hit["models"]["resolution"]["source"].startswith("zoo:")

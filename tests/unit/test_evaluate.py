@@ -304,3 +304,18 @@ def test_resolution_breakdown_and_the_hits_only_lattice_label() -> None:
     _, keep_all = training_target(t, "lattice", "is_multi")
     _, keep_hits = training_target(t, "lattice", "is_multi_hits")
     assert keep_all.all() and np.array_equal(keep_hits, t["hit"])
+
+
+def test_user_set_targets_compare_like_with_like():
+    """A d_vis model is judged against each set's d_vis labels, a d_B model against d_B."""
+    from xray_platform.reports.evaluation import set_targets
+
+    ids = np.array([0, 0, 0, 1, 1])
+    true_d = np.array([2.0, 2.4, np.nan, 3.0, 3.2])
+    table = {"target_resolution_A": np.array([2.9, 2.9, 2.9, 4.5, 4.5])}
+    t, kind = set_targets("d_vis", ids, true_d, table)
+    np.testing.assert_allclose(t, [2.2, 2.2, 2.2, 3.1, 3.1])
+    assert "d_vis" in kind
+    t, kind = set_targets("d_B", ids, true_d, table)
+    np.testing.assert_allclose(t, table["target_resolution_A"])
+    assert "d_B" in kind

@@ -33,7 +33,9 @@ def _overrides(wavelength_a, distance_mm, pixel_size_mm, beam_center) -> dict:
 
 def _pinned(specs: dict[str, str], mlflow_uri: str | None) -> dict[str, str]:
     """Resolve every model once (registry aliases pinned to versions for every actor) and say
-    which answers; reads metadata only, the actors load the weights."""
+    which answers; reads metadata only, the actors load the weights. A task asked for by the
+    default ('champion') with neither a champion nor a zoo model is left out (its columns stay
+    empty), as `xrp serve` does; one named explicitly must resolve."""
     from xray_platform.core.models import model_metadata
     from xray_platform.tracking.resolve import resolve
 
@@ -43,6 +45,9 @@ def _pinned(specs: dict[str, str], mlflow_uri: str | None) -> dict[str, str]:
             r = resolve(t, spec, mlflow_uri)
             meta = model_metadata(r.path)
         except ValueError as e:
+            if spec == "champion":
+                err.print(f"[yellow]no {t} model answers[/]: {e}", soft_wrap=True)
+                continue
             fail(f"{t} model {spec!r}: {e}")
         if meta["task"] != t:
             fail(f"{t} model {spec!r} is a {meta['task']} model")
@@ -117,6 +122,8 @@ def predict(
     if not specs:
         fail("both models are 'none': nothing to predict")
     pinned = _pinned(specs, mlflow_uri)
+    if not pinned:
+        fail("no model answers: train one (`xrp tune resolution`) or pass --resolution-model")
     from xray_platform.orchestration.predict import predict_files, write_table
 
     t0 = time.perf_counter()

@@ -24,6 +24,21 @@ from xray_platform.reports.figures import (
 from xray_platform.reports.report import write_report
 
 
+def set_targets(label: str, ids: np.ndarray, true_d: np.ndarray, table: dict
+                ) -> tuple[np.ndarray, str]:
+    """Each shot's user-set target, like for like (design.md): the crystal's d_B for a d_B
+    model; for a d_vis model the median d_vis label of the set's hits (d_vis is finer than d_B
+    for weak, low-resolution crystals, so a d_B target would fail a correct d_vis model)."""
+    if label != "d_vis":
+        return np.asarray(table["target_resolution_A"], float), "the set's crystal d_B"
+    out = np.full(len(ids), np.nan)
+    for sid in np.unique(ids):
+        m = ids == sid
+        d = true_d[m][np.isfinite(true_d[m])]
+        out[m] = np.median(d) if len(d) else np.nan
+    return out, "the median d_vis label of the set's hits"
+
+
 def evaluate_predictions(task: str, label: str, preds: dict, table: dict, out_dir: Path,
                          title: str) -> dict:
     """Metrics, plots and the report for predictions over a labels table."""
@@ -56,8 +71,10 @@ def evaluate_predictions(task: str, label: str, preds: dict, table: dict, out_di
         if "set_id" in table:
             hits = np.asarray(table["hit"], bool)
             if hits.any():
-                u = user_set_metrics(preds["d_A"][hits], np.asarray(table["set_id"])[hits],
-                                     np.asarray(table["target_resolution_A"])[hits])
+                ids = np.asarray(table["set_id"])
+                targets, kind = set_targets(label, ids, true_d, table)
+                u = user_set_metrics(preds["d_A"][hits], ids[hits], targets[hits])
+                u["target"] = kind
                 metrics["user_sets"] = u
                 plots["user_sets"] = plot_user_sets(u, out_dir / "user_sets.png")
     write_report(out_dir, metrics, plots, title)

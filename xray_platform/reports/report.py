@@ -96,7 +96,7 @@ def _headline_rows(sections: dict[str, tuple[str, dict]]) -> list[tuple[str, str
     if "user" in sections:
         d = sections["user"][1]
         if "n_within_2sd" in d:
-            rows.append(("user sets passed (within 2 sd)",
+            rows.append((f"user sets passed (within 2 sd of {d.get('target', 'the target')})",
                          f"{_fmt(d['n_within_2sd'])}/{_fmt(d['n_sets'])}", ""))
         add(d, "fraction_within_2sd", "user sets, fraction within 2 sd")
     return rows

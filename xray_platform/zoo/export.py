@@ -28,6 +28,7 @@ def _card(task: str, name: str, version: str, meta: dict, reports: list[Path],
     cmds = [" ".join(["xrp", *c]) for c in r.simulate_commands("data")]
     cmds.append(" ".join(["xrp", *r.train_command("data", "runs", f"zoo-{task}")]))
     data = meta.get("training_data", {})
+    init = f"trunk from the {r.transfer_from} model" if r.transfer_from else "from scratch"
     lines = [f"# {name} {version}", "", f"**{model_summary(meta)}**", "",
              "## What it answers", "",
              ("P(multi-lattice): the probability that a still shows two or more crystal "
@@ -39,8 +40,10 @@ def _card(task: str, name: str, version: str, meta: dict, reports: list[Path],
              f"`{r.train}`, seed 0), validation `{data.get('val_data', '?')}` (seed 1)",
              f"- input: {r.grid_size} x {r.grid_size} reciprocal-space grid to "
              f"{r.d_min_A} Å, log1p(counts)/10, random flips",
-             f"- ResNet-{r.depth} from scratch, AdamW lr {r.lr} (warm-up + cosine), batch "
-             f"{r.batch_size}, {meta.get('epoch', '?')} epochs, seed {r.seed}",
+             f"- ResNet-{r.depth} {init}{', label ' + r.label if r.label else ''}, "
+             f"AdamW lr {r.lr} (warm-up + cosine), batch "
+             f"{r.batch_size}, {r.epochs} epochs (the weights of epoch {meta.get('epoch', '?')}, "
+             f"the best on validation), seed {r.seed}",
              f"- MLflow run {meta.get('mlflow_run_id', '?')}", "",
              "## Reproduce it", "", "```bash", *cmds, "```", "",
              "(or `python jobs/zoo.py " + task + "`, which runs these and resumes an "
