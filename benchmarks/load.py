@@ -2,8 +2,9 @@
 clients, reporting throughput, latency percentiles, errors and the memory (RSS) of every Serve
 replica at the start and the end: a leak shows as growth.
 
-    python benchmarks/load.py                              # 60 s, 4 clients, small models
-    python benchmarks/load.py --seconds 300 --clients 8 --frame thau_3_2_0002.cbf.bz2
+    python benchmarks/load.py                        # 1, 4, 16 clients x 60 s, small models
+    python benchmarks/load.py --zoo --frame ../shared/data/real/thau_3_2_0002.cbf.bz2
+    python benchmarks/load.py --seconds 600 --clients 4    # 10-minute bounded load
     python benchmarks/load.py --url http://127.0.0.1:8000  # against a running `xrp serve`
 
 Without --url it starts `xrp serve --config serve_configs/local.yaml` with random-weight
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import re
 import signal
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def replicas() -> dict[str, list[int]]:
     """Serve replica (deployment -> RSS in MB of each replica process), from ps."""
-    out = subprocess.run(["ps", "-eo", "rss=,args="], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "rss=,args="], capture_output=True, text=True).stdout
     found: dict[str, list[int]] = {}
     for line in out.splitlines():
         rss, args = line.strip().split(None, 1)
@@ -44,7 +47,7 @@ def replicas() -> dict[str, list[int]]:
     return found
 
 
-def start_server(tmp: Path) -> tuple[subprocess.Popen, str]:
+def start_server(tmp: Path, zoo: bool = False) -> tuple[subprocess.Popen, str]:
     import torch
 
     from xray_platform.core.models import build_model, save_model
@@ -59,13 +62,54 @@ def start_server(tmp: Path) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    models = (["--lattice-model", "none", "--resolution-model", "zoo"] if zoo else
+              ["--lattice-model", str(tmp / "lattice.pt"), "--resolution-model",
+               str(tmp / "resolution.pt")])
     proc = subprocess.Popen([sys.executable, "-m", "xray_platform.cli", "serve", "--config",
-                             str(ROOT / "serve_configs" / "local.yaml"), "--lattice-model",
-                             str(tmp / "lattice.pt"), "--resolution-model",
-                             str(tmp / "resolution.pt"), "--port", str(port)],
+                             str(ROOT / "serve_configs" / "local.yaml"), *models,
+                             "--port", str(port)],
                             cwd=tmp, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     return proc, f"http://127.0.0.1:{port}"
+
+
+def load(url: str, name: str, data: bytes, form: dict, clients: int, seconds: float) -> dict:
+    """``clients`` threads posting the frame back to back for ``seconds``."""
+    mem0 = replicas()
+    lat: list[float] = []
+    codes: dict[int, int] = {}
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def client() -> None:
+        with requests.Session() as s:
+            while time.perf_counter() < stop:
+                t = time.perf_counter()
+                try:
+                    c = s.post(f"{url}/v1/predict", files={"file": (name, data)}, data=form,
+                               timeout=120).status_code
+                except requests.RequestException:
+                    c = -1
+                with lock:
+                    codes[c] = codes.get(c, 0) + 1
+                    if c == 200:
+                        lat.append(1e3 * (time.perf_counter() - t))
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for f in [pool.submit(client) for _ in range(clients)]:
+            f.result()
+    wall = time.perf_counter() - start
+    lat.sort()
+
+    def pct(q: float) -> float:
+        return lat[min(len(lat) - 1, int(q / 100 * (len(lat) - 1)))] if lat else float("nan")
+
+    n = sum(codes.values())
+    return {"n": n, "wall": wall, "errors": n - codes.get(200, 0), "codes": codes,
+            "p50": pct(50), "p90": pct(90), "p99": pct(99), "max": lat[-1] if lat else math.nan,
+            "mean": statistics.fmean(lat) if lat else math.nan, "mem0": mem0,
+            "mem1": replicas()}
 
 
 def main() -> None:
@@ -73,7 +117,10 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default=None, help="a running xrp serve (default: start one)")
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--clients", default="1,4,16",
+                    help="client counts, one table row each (comma-separated)")
+    ap.add_argument("--zoo", action="store_true",
+                    help="serve the shipped zoo models instead of random-weight ones")
     ap.add_argument("--frame", type=Path, default=None,
                     help="detector file to post (default: a 256² .npy frame with geometry)")
     a = ap.parse_args()
@@ -81,7 +128,7 @@ def main() -> None:
     proc = None
     url = a.url
     if url is None:
-        proc, url = start_server(tmp)
+        proc, url = start_server(tmp, a.zoo)
     if a.frame:
         name, data, form = a.frame.name, a.frame.read_bytes(), {}
     else:
@@ -104,48 +151,17 @@ def main() -> None:
             time.sleep(1)
         for _ in range(5):
             requests.post(f"{url}/v1/predict", files={"file": (name, data)}, data=form)
-        mem0 = replicas()
-        lat: list[float] = []
-        codes: dict[int, int] = {}
-        lock = threading.Lock()
-        stop = time.perf_counter() + a.seconds
-
-        def client() -> None:
-            with requests.Session() as s:
-                while time.perf_counter() < stop:
-                    t = time.perf_counter()
-                    try:
-                        c = s.post(f"{url}/v1/predict", files={"file": (name, data)},
-                                   data=form, timeout=120).status_code
-                    except requests.RequestException:
-                        c = -1
-                    with lock:
-                        codes[c] = codes.get(c, 0) + 1
-                        if c == 200:
-                            lat.append(1e3 * (time.perf_counter() - t))
-
-        start = time.perf_counter()
-        threads = [threading.Thread(target=client) for _ in range(a.clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - start
-        mem1 = replicas()
-        n = sum(codes.values())
-        lat.sort()
-
-        def pct(q: float) -> float:
-            return lat[min(len(lat) - 1, int(q / 100 * (len(lat) - 1)))] if lat else float("nan")
-
-        print(f"{url}: {a.clients} clients for {wall:.0f} s, frame {name} ({len(data)} bytes)")
-        print(f"requests {n}, {n / wall:.1f} req/s; errors {n - codes.get(200, 0)} "
-              f"({100 * (n - codes.get(200, 0)) / max(n, 1):.2f} %); codes {codes}")
-        print(f"latency ms: p50 {pct(50):.0f}, p90 {pct(90):.0f}, p99 {pct(99):.0f}, "
-              f"max {lat[-1] if lat else float('nan'):.0f}, mean "
-              f"{statistics.fmean(lat) if lat else float('nan'):.0f}")
-        for dep in sorted(set(mem0) | set(mem1)):
-            print(f"replica RSS {dep}: {mem0.get(dep)} MB -> {mem1.get(dep)} MB")
+        print(f"{url}: frame {name} ({len(data)} bytes), {a.seconds:.0f} s per row")
+        print("| clients | requests | req/s | errors | p50 ms | p90 ms | p99 ms | max ms |"
+              " replica RSS MB (start -> end) |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for n_clients in [int(c) for c in a.clients.split(",")]:
+            r = load(url, name, data, form, n_clients, a.seconds)
+            rss = "; ".join(f"{d} {r['mem0'].get(d)} -> {r['mem1'].get(d)}"
+                            for d in sorted(set(r["mem0"]) | set(r["mem1"])))
+            print(f"| {n_clients} | {r['n']} | {r['n'] / r['wall']:.2f} | {r['errors']} "
+                  f"{r['codes']} | {r['p50']:.0f} | {r['p90']:.0f} | {r['p99']:.0f} | "
+                  f"{r['max']:.0f} | {rss} |", flush=True)
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGINT)

@@ -40,6 +40,22 @@ def xrp(*args: str, cwd: Path | None = None, env: dict | None = None,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def xrp_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`xrp ARGS` in this interpreter (typer's CliRunner): for commands that stop at argument
+    checks, where a fresh interpreter would spend seconds importing torch and Ray."""
+    from contextlib import chdir, nullcontext
+
+    from typer.testing import CliRunner
+
+    from xray_platform.cli import app
+
+    with chdir(cwd) if cwd else nullcontext():
+        r = CliRunner().invoke(app, list(args))
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return subprocess.CompletedProcess(["xrp", *args], r.exit_code, r.stdout, r.stderr)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -48,7 +64,7 @@ def free_port() -> int:
 
 def processes(pattern: str) -> list[tuple[int, int, int, str]]:
     """(pid, ppid, RSS kB, command line) of processes whose command line matches ``pattern``."""
-    out = subprocess.run(["ps", "-eo", "pid=,ppid=,rss=,args="], capture_output=True,
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,rss=,args="], capture_output=True,
                          text=True).stdout
     rows = []
     for line in out.splitlines():
@@ -60,7 +76,7 @@ def processes(pattern: str) -> list[tuple[int, int, int, str]]:
 
 def _descendants(roots: set[int]) -> set[int]:
     table = [(int(p), int(pp)) for p, pp in (ln.split() for ln in subprocess.run(
-        ["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.splitlines())]
+        ["ps", "-ww", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.splitlines())]
     found, grew = set(roots), True
     while grew:
         new = {p for p, pp in table if pp in found} - found
@@ -85,8 +101,12 @@ def kill_ray_cluster(temp_dir: str) -> None:
 def ray_head(*args: str, env: dict, timeout: float = 180) -> Iterator[subprocess.CompletedProcess]:
     """`ray start --head ARGS` with a temp dir of its own; the cluster is stopped afterwards."""
     temp = tempfile.mkdtemp(prefix="xrp-ray-", dir="/tmp")
+    # a port of its own for the dashboard agent (the job server): the default 52365 may be
+    # held by another Ray on the machine, and then `ray job submit` finds "No available agent"
+    agent = [] if any("agent-listen-port" in a for a in args) else [
+        f"--dashboard-agent-listen-port={free_port()}"]
     start = subprocess.run([RAY, "start", "--head", f"--temp-dir={temp}",
-                            "--disable-usage-stats", *args], env=env, capture_output=True,
+                            "--disable-usage-stats", *agent, *args], env=env, capture_output=True,
                            text=True, timeout=timeout)
     start.temp_dir = temp  # for nodes that join it (`ray start --address --temp-dir`)
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import LOOPBACK_ENV, free_port, ray_head, xrp  # noqa: E402
+from helpers import LOOPBACK_ENV, free_port, ray_head, xrp, xrp_here  # noqa: E402
 from helpers import NANOBRAGG as REF
 
 from xray_platform.io.shots import ShotDataset, ShotFile
@@ -79,21 +79,21 @@ def test_rerun_resumes_and_conflicts_are_refused(dataset: Path) -> None:
 
 
 def test_bad_input_gets_clear_errors(tmp_path: Path) -> None:
-    r = xrp("simulate", "no-such-preset", "--out", str(tmp_path / "x"))
+    r = xrp_here("simulate", "no-such-preset", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "unknown preset 'no-such-preset'" in r.stderr
     assert "quick-resolution" in r.stderr
-    r = xrp("simulate", "quick-resolution", "-n", "0", "--out", str(tmp_path / "x"))
+    r = xrp_here("simulate", "quick-resolution", "-n", "0", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "-n must be a positive" in r.stderr
     afile = tmp_path / "file"
     afile.write_text("x")
-    r = xrp("simulate", "quick-resolution", "--out", str(afile))
+    r = xrp_here("simulate", "quick-resolution", "--out", str(afile))
     assert r.returncode == 2 and "not a directory" in r.stderr
-    r = xrp("simulate", "quick-resolution", "--out", str(afile / "sub"))
+    r = xrp_here("simulate", "quick-resolution", "--out", str(afile / "sub"))
     assert r.returncode == 2 and "cannot create output directory" in r.stderr
-    r = xrp("simulate", "quick-resolution", "-n", "abc", "--out", str(tmp_path / "x"))
+    r = xrp_here("simulate", "quick-resolution", "-n", "abc", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "Invalid value for '-n'" in r.stderr
     assert not (tmp_path / "x").exists() or not list((tmp_path / "x").glob("*.h5"))
-    r = xrp("show", str(tmp_path / "missing"))
+    r = xrp_here("show", str(tmp_path / "missing"))
     assert r.returncode == 2 and "does not exist" in r.stderr
 
 

@@ -36,7 +36,8 @@ def test_simulate_and_train_use_both_nodes_of_a_two_node_cluster(tmp_path: Path)
         assert head.returncode == 0, head.stdout + head.stderr
         addr = re.search(r"--address='([\d.]+:\d+)'", head.stdout).group(1)
         node2 = subprocess.run([RAY, "start", f"--address={addr}", "--num-cpus=3",
-                                f"--temp-dir={head.temp_dir}", "--disable-usage-stats"],
+                                f"--temp-dir={head.temp_dir}", "--disable-usage-stats",
+                                f"--dashboard-agent-listen-port={free_port()}"],
                                env=env, capture_output=True, text=True, timeout=180)
         assert node2.returncode == 0, node2.stdout + node2.stderr
         r = xrp("simulate", "quick-lattice", "-n", "12", "--shard-size", "1", "--out",

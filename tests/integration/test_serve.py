@@ -342,7 +342,7 @@ def test_xrp_predict_writes_a_per_image_table(service, tmp_path: Path) -> None:
 
 
 def _replicas(deployment: str) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     return [int(ln.split(None, 1)[0]) for ln in out.splitlines()
             if re.search(rf"ServeReplica:xrp:{deployment}\b", ln)]
 

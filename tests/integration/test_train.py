@@ -125,15 +125,15 @@ def test_lattice_training_runs_and_records_its_model(tmp_path: Path) -> None:
 
 
 def test_train_rejects_bad_options(tmp_path: Path) -> None:
-    r = xrp(tmp_path, "train", "colour", "--data", "quick-lattice")
+    r = helpers.xrp_here("train", "colour", "--data", "quick-lattice")
     assert r.returncode == 2 and "unknown task" in r.stderr
-    r = xrp(tmp_path, "train", "lattice", "--depth", "19")
+    r = helpers.xrp_here("train", "lattice", "--depth", "19")
     assert r.returncode == 2 and "--depth must be one of" in r.stderr
-    r = xrp(tmp_path, "train", "lattice", "--init", "imagenet")
+    r = helpers.xrp_here("train", "lattice", "--init", "imagenet")
     assert r.returncode == 2 and "--imagenet-weights" in r.stderr
-    r = xrp(tmp_path, "train", "resolution", "--label", "is_multi")
+    r = helpers.xrp_here("train", "resolution", "--label", "is_multi")
     assert r.returncode == 2 and "not a resolution label" in r.stderr
-    r = xrp(tmp_path, "train", "lattice", "--data", "nope")
+    r = helpers.xrp_here("train", "lattice", "--data", "nope")
     assert r.returncode == 2 and "neither a preset" in r.stderr
 
 

@@ -16,7 +16,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from helpers import LOOPBACK_ENV, RAY, ROOT, free_port, ray_head  # noqa: E402
+from helpers import LOOPBACK_ENV, RAY, ROOT, free_port, ray_head, xrp_here  # noqa: E402
 
 from xray_platform.core.models import build_model, load_model, save_model
 from xray_platform.core.preprocess import Preprocessing
@@ -26,6 +26,7 @@ from xray_platform.physics.presets import preset
 from xray_platform.tracking.champion import Incumbent
 from xray_platform.tracking.champion import decide as _decide
 from xray_platform.tracking.registry import CHAMPION, champion, download, get_version, register
+from xray_platform.zoo import zoo_model
 
 # a search small enough for 2 CPU cores: 2 epochs of 32 fresh 64^2 shots per trial
 TINY = ["--samples", "1", "--epochs", "2", "--shots-per-epoch", "32", "--val-shots", "32",
@@ -69,6 +70,12 @@ def search(store) -> dict:
                        cwd=store["root"], timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
     summary = json.loads((store["out"] / "s1" / "summary.json").read_text())
+    zoo = zoo_model("resolution")
+    if zoo is not None:  # a 2-epoch toy must not displace the shipped model; a user promotes it
+        assert not summary["promoted"] and zoo.name in summary["decision"], summary["decision"]
+        p = subprocess.run(xrp_cmd("models", "promote", "resolution/1", "--mlflow-uri",
+                                   store["uri"]), capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout + p.stderr
     return {"first_trial": first, "resume_stdout": r.stdout, "summary": summary, **store}
 
 
@@ -111,7 +118,8 @@ def test_the_champion_is_the_best_trial_and_scores_the_same_on_the_same_shots(se
     s = search["summary"]
     client = mlflow.MlflowClient(search["uri"])
     mv = champion(client, "resolution")
-    assert mv is not None and int(mv.version) == 1 and s["promoted"]
+    assert mv is not None and int(mv.version) == 1
+    assert s["promoted"] == (zoo_model("resolution") is None)
     assert mv.source == f"runs:/{s['parent_run_id']}/model"
     best = max(s["trials"], key=lambda t: t.get("val_score", -np.inf))
     assert str(best["depth"]) == mv.tags["xrp.depth"]
@@ -197,9 +205,8 @@ def test_bad_search_options_get_clear_errors(tmp_path: Path) -> None:
                       (["--lr-range", "1e-3"], "LOW,HIGH"),
                       (["--preset", "huge"], "--preset must be one of"),
                       (["--resume", "--name", "nothing-here"], "no search to continue")):
-        r = subprocess.run(xrp_cmd("tune", "resolution", *args, "--out", str(tmp_path),
-                                   "--mlflow-uri", f"sqlite:///{tmp_path / 'm.db'}"),
-                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        r = xrp_here("tune", "resolution", *args, "--out", str(tmp_path), "--mlflow-uri",
+                     f"sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path)
         assert r.returncode == 2 and msg in r.stderr, (args, r.stdout, r.stderr)
 
 

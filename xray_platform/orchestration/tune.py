@@ -424,7 +424,7 @@ def run_search(s: SearchSettings) -> dict:
         raise SearchInterrupted(f"search interrupted after {wall:.0f} s; its state is saved: "
                                 f"continue it with `xrp tune {s.task} --resume --name "
                                 f"{search_dir.name} --out {search_dir.parent}`")
-    summary = _finish(client, s, search_dir, parent, results, val_ds, wall, inits)
+    summary = _finish(client, s, search_dir, parent, results, val_ds, grid, wall, inits)
     summary.update(tracking_uri=uri, mlflow_ui=ui_command(uri), experiment=exp_name)
     (search_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     if not s.address:
@@ -460,7 +460,7 @@ def _finish_trial_run(client, run_id: str, row: dict, epochs: int, out: Path) ->
                           "FAILED" if row["status"] == "error" else "KILLED")
 
 
-def _finish(client, s: SearchSettings, search_dir: Path, parent: str, results, val_ds,
+def _finish(client, s: SearchSettings, search_dir: Path, parent: str, results, val_ds, grid,
             wall: float, inits: list[str]) -> dict:
     """Trial table and plots in the parent run; register the best trial; move the alias."""
     import shutil
@@ -506,7 +506,7 @@ def _finish(client, s: SearchSettings, search_dir: Path, parent: str, results, v
     inc = incumbent(client, s.task, search_dir)
     promote, why, champ_metrics = decide(s.task, cand, inc, val_rows,
                                          lambda prep: _val_rows_on(s, prep, len(val_rows["y"])),
-                                         s.force)
+                                         s.force, val_grid=(grid.size, grid.d_min_A))
     mv = register(client, s.task, parent, tags={
         "xrp.search": search_dir.name, "xrp.depth": best["depth"], "xrp.init": best["init"],
         "xrp.lr": f"{best['lr']:.3g}", "xrp.batch_size": best["batch_size"],

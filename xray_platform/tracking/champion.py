@@ -40,18 +40,20 @@ def incumbent(client, task: str, tmp: Path) -> Incumbent | None:
 
 
 def decide(task: str, cand: dict, inc: Incumbent | None, val_rows: Rows,
-           rows_for: Callable[[Preprocessing], Rows] | None, force: bool
-           ) -> tuple[bool, str, dict | None]:
+           rows_for: Callable[[Preprocessing], Rows] | None, force: bool,
+           val_grid: tuple[int, float] | None = None) -> tuple[bool, str, dict | None]:
     """Should the candidate take the alias? (yes/no, why, the incumbent's metrics on the same
     validation shots). ``rows_for(prep)`` gives those shots on another grid (ValueError when it
-    cannot)."""
+    cannot); ``val_grid`` (size, d_min Å) is the grid of ``val_rows`` (default: its size)."""
     key, label, _ = headline(task)
     if inc is None:
         return True, "no champion yet", None
     try:
         prep = Preprocessing.from_dict(model_metadata(inc.path)["preprocessing"])
         rows = val_rows
-        if prep.grid_size != val_rows["x"].shape[-1] and rows_for is not None:
+        own = (prep.grid_size, prep.d_min_A)
+        same = own == val_grid if val_grid else prep.grid_size == val_rows["x"].shape[-1]
+        if not same and rows_for is not None:
             rows = rows_for(prep)
         champ = score_model(inc.path, rows)
     except ValueError as e:  # e.g. another input grid the shots cannot be put on

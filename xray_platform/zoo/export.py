@@ -50,6 +50,10 @@ def _card(task: str, name: str, version: str, meta: dict, reports: list[Path],
              "interrupted run)", ""]
     if notes:
         lines += ["## Notes", "", notes, ""]
+    if (ZOO_DIR / "cards" / task / "learning_curve.png").is_file():
+        lines += ["## Learning curve", "", "Validation metrics after each epoch "
+                  "(`python benchmarks/learning_curve.py RUN_DIR --mlflow-uri URI`):", "",
+                  f"![learning curve](cards/{task}/learning_curve.png)", ""]
     for rep in reports:
         lines += [f"## Evaluation: {rep.parent.name}", ""]
         body = rep.read_text().split("\n", 1)[-1]  # drop the report's own title
@@ -77,6 +81,9 @@ def export(task: str, model: Path, version: str, reports: list[Path], notes: str
             if f.suffix in (".md", ".json", ".png"):
                 shutil.copy2(f, dst / f.name)
         copied.append(dst / rep.name)
+    curve = model.parent / "learning_curve.png"  # benchmarks/learning_curve.py, if run
+    if curve.is_file():
+        shutil.copy2(curve, cards / curve.name)
     card = ZOO_DIR / f"{name}.md"
     with atomic_open(card, "w") as fh:
         fh.write(_card(task, name, version, meta, copied, notes))
