@@ -1,6 +1,7 @@
 """Test layout: unit/ (fast, pure: no Ray, no subprocesses), integration/ (Ray, Serve, the CLI
-in subprocesses: marked `ray`), behaviour/ (the shipped models). Tests marked `slow` take more
-than ~20 s each; `pytest -m "not slow"` is the inner loop. Shared helpers: helpers.py."""
+in subprocesses: marked `ray` and `slow`, together ~25 min on 2 cores), behaviour/ (the shipped
+models). `pytest -m "not slow"` (unit + behaviour, ~1.5 min) is the inner loop; CI runs all.
+Shared helpers: helpers.py."""
 
 from __future__ import annotations
 
@@ -13,3 +14,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if Path(str(item.fspath)).parent.name == "integration":
             item.add_marker(pytest.mark.ray)
+            item.add_marker(pytest.mark.slow)
