@@ -113,8 +113,10 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        from xray_platform.zoo import zoo_model
+
         models = random_models(tmp, a.grid) if a.models == "random" else \
-            {"lattice": "zoo", "resolution": "zoo"}
+            {t: "zoo" if zoo_model(t) else "none" for t in ("lattice", "resolution")}
         for same in (True, False):
             for comp in (False, True):
                 name = f"{'one geometry' if same else 'distinct geometries'}, " \
