@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_wait_timeout_s": 0.005,
     "request_timeout_s": 60.0,  # per request: decoding, mapping and the models
 }
+UPLOAD_PIECE = 1 << 20  # bytes per piece of an upload on its way to the Preprocessor
 _SUFFIX = re.compile(r"(\.(?:cbf|img|smv|h5|hdf5|nxs|npy))?(\.(?:gz|bz2))?$", re.IGNORECASE)
 
 
@@ -126,18 +127,22 @@ class Preprocessor:
         self.preps = [Preprocessing.from_dict(p) for p in preps]
         self.hit_finder = HitFinder()
 
-    def __call__(self, data: bytes, filename: str | None, index: int,
+    def __call__(self, pieces: list, filename: str | None, index: int,
                  overrides: dict[str, Any]) -> Any:
         """A core.answer.Prepared, or a BadInput saying why the upload cannot be used (never an
-        exception: whatever the input does, the answer is a 4xx, or a 500 with an id)."""
+        exception: whatever the input does, the answer is a 4xx, or a 500 with an id).
+        ``pieces``: ObjectRefs of the upload's pieces, written to disk one at a time."""
+        import ray
+
         from xray_platform.core.answer import prepare_frame
         from xray_platform.io.formats import read_frame
 
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="xrp-upload-") as d:
             path = Path(d) / f"upload{_safe_suffix(filename)}"
-            path.write_bytes(data)
-            del data
+            with open(path, "wb") as fh:
+                for ref in pieces:
+                    fh.write(ray.get(ref))
             try:
                 frame = read_frame(path, index, **overrides)
                 t1 = time.perf_counter()
@@ -280,17 +285,23 @@ async def _server_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 # (helpers the Ingress uses are defined above it: Serve ships the class to its replica)
-async def _read_upload(file: UploadFile) -> bytes:
-    """The upload, read in pieces and refused as soon as it passes the limit."""
-    buf = bytearray()
-    while piece := await file.read(1 << 20):
-        buf += piece
-        if len(buf) > serve_config.LIMITS["bytes"]:
+async def _read_upload(file: UploadFile) -> list:
+    """The upload as ObjectRefs of 1 MiB pieces, refused as soon as it passes the limit.
+    Starlette spools a multipart body over 1 MB to disk; the pieces go from there to the object
+    store (which spills to disk under pressure), so no replica holds a whole upload in its heap."""
+    import ray
+
+    pieces, size = [], 0
+    while piece := await file.read(UPLOAD_PIECE):
+        size += len(piece)
+        if size > serve_config.LIMITS["bytes"]:
             raise BadInput(f"upload is above the limit of {_mib(serve_config.LIMITS['bytes'])} MiB "
                            "(max_upload_mb)", 413)
-    if not buf:
+        pieces.append(ray.put(piece))
+        del piece
+    if not size:
         raise BadInput(f"empty upload {file.filename!r}", 400)
-    return bytes(buf)
+    return pieces
 
 
 def _form_overrides(frame: int, wavelength_A, distance_mm, pixel_size_mm, beam_x,
@@ -351,11 +362,11 @@ class Ingress:
 
         t0 = time.perf_counter()
         try:
-            data = await _read_upload(file)
+            pieces = await _read_upload(file)
             over = _form_overrides(frame, wavelength_A, distance_mm, pixel_size_mm,
                                    beam_center_x_px, beam_center_y_px)
             return await asyncio.wait_for(
-                self._answer(data, file.filename, frame, over, always_resolution, t0),
+                self._answer(pieces, file.filename, frame, over, always_resolution, t0),
                 timeout=serve_config.LIMITS["seconds"])
         except BadInput as e:
             return _error(e)
@@ -365,12 +376,12 @@ class Ingress:
             return _error_response(f"the frame took longer than the per-request limit of "
                                    f"{serve_config.LIMITS['seconds']:.0f} s", 422)
 
-    async def _answer(self, data: bytes, filename: str | None, frame: int, over: dict,
+    async def _answer(self, pieces: list, filename: str | None, frame: int, over: dict,
                       always_resolution: bool, t0: float) -> JSONResponse:
         from xray_platform.core.answer import answer, input_key, wants_resolution
 
-        prepared = await _call(self.pre, data, filename, frame, over)
-        del data
+        prepared = await _call(self.pre, pieces, filename, frame, over)
+        del pieces
         if isinstance(prepared, BadInput | ServerFault):
             raise prepared
         t1 = time.perf_counter()

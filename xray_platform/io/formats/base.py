@@ -144,6 +144,8 @@ def to_image(path: Path | str, raw: np.ndarray, shape: tuple[int, int]) -> np.nd
     if raw.shape != shape:
         raise FormatError(f"{path}: frame has shape {raw.shape}, header says {shape} (slow, fast)")
     checked_shape(path, shape[1], shape[0])
+    if raw.dtype.kind not in "biuf":
+        raise FormatError(f"{path}: pixels of type {raw.dtype} are not detector counts")
     img = np.array(raw, dtype=np.float32, order="C")  # always a fresh, writable copy
     if raw.dtype.kind == "f" and not np.isfinite(img).all():  # (integers are always finite)
         raise FormatError(f"{path}: frame holds NaN or infinite values")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import math
 import re
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,13 @@ def _h5_value(node: Any) -> Any:
         # float32 -> the shortest decimal that round-trips it (0.9801122, not 0.98011219501...)
         value = float(str(value)) if value.dtype.kind == "f" else value.item()
     return value
+
+
+def _count(value: float | None) -> int | None:
+    """A header count (frames, pixels, bits, counts) as an int; None if missing or absurd."""
+    if value is None or not math.isfinite(value) or not 0 < value < 2**40:
+        return None
+    return int(value)
 
 
 def _h5_number(group: h5py.Group | None, name: str) -> tuple[float | None, str | None]:
@@ -115,6 +123,16 @@ def _child_of_class(parent: h5py.Group | None, name: str, nx_class: str) -> h5py
         if child is not None and _nx_class(child) == nx_class:
             return child
     return None
+
+
+@contextmanager
+def _corrupt_is_format_error(path: Path) -> Iterator[None]:
+    """HDF5 structures broken inside the file (h5py raises RuntimeError, KeyError, OSError,
+    TypeError for them) -> FormatError naming the file."""
+    try:
+        yield
+    except (RuntimeError, KeyError, OSError, TypeError) as exc:
+        raise FormatError(f"{path}: truncated or corrupt HDF5 file ({exc})") from exc
 
 
 @dataclass
@@ -292,10 +310,11 @@ class EigerHDF5Reader(Reader):
             "beam_center_px": beam_center,
             "detector": description.strip() if isinstance(description, str) else None,
             "exposure_s": positive(exposure),
-            "max_counts": int(cutoff) if cutoff and cutoff > 0 else None,
-            "bit_depth": int(bits) if bits else None,
-            "n_expected": int(nimages * (ntrigger or 1)) if nimages else None,
-            "shape": tuple(int(v) for v in shape) if None not in shape else None,
+            "max_counts": _count(cutoff),
+            "bit_depth": _count(bits),
+            "n_expected": _count(nimages * (_count(ntrigger) or 1)) if _count(nimages) else None,
+            "shape": (tuple(_count(v) for v in shape)
+                      if None not in (_count(v) for v in shape) else None),
         }
 
     def _pixel_mask(self, det: h5py.Group) -> np.ndarray | None:
@@ -351,7 +370,7 @@ class EigerHDF5Reader(Reader):
 
     def info(self, path: str | Path) -> FrameInfo:
         path = existing(path)
-        with ExitStack() as stack:
+        with ExitStack() as stack, _corrupt_is_format_error(path):
             f = self._open(path, stack)
             geo, blocks = self._scan(path, f, stack)
             return self._info(path, geo, blocks)
@@ -371,11 +390,12 @@ class _EigerSource(FrameSource):
         super().__init__(reader, path)
         self._stack = ExitStack()
         try:
-            f = reader._open(path, self._stack)
-            self.geo, self.blocks = reader._scan(path, f, self._stack)
-            self.info = reader._info(path, self.geo, self.blocks)
-            det = reader._detector_group(f)
-            self.mask = reader._pixel_mask(det) if det is not None else None
+            with _corrupt_is_format_error(path):
+                f = reader._open(path, self._stack)
+                self.geo, self.blocks = reader._scan(path, f, self._stack)
+                self.info = reader._info(path, self.geo, self.blocks)
+                det = reader._detector_group(f)
+                self.mask = reader._pixel_mask(det) if det is not None else None
         except BaseException:
             self._stack.close()
             raise
@@ -402,7 +422,7 @@ class _EigerSource(FrameSource):
                 where = where if where.is_file() else path
                 try:
                     return (ds[()] if ds.ndim == 2 else ds[first]), where
-                except (OSError, ValueError) as exc:
+                except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
                     raise FormatError(f"{where}: cannot decode frame {index} from "
                                       f"{ds.name} ({exc})") from exc
             first -= n
