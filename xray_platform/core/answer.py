@@ -6,8 +6,8 @@
 2. :meth:`Models.lattice` on a batch: P(multi-lattice).
 3. :meth:`Models.resolution` on a batch: d and sigma (Å), asked only for single-lattice hits
    (or every hit with ``always_resolution``).
-4. :func:`answer`: the per-frame record (hit, p_multi, is_multi, resolution_A, sigma, versions,
-   timings).
+4. :func:`answer`: the per-frame record (hit, n_spots, n_spots_no_ice, ice, ice_rings, p_multi,
+   is_multi, resolution_A, sigma, versions, timings).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 
 from xray_platform.core.forward import predict as run_model
 from xray_platform.core.hitfinder import HIT_GRID, HitFinder
+from xray_platform.core.ice import IceFinder
 from xray_platform.core.models import XrpNet, load_model
 from xray_platform.core.preprocess import Preprocessing, normalise, regrid, regrid_plan
 from xray_platform.io.formats import Frame
@@ -83,6 +84,9 @@ class Prepared:
     n_spots: int
     info: dict[str, Any]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    n_spots_no_ice: int | None = None  # spots off the ice rings' d-spacings
+    ice: bool | None = None  # ice rings present (core/ice.py)
+    ice_rings: list[dict[str, float]] = field(default_factory=list)  # d_A, strength, z
 
 
 def map_grids(image: np.ndarray | torch.Tensor, geom, grids: list[QGrid]
@@ -101,24 +105,31 @@ def map_grids(image: np.ndarray | torch.Tensor, geom, grids: list[QGrid]
 
 
 def prepare_frame(frame: Frame, preps: list[Preprocessing],
-                  hit_finder: HitFinder | None = None) -> Prepared:
-    """Grid counts for every model input and the hit decision (on the hit finder's grid).
-    The frame comes from a reader, which refused NaN and infinite pixels."""
+                  hit_finder: HitFinder | None = None,
+                  ice_finder: IceFinder | None = None) -> Prepared:
+    """Grid counts for every model input, the hit decision and the ice rings (on the hit
+    finder's grid). The frame comes from a reader, which refused NaN and infinite pixels."""
     t0 = time.perf_counter()
     geom = frame.geometry()
-    hit_finder = hit_finder or HitFinder()
+    hit_finder, ice_finder = hit_finder or HitFinder(), ice_finder or IceFinder()
     counts = map_grids(frame.image, geom, [p.grid for p in preps] + [HIT_GRID])
     t1 = time.perf_counter()
-    hit, n_spots = hit_finder.is_hit(counts[HIT_GRID])
+    spots = hit_finder.spot_mask(counts[HIT_GRID])
+    n_spots = int(spots.sum())
+    hit = n_spots >= hit_finder.min_spots
+    n_no_ice = int((spots & ~ice_finder.near_ice()).sum())
     inputs = {key(p): normalise(counts[p.grid], p)[0, 0].numpy() for p in preps}
     t2 = time.perf_counter()
+    ice, rings = ice_finder.find(counts[HIT_GRID])
+    t3 = time.perf_counter()
     info = {"file": frame.path, "frame": frame.index, "format": frame.info.format,
             "detector": frame.info.detector, "wavelength_A": geom.wavelength_A,
             "distance_mm": geom.distance_mm, "pixel_size_mm": geom.detector.pixel_mm,
             "beam_center_px": list(geom.beam_center_px),
             "shape": [frame.info.n_slow, frame.info.n_fast]}
-    return Prepared(inputs, bool(hit), int(n_spots), info,
-                    {"grid_ms": 1e3 * (t1 - t0), "hitfinder_ms": 1e3 * (t2 - t1)})
+    return Prepared(inputs, bool(hit), n_spots, info,
+                    {"grid_ms": 1e3 * (t1 - t0), "hitfinder_ms": 1e3 * (t2 - t1),
+                     "ice_ms": 1e3 * (t3 - t2)}, n_no_ice, ice, rings)
 
 
 def key(prep: Preprocessing) -> tuple[int, float]:
@@ -147,6 +158,8 @@ def answer(prep: Prepared, p: float | None, d: float | None, sigma: float | None
            models: dict[str, dict], timings_ms: dict[str, float]) -> dict[str, Any]:
     """The per-frame record of the API and of `xrp predict` (``models``: task -> describe())."""
     return {**prep.info, "hit": prep.hit, "n_spots": prep.n_spots,
+            "n_spots_no_ice": prep.n_spots_no_ice, "ice": prep.ice,
+            "ice_rings": prep.ice_rings,
             "p_multi": None if p is None else round(float(p), 5),
             "is_multi": None if p is None else bool(prep.hit and p >= P_MULTI_THRESHOLD),
             "resolution_A": None if d is None else round(float(d), 4),

@@ -15,9 +15,10 @@ import numpy as np
 import ray
 
 COLUMNS = ["file", "frame", "format", "detector", "wavelength_A", "distance_mm",
-           "pixel_size_mm", "beam_center_x_px", "beam_center_y_px", "hit", "n_spots", "p_multi",
-           "is_multi", "resolution_A", "resolution_sigma_A", "decode_ms", "grid_ms",
-           "hitfinder_ms", "lattice_ms", "resolution_ms", "lattice_model", "resolution_model",
+           "pixel_size_mm", "beam_center_x_px", "beam_center_y_px", "hit", "n_spots",
+           "n_spots_no_ice", "ice", "ice_rings_A", "p_multi", "is_multi", "resolution_A",
+           "resolution_sigma_A", "decode_ms", "grid_ms", "hitfinder_ms", "ice_ms", "lattice_ms",
+           "resolution_ms", "lattice_model", "resolution_model",
            "error"]
 
 
@@ -25,6 +26,8 @@ def _flat(rec: dict[str, Any]) -> dict[str, Any]:
     row = {c: rec.get(c) for c in COLUMNS}
     bc = rec.get("beam_center_px") or (None, None)
     row["beam_center_x_px"], row["beam_center_y_px"] = bc
+    rings = rec.get("ice_rings")  # the table keeps the d-spacings (Å), strongest first
+    row["ice_rings_A"] = " ".join(f"{r['d_A']:.3f}" for r in rings) if rings else None
     for k, v in (rec.get("timings_ms") or {}).items():
         if k in row:
             row[k] = v
@@ -132,9 +135,9 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
     from xray_platform.io.atomic import atomic_open
 
     df = pd.DataFrame(rows, columns=COLUMNS)
-    for c in ("frame", "n_spots"):  # counts stay integers beside the rows that have none
+    for c in ("frame", "n_spots", "n_spots_no_ice"):  # integers beside rows that have none
         df[c] = df[c].astype("Int64")
-    for c in ("hit", "is_multi"):
+    for c in ("hit", "is_multi", "ice"):
         df[c] = df[c].astype("boolean")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".parquet":
