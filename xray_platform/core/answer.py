@@ -7,7 +7,8 @@
 3. :meth:`Models.resolution` on a batch: d and sigma (Å), asked only for single-lattice hits
    (or every hit with ``always_resolution``).
 4. :func:`answer`: the per-frame record (hit, n_spots, n_spots_no_ice, ice, ice_rings, p_multi,
-   is_multi, resolution_A, sigma, versions, timings).
+   is_multi, resolution_A and sigma, the classical d_min_spots_A and sigma, whether the two
+   disagree, versions, timings).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from xray_platform.core.dmin import SpotResolution, disagree
 from xray_platform.core.forward import predict as run_model
 from xray_platform.core.hitfinder import HIT_GRID, HitFinder
 from xray_platform.core.ice import IceFinder
@@ -29,6 +31,7 @@ from xray_platform.io.formats import Frame
 from xray_platform.physics.qgrid import QGrid, frame_to_grid
 
 P_MULTI_THRESHOLD = 0.5
+SPOT_RESOLUTION = SpotResolution()
 
 
 @dataclass
@@ -87,6 +90,8 @@ class Prepared:
     n_spots_no_ice: int | None = None  # spots off the ice rings' d-spacings
     ice: bool | None = None  # ice rings present (core/ice.py)
     ice_rings: list[dict[str, float]] = field(default_factory=list)  # d_A, strength, z
+    d_min_spots_A: float | None = None  # classical d_min from the spots (core/dmin.py)
+    d_min_spots_sigma_A: float | None = None
 
 
 def map_grids(image: np.ndarray | torch.Tensor, geom, grids: list[QGrid]
@@ -114,14 +119,18 @@ def prepare_frame(frame: Frame, preps: list[Preprocessing],
     hit_finder, ice_finder = hit_finder or HitFinder(), ice_finder or IceFinder()
     counts = map_grids(frame.image, geom, [p.grid for p in preps] + [HIT_GRID])
     t1 = time.perf_counter()
-    spots = hit_finder.spot_mask(counts[HIT_GRID])
-    n_spots = int(spots.sum())
+    rows, cols, significance = hit_finder.spot_list(counts[HIT_GRID])
+    n_spots = len(rows)
     hit = n_spots >= hit_finder.min_spots
-    n_no_ice = int((spots & ~ice_finder.near_ice()).sum())
+    near_ice = ice_finder.near_ice()
+    n_no_ice = int((~near_ice[rows, cols]).sum())
     inputs = {key(p): normalise(counts[p.grid], p)[0, 0].numpy() for p in preps}
     t2 = time.perf_counter()
     ice, rings = ice_finder.find(counts[HIT_GRID])
     t3 = time.perf_counter()
+    d_spots = SPOT_RESOLUTION.estimate(rows, cols, significance, near_ice) if hit \
+        else (None, None)
+    t4 = time.perf_counter()
     info = {"file": frame.path, "frame": frame.index, "format": frame.info.format,
             "detector": frame.info.detector, "wavelength_A": geom.wavelength_A,
             "distance_mm": geom.distance_mm, "pixel_size_mm": geom.detector.pixel_mm,
@@ -129,7 +138,8 @@ def prepare_frame(frame: Frame, preps: list[Preprocessing],
             "shape": [frame.info.n_slow, frame.info.n_fast]}
     return Prepared(inputs, bool(hit), n_spots, info,
                     {"grid_ms": 1e3 * (t1 - t0), "hitfinder_ms": 1e3 * (t2 - t1),
-                     "ice_ms": 1e3 * (t3 - t2)}, n_no_ice, ice, rings)
+                     "ice_ms": 1e3 * (t3 - t2), "d_min_spots_ms": 1e3 * (t4 - t3)},
+                    n_no_ice, ice, rings, *d_spots)
 
 
 def key(prep: Preprocessing) -> tuple[int, float]:
@@ -164,9 +174,17 @@ def answer(prep: Prepared, p: float | None, d: float | None, sigma: float | None
             "is_multi": None if p is None else bool(prep.hit and p >= P_MULTI_THRESHOLD),
             "resolution_A": None if d is None else round(float(d), 4),
             "resolution_sigma_A": None if sigma is None else round(float(sigma), 4),
+            "d_min_spots_A": _round(prep.d_min_spots_A),
+            "d_min_spots_sigma_A": _round(prep.d_min_spots_sigma_A),
+            "resolution_disagrees": disagree(d, sigma, prep.d_min_spots_A,
+                                             prep.d_min_spots_sigma_A),
             "models": {t: {k: m.get(k) for k in ("name", "version", "source")}
                        for t, m in models.items()},
             "timings_ms": {k: round(v, 2) for k, v in {**prep.timings_ms, **timings_ms}.items()}}
+
+
+def _round(v: float | None, digits: int = 4) -> float | None:
+    return None if v is None else round(float(v), digits)
 
 
 def wants_resolution(prep: Prepared, p: float | None, always_resolution: bool) -> bool:

@@ -235,9 +235,28 @@ class HitFinder:
         arr = _as_array(counts, 2)[None]
         return self._threshold(arr)[0].reshape(arr.shape[1:])
 
+    def spot_list(self, counts: np.ndarray | torch.Tensor
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, cols, significance) of the spots of one (H, W) grid: significance is
+        (value - group median) / sigma, the hit finder's own I/sigma-like measure."""
+        x = _as_array(counts, 2)[None]
+        med, sigma = self._stats(x)
+        spot = self._spots(x)[0]
+        rows, cols = np.nonzero(spot)
+        flat = rows * x.shape[2] + cols
+        sig = (x[0].reshape(-1)[flat] - med[0, flat]) / sigma[0, flat]
+        return rows, cols, sig
+
     # --- implementation -----------------------------------------------------------------
     def _threshold(self, x: np.ndarray) -> np.ndarray:
         """(N, H*W) threshold per cell: group median + significance margin."""
+        med, sigma = self._stats(x)
+        margin = np.maximum(self.n_sigma * sigma, self.min_excess)
+        return np.where(np.isfinite(sigma), med + margin, np.inf).astype(np.float32)
+
+    def _stats(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, H*W) group median and sigma per cell (sigma inf where the group has too few
+        valid cells to trust)."""
         n, h, w = x.shape
         lay = _layout(h, w, float(self.ring_width_cells), int(self.polarisation_bins),
                       int(self.min_group_cells))
@@ -265,9 +284,8 @@ class HitFinder:
         s2 = (v * v).sum(-1)
         var = np.maximum(s2 - s1 * s1 / n_keep, 0.0) / np.maximum(n_keep - 1, 1)
         sigma = np.sqrt(var + self.poisson_floor * (np.maximum(med, 0.0) + 1.0))
-        margin = np.maximum(self.n_sigma * sigma, self.min_excess)
-        thr = np.where(ok, med + margin, np.inf).astype(np.float32)
-        return thr[:, lay.group]
+        sigma = np.where(ok, sigma, np.inf)
+        return med[:, lay.group], sigma[:, lay.group]
 
     def _spots(self, x: np.ndarray) -> np.ndarray:
         """(N, H, W) bool: cells above threshold that are 3 x 3 local maxima."""

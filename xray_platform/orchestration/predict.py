@@ -17,9 +17,9 @@ import ray
 COLUMNS = ["file", "frame", "format", "detector", "wavelength_A", "distance_mm",
            "pixel_size_mm", "beam_center_x_px", "beam_center_y_px", "hit", "n_spots",
            "n_spots_no_ice", "ice", "ice_rings_A", "p_multi", "is_multi", "resolution_A",
-           "resolution_sigma_A", "decode_ms", "grid_ms", "hitfinder_ms", "ice_ms", "lattice_ms",
-           "resolution_ms", "lattice_model", "resolution_model",
-           "error"]
+           "resolution_sigma_A", "d_min_spots_A", "d_min_spots_sigma_A", "resolution_disagrees",
+           "decode_ms", "grid_ms", "hitfinder_ms", "ice_ms", "d_min_spots_ms", "lattice_ms",
+           "resolution_ms", "lattice_model", "resolution_model", "error"]
 
 
 def _flat(rec: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +137,7 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
     df = pd.DataFrame(rows, columns=COLUMNS)
     for c in ("frame", "n_spots", "n_spots_no_ice"):  # integers beside rows that have none
         df[c] = df[c].astype("Int64")
-    for c in ("hit", "is_multi", "ice"):
+    for c in ("hit", "is_multi", "ice", "resolution_disagrees"):
         df[c] = df[c].astype("boolean")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".parquet":
