@@ -339,6 +339,11 @@ def test_xrp_predict_writes_a_per_image_table(service, tmp_path: Path) -> None:
     assert float(hit["grid_ms"]) > 0 and float(hit["decode_ms"]) > 0
     miss = by[("thau_3_2_0017.cbf.bz2", 0)]
     assert miss["resolution_A"] == "" and int(miss["n_spots"]) < 15
+    # ice (one ring at 3.67 Å), spots off it, the classical d_min and the verdict's confidence
+    assert hit["ice"] == "True" and hit["ice_rings_A"] == "3.669" and miss["ice"] == "False"
+    assert 15 <= int(hit["n_spots_no_ice"]) < int(hit["n_spots"])
+    assert 1.9 < float(hit["d_min_spots_A"]) < 2.4 and float(hit["d_min_spots_sigma_A"]) > 0
+    assert float(hit["confidence"]) > 0.99 and miss["d_min_spots_A"] == ""
 
 
 def _replicas(deployment: str) -> list[int]:

@@ -61,6 +61,11 @@ def _rows(m: dict) -> list[tuple[str, str]]:
         rows += [("accuracy", f"{lm['accuracy']:.3f} (majority class "
                               f"{lm['baseline_accuracy']:.3f})"),
                  ("ROC AUC", f"{lm['roc_auc']:.3f}")]
+        if "lattice_reliability" in m:
+            rel = m["lattice_reliability"]
+            t = rel.get("temperature")
+            rows.append(("P(multi) calibration", f"ECE {rel['ece']:.3f}"
+                         + (f" (temperature {t:.3f})" if t not in (None, 1.0) else "")))
     if "resolution" in m:
         rm = m["resolution"]
         rows += [("Pearson r", f"{rm['pearson_r']:.3f}"),
@@ -92,7 +97,7 @@ def evaluate(
     """Evaluate a model: accuracy/ROC (lattice) or Pearson r, MAE, calibration, user sets
     (resolution), with the poster's plots, a JSON + markdown report and MLflow logging."""
     from xray_platform.core.evaluate import predict_dataset
-    from xray_platform.core.models import model_metadata
+    from xray_platform.core.models import model_metadata, temperature_of
     from xray_platform.physics.presets import PRESETS
     from xray_platform.reports.evaluation import evaluate_predictions
 
@@ -117,7 +122,8 @@ def evaluate(
             fail(str(e))
     task, label = meta["task"], meta.get("label")
     res = evaluate_predictions(task, label, preds, table, out,
-                               title=f"{task} ResNet-{meta['depth']} on {name}")
+                               title=f"{task} ResNet-{meta['depth']} on {name}",
+                               temperature=temperature_of(meta) if task == "lattice" else None)
     rows = [("model", f"{source} ({task}, ResNet-{meta['depth']}, label {label})"),
             ("data", f"{data_path} ({len(table['seed'])} shots)"), *_rows(res["metrics"]),
             ("report", res["report"])]

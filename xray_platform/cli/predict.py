@@ -96,6 +96,11 @@ def predict(
                                                "size (mm)."),
     beam_center: str | None = typer.Option(None, "--beam-center", help="Override: beam centre "
                                            "X,Y in pixels (fast, slow)."),
+    min_confidence: float | None = typer.Option(None, "--min-confidence", min=0.5, max=1.0,
+                                                help="Write only frames whose lattice verdict "
+                                                "is at least this likely right, max(p_multi, "
+                                                "1 - p_multi) (needs a lattice model; "
+                                                "unreadable frames stay in the table)."),
     batch_size: int = typer.Option(4, "--batch-size", help="Frames per model batch."),
     workers: int = typer.Option(1, "--workers", help="Parallel predictor actors (1 CPU "
                                 "each)."),
@@ -124,7 +129,9 @@ def predict(
     pinned = _pinned(specs, mlflow_uri)
     if not pinned:
         fail("no model answers: train one (`xrp tune resolution`) or pass --resolution-model")
-    from xray_platform.orchestration.predict import predict_files, write_table
+    if min_confidence is not None and "lattice" not in pinned:
+        fail("--min-confidence needs a lattice model (its p_multi is the confidence)")
+    from xray_platform.orchestration.predict import confident_rows, predict_files, write_table
 
     t0 = time.perf_counter()
     with progress("predicting frames", len(items)) as update:
@@ -132,5 +139,10 @@ def predict(
                              always_resolution=always_resolution, batch_size=batch_size,
                              concurrency=workers, address=address, on_progress=update)
     wall = time.perf_counter() - t0
+    n_all = len(rows)
+    if min_confidence is not None:
+        rows = confident_rows(rows, min_confidence)
+        console.print(f"--min-confidence {min_confidence}: {n_all - len(rows)} of {n_all} "
+                      "frames below it, not written")
     write_table(rows, out)
     _summary(rows, wall, out)

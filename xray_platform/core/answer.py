@@ -172,6 +172,8 @@ def answer(prep: Prepared, p: float | None, d: float | None, sigma: float | None
             "ice_rings": prep.ice_rings,
             "p_multi": None if p is None else round(float(p), 5),
             "is_multi": None if p is None else bool(prep.hit and p >= P_MULTI_THRESHOLD),
+            # P(the lattice verdict is right): calibrated when the model is (core/calibration.py)
+            "confidence": None if p is None else round(float(max(p, 1.0 - p)), 5),
             "resolution_A": None if d is None else round(float(d), 4),
             "resolution_sigma_A": None if sigma is None else round(float(sigma), 4),
             "d_min_spots_A": _round(prep.d_min_spots_A),

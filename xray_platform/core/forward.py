@@ -34,7 +34,7 @@ def predict(model: XrpNet, x: np.ndarray | torch.Tensor, batch_size: int = 32,
     outs = [forward(model, x[i:i + batch_size].to(device, non_blocking=True)).cpu()
             for i in range(0, len(x), batch_size)]
     out = torch.cat(outs) if outs else torch.zeros((0, 1 if model.task == "lattice" else 2))
-    if model.task == "lattice":
-        return {"p_multi": p_multi(out).numpy()}
+    if model.task == "lattice":  # a calibrated model divides its logits by its temperature
+        return {"p_multi": p_multi(out / getattr(model, "temperature", 1.0)).numpy()}
     d, s = resolution_from_output(out)
     return {"d_A": d.numpy(), "sigma_A": s.numpy()}

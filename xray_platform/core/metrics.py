@@ -188,9 +188,12 @@ def resolution_metrics(pred_d: np.ndarray, sigma_d: np.ndarray | None, true_d: n
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         m = (true >= lo) & (true < hi)
         if m.any():
-            shells.append({"lo": float(lo), "hi": float(hi), "n": int(m.sum()),
-                           "mae_A": float(np.mean(np.abs(err[m]))),
-                           "bias_A": float(np.mean(err[m]))})
+            row = {"lo": float(lo), "hi": float(hi), "n": int(m.sum()),
+                   "mae_A": float(np.mean(np.abs(err[m]))), "bias_A": float(np.mean(err[m]))}
+            if sig is not None:  # is sigma right in every shell, not only on average?
+                row |= {"frac_within_1sigma": float(np.mean(np.abs(err[m]) <= sig[m])),
+                        "frac_within_2sigma": float(np.mean(np.abs(err[m]) <= 2 * sig[m]))}
+            shells.append(row)
     out["shells"] = shells
     return out
 

@@ -365,7 +365,16 @@ def load_model(path: str | Path,
     except RuntimeError as e:
         raise ValueError(f"{path}: corrupt xrp model file (weights do not fit a "
                          f"{meta['task']} ResNet-{meta['depth']}): {e}") from e
+    model.temperature = temperature_of(meta)
     return model.to(map_location).eval(), meta
+
+
+def temperature_of(meta: dict) -> float:
+    """The lattice model's fitted temperature (core/calibration.py), 1 when uncalibrated."""
+    t = (meta.get("calibration") or {}).get("temperature", 1.0)
+    if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+        raise ValueError(f"model calibration temperature must be a positive number, got {t!r}")
+    return float(t)
 
 
 def model_summary(metadata: dict) -> str:

@@ -16,8 +16,9 @@ import ray
 
 COLUMNS = ["file", "frame", "format", "detector", "wavelength_A", "distance_mm",
            "pixel_size_mm", "beam_center_x_px", "beam_center_y_px", "hit", "n_spots",
-           "n_spots_no_ice", "ice", "ice_rings_A", "p_multi", "is_multi", "resolution_A",
-           "resolution_sigma_A", "d_min_spots_A", "d_min_spots_sigma_A", "resolution_disagrees",
+           "n_spots_no_ice", "ice", "ice_rings_A", "p_multi", "is_multi", "confidence",
+           "resolution_A", "resolution_sigma_A", "d_min_spots_A", "d_min_spots_sigma_A",
+           "resolution_disagrees",
            "decode_ms", "grid_ms", "hitfinder_ms", "ice_ms", "d_min_spots_ms", "lattice_ms",
            "resolution_ms", "lattice_model", "resolution_model", "error"]
 
@@ -126,6 +127,13 @@ def _scalar(v: Any) -> Any:
     if isinstance(v, float) and np.isnan(v):
         return None
     return v
+
+
+def confident_rows(rows: list[dict[str, Any]], min_confidence: float) -> list[dict[str, Any]]:
+    """The rows whose lattice verdict has at least ``min_confidence`` (unreadable frames stay:
+    their error says why they have no answer)."""
+    return [r for r in rows
+            if r.get("error") or (r.get("confidence") or 0.0) >= min_confidence]
 
 
 def write_table(rows: list[dict[str, Any]], out: Path) -> Path:

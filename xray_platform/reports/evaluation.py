@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from xray_platform.core.calibration import reliability
 from xray_platform.core.metrics import (
     lattice_breakdown,
     lattice_metrics,
@@ -18,6 +19,7 @@ from xray_platform.reports.figures import (
     plot_calibration,
     plot_confusion,
     plot_pred_vs_true,
+    plot_reliability,
     plot_roc,
     plot_user_sets,
 )
@@ -40,8 +42,9 @@ def set_targets(label: str, ids: np.ndarray, true_d: np.ndarray, table: dict
 
 
 def evaluate_predictions(task: str, label: str, preds: dict, table: dict, out_dir: Path,
-                         title: str) -> dict:
-    """Metrics, plots and the report for predictions over a labels table."""
+                         title: str, temperature: float | None = None) -> dict:
+    """Metrics, plots and the report for predictions over a labels table (``temperature``:
+    the lattice model's calibration, for the report)."""
     from xray_platform.core.targets import training_target
 
     out_dir = Path(out_dir)
@@ -54,8 +57,11 @@ def evaluate_predictions(task: str, label: str, preds: dict, table: dict, out_di
         metrics["lattice"] = m
         if "hit" in table:
             metrics["lattice_breakdown"] = lattice_breakdown(preds["p_multi"], table)
+        rel = reliability(preds["p_multi"][keep], is_multi)
+        metrics["lattice_reliability"] = {**rel, "temperature": temperature}
         plots["confusion"] = plot_confusion(m, out_dir / "confusion.png")
         plots["roc"] = plot_roc(preds["p_multi"][keep], is_multi, out_dir / "roc.png")
+        plots["reliability"] = plot_reliability(rel, out_dir / "reliability.png")
     else:
         y, keep = training_target(table, task, label)
         true_d = np.where(keep, 1.0 / np.where(keep, y, 1.0), np.nan)

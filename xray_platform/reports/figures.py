@@ -182,6 +182,28 @@ def plot_calibration(pred_d: np.ndarray, sigma_d: np.ndarray, true_d: np.ndarray
     return _save(fig, out)
 
 
+def plot_reliability(rel: dict, out: Path) -> Path:
+    """Reliability diagram of P(multi): observed fraction vs mean prediction per bin."""
+    bins = rel["bins"]
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.plot([0, 1], [0, 1], "k--", label="perfectly calibrated")
+    if bins:
+        x = [b["mean_p"] for b in bins]
+        ax.plot(x, [b["observed"] for b in bins], "o-", lw=2, label="observed")
+        for b in bins:
+            ax.annotate(str(b["n"]), (b["mean_p"], b["observed"]), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted P(multi-lattice)")
+    ax.set_ylabel("observed fraction multi-lattice")
+    ax.set_title(f"P(multi) reliability, ECE {_fmt(rel['ece'], 3)} (n = {rel['n']})",
+                 fontsize=10)
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    return _save(fig, out)
+
+
 def plot_history(history_csv: Path, out: Path) -> Path:
     """Training curves: train/val loss and the validation metrics per epoch."""
     lines = Path(history_csv).read_text().strip().splitlines()

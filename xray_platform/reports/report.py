@@ -153,10 +153,22 @@ def write_report(out_dir: Path, metrics: dict, plots: dict[str, Path],
         lines += ["## Resolution by true-d shell", ""]
         hi_txt = [_fmt(s["hi"], 2) if s["hi"] is not None and s["hi"] < np.inf else "inf"
                   for s in shells]
-        lines += _table(["shell (Å)", "n", "MAE (Å)", "bias (Å)"],
+        lines += _table(["shell (Å)", "n", "MAE (Å)", "bias (Å)", "within 1 sigma",
+                         "within 2 sigma"],
                         [[f"{_fmt(s['lo'], 2)} - {h}", _fmt(s["n"]), _fmt(s["mae_A"]),
-                          _fmt(s["bias_A"])] for s, h in zip(shells, hi_txt, strict=True)])
+                          _fmt(s["bias_A"]), _fmt(s.get("frac_within_1sigma"), 2),
+                          _fmt(s.get("frac_within_2sigma"), 2)]
+                         for s, h in zip(shells, hi_txt, strict=True)])
         lines.append("")
+    rel = metrics.get("lattice_reliability")
+    if rel:
+        lines += ["## P(multi) reliability", "",
+                  f"Expected calibration error {_fmt(rel['ece'])} over {rel['n']} shots"
+                  + (f" (model temperature {_fmt(rel['temperature'], 3)})"
+                     if rel.get("temperature") is not None else "") + ".", ""]
+        lines += _table(["predicted", "n", "mean predicted", "observed multi"],
+                        [[f"{b['lo']:.1f}-{b['hi']:.1f}", _fmt(b["n"]), _fmt(b["mean_p"]),
+                          _fmt(b["observed"])] for b in rel["bins"]]) + [""]
     sets = sections.get("user", ("", {}))[1].get("sets") or []
     if sets:
         lines += ["## User datasets", ""]
