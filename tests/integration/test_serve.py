@@ -255,6 +255,8 @@ def test_requests_that_are_not_uploads_get_the_error_schema(service) -> None:
     responses = schema["paths"]["/v1/predict"]["post"]["responses"]
     assert {"413", "422", "500"} <= set(responses)
     assert "ErrorBody" in json.dumps(schema["components"])
+    answer = schema["components"]["schemas"]["FrameAnswer"]["properties"]  # core/schema.py
+    assert {"hit", "ice", "resolution_A", "d_min_spots_A", "confidence"} <= set(answer)
 
 
 def test_a_decompression_bomb_costs_little_time_and_no_lasting_memory(service,

@@ -76,6 +76,15 @@ def _summary(rows: list[dict], wall: float, out: Path) -> None:
             err.print(f"[yellow]{r['file']}[{r['frame']}][/]: {r['error']}", soft_wrap=True)
 
 
+def _print_columns(value: bool) -> None:
+    if value:
+        from xray_platform.core.schema import TABLE
+
+        for name, doc in TABLE.items():
+            console.print(f"[bold]{name}[/]: {doc}", soft_wrap=True)
+        raise typer.Exit()
+
+
 def predict(
     paths: list[str] = typer.Argument(..., help="Detector files, folders (searched "
                                       "recursively) or glob patterns; multi-frame HDF5 files "
@@ -102,6 +111,8 @@ def predict(
                                                 "1 - p_multi) (needs a lattice model; "
                                                 "unreadable frames stay in the table)."),
     batch_size: int = typer.Option(4, "--batch-size", help="Frames per model batch."),
+    columns: bool = typer.Option(False, "--columns", is_eager=True, callback=_print_columns,
+                                 help="Print what every column of the table means, and exit."),
     workers: int = typer.Option(1, "--workers", help="Parallel predictor actors (1 CPU "
                                 "each)."),
     address: Address = None,

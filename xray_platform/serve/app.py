@@ -243,12 +243,23 @@ class ErrorBody(BaseModel):
     id: str | None = None  # server faults: the id of the logged traceback
 
 
+def _answer_model() -> type[BaseModel]:
+    """The OpenAPI model of a frame's answer, from the one schema (core/schema.py)."""
+    from pydantic import Field, create_model
+
+    from xray_platform.core.schema import ANSWER
+
+    fields = {k: (t | None, Field(None, description=d)) for k, (t, d) in ANSWER.items()}
+    return create_model("FrameAnswer", __doc__="One frame's answer; null = not computed.",
+                        **fields)
+
+
+FrameAnswer = _answer_model()
 _ERRORS = {400: {"model": ErrorBody, "description": "bad request (form fields)"},
            405: {"model": ErrorBody, "description": "method not allowed"},
            413: {"model": ErrorBody, "description": "upload or decompressed file over a limit"},
            422: {"model": ErrorBody, "description": "the upload cannot be used (names why)"},
-           500: {"model": ErrorBody, "description": "server fault (with an id in the logs)"},
-           504: {"model": ErrorBody, "description": "over the per-request time limit"}}
+           500: {"model": ErrorBody, "description": "server fault (with an id in the logs)"}}
 
 
 def _error_response(message: str, status: int, fault_id: str | None = None) -> JSONResponse:
@@ -342,7 +353,8 @@ class Ingress:
         """The loaded models: registry name and version, architecture, preprocessing, metrics."""
         return {"models": self.models}
 
-    @api.post("/v1/predict", responses=_ERRORS)
+    @api.post("/v1/predict", responses={200: {"model": FrameAnswer,
+                                              "description": "the frame's answer"}, **_ERRORS})
     async def predict(
         self,
         file: UploadFile = File(..., description="A detector file (one frame is answered)."),

@@ -1,0 +1,64 @@
+"""The one answer schema: every field of a frame's answer (HTTP JSON, the `xrp predict` table),
+with its type and meaning; units are in the names (_A: Å, _mm, _ms). The Serve app builds its
+OpenAPI model from ANSWER, `xrp predict --columns` prints TABLE, tests check both against what
+core/answer.py and orchestration/predict.py produce. Null (None, an empty cell) always means
+"not computed" (a miss has no resolution, no lattice model means no p_multi)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# name -> (JSON type, description)
+ANSWER: dict[str, tuple[Any, str]] = {
+    "file": (str, "The detector file (HTTP: the upload's name)."),
+    "frame": (int, "Frame index within the file (0 for single-frame files)."),
+    "format": (str, "The reader that decoded it (cbf, eiger-hdf5, smv, npy)."),
+    "detector": (str, "The detector the header names, if any."),
+    "wavelength_A": (float, "Wavelength (Å), from the header or an override."),
+    "distance_mm": (float, "Sample-detector distance (mm)."),
+    "pixel_size_mm": (float, "Pixel size (mm)."),
+    "beam_center_px": (list, "Beam centre [fast, slow] in pixels (first pixel's centre = 0)."),
+    "shape": (list, "Frame shape [slow, fast] in pixels."),
+    "hit": (bool, "At least 15 Bragg spots (the label definition of a hit)."),
+    "n_spots": (int, "Spots the hit finder counts on the reciprocal-space grid."),
+    "n_spots_no_ice": (int, "Spots off the ice rings' d-spacings (as DIALS counts them)."),
+    "ice": (bool, "Hexagonal/cubic ice powder rings present (core/ice.py)."),
+    "ice_rings": (list, "The ice rings seen: [{d_A, strength, z}], strongest first; strength "
+                        "is the excess over the background in units of it."),
+    "p_multi": (float, "P(two or more lattices) from the lattice model (calibrated if its "
+                       "file says so); null without a lattice model."),
+    "is_multi": (bool, "A hit with p_multi >= 0.5; null when no lattice model answered."),
+    "confidence": (float, "max(p_multi, 1 - p_multi): how likely the lattice verdict is right."),
+    "resolution_A": (float, "Visible resolution d_vis of a single-lattice hit (Å) from the "
+                            "resolution model; null for misses and multi-lattice hits."),
+    "resolution_sigma_A": (float, "The model's 1-sigma uncertainty of resolution_A (Å)."),
+    "d_min_spots_A": (float, "Classical d_min from the spots off the ice rings (Å, "
+                             "core/dmin.py); null for misses."),
+    "d_min_spots_sigma_A": (float, "Its uncertainty (Å)."),
+    "resolution_disagrees": (bool, "resolution_A and d_min_spots_A differ by more than 2 "
+                                   "combined sigma; null when one is missing."),
+    "models": (dict, "task -> {name, version, source} of the models that answered."),
+    "timings_ms": (dict, "Milliseconds per step (decode, grid, hit finder, ice, d_min, models, "
+                         "total)."),
+}
+
+#: Columns of the `xrp predict` table beyond the answer's flat fields.
+_TABLE_ONLY = {
+    "beam_center_x_px": "Beam centre, fast axis (pixels).",
+    "beam_center_y_px": "Beam centre, slow axis (pixels).",
+    "ice_rings_A": "The ice rings' d-spacings (Å), space-separated, strongest first.",
+    "decode_ms": "Reading and decoding the frame (ms).",
+    "grid_ms": "Mapping it onto the reciprocal-space grids (ms).",
+    "hitfinder_ms": "Hit finder (ms).",
+    "ice_ms": "Ice-ring test (ms).",
+    "d_min_spots_ms": "Classical d_min (ms).",
+    "lattice_ms": "Lattice model, per frame of its batch (ms).",
+    "resolution_ms": "Resolution model, per frame of its batch (ms).",
+    "lattice_model": "The lattice model that answered (NAME/VERSION or its file).",
+    "resolution_model": "The resolution model that answered.",
+    "error": "Why the frame has no answer (unreadable file, geometry out of range); else empty.",
+}
+_NOT_IN_TABLE = {"beam_center_px", "shape", "ice_rings", "models", "timings_ms"}
+
+TABLE: dict[str, str] = {**{k: d for k, (_, d) in ANSWER.items() if k not in _NOT_IN_TABLE},
+                         **_TABLE_ONLY}
