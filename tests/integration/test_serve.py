@@ -320,11 +320,17 @@ def test_xrp_predict_writes_a_per_image_table(service, tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "xray_platform.cli", "predict", str(folder),
                         "--out", str(out), "--lattice-model", str(service["lattice"]),
                         "--resolution-model", "resolution@champion", "--mlflow-uri",
-                        service["uri"]], capture_output=True, text=True, timeout=600,
-                       cwd=tmp_path)
+                        service["uri"], "--run", "batch", "--store",
+                        f"sqlite:///{tmp_path}/runs.db"], capture_output=True, text=True,
+                       timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 5  # 2 real + 1 broken + 2 HDF5 frames
+    from xray_platform.live.store import RunStore  # the same answers in the run store
+
+    stored = RunStore(f"sqlite:///{tmp_path}/runs.db").answers("batch")
+    assert sorted((Path(a["file"]).name, a["frame"]) for a in stored) == sorted(
+        (Path(x["file"]).name, int(x["frame"])) for x in rows)
     by = {(Path(x["file"]).name, int(x["frame"])): x for x in rows}
     assert by[("thau_3_2_0002.cbf.bz2", 0)]["hit"] == "True"
     assert by[("thau_3_2_0017.cbf.bz2", 0)]["hit"] == "False"

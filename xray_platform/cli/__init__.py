@@ -1,9 +1,9 @@
 """The `xrp` command line: one module per command group, thin over the library.
 
 data.py (presets, simulate, show), train.py, tune.py, models.py (zoo + registry), evaluate.py,
-serve.py, predict.py; options.py declares the options several commands share, common.py the
-consoles, errors, progress bars and summary tables. `-v/--verbose` shows Ray's own output
-(otherwise it goes to a log file under the xrp cache folder)."""
+serve.py, predict.py, runs.py (watch, runs); options.py declares the options several commands
+share, common.py the consoles, errors, progress bars and summary tables. `-v/--verbose` shows
+Ray's own output (otherwise it goes to a log file under the xrp cache folder)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import os
 import typer
 
 from xray_platform import __version__
-from xray_platform.cli import data, evaluate, predict, serve, train, tune
+from xray_platform.cli import data, evaluate, predict, runs, serve, train, tune
 from xray_platform.cli.common import console
 from xray_platform.cli.models import models_app
 
@@ -46,6 +46,8 @@ app.add_typer(models_app, name="models")
 app.command()(evaluate.evaluate)
 app.command()(serve.serve)
 app.command()(predict.predict)
+app.command()(runs.watch)
+app.add_typer(runs.runs_app, name="runs")
 
 
 def main() -> None:  # pragma: no cover

@@ -110,6 +110,10 @@ def predict(
                                                 "is at least this likely right, max(p_multi, "
                                                 "1 - p_multi) (needs a lattice model; "
                                                 "unreadable frames stay in the table)."),
+    run: str | None = typer.Option(None, "--run", help="Also append the answers to this run "
+                                   "of the run store (`xrp runs show RUN`)."),
+    store: str | None = typer.Option(None, "--store", help="The run store for --run (a "
+                                     "SQLAlchemy URL; default sqlite:///xrp-runs.db)."),
     batch_size: int = typer.Option(4, "--batch-size", help="Frames per model batch."),
     columns: bool = typer.Option(False, "--columns", is_eager=True, callback=_print_columns,
                                  help="Print what every column of the table means, and exit."),
@@ -156,4 +160,13 @@ def predict(
         console.print(f"--min-confidence {min_confidence}: {n_all - len(rows)} of {n_all} "
                       "frames below it, not written")
     write_table(rows, out)
+    if run is not None:
+        from xray_platform.live.store import RunStore
+
+        try:
+            rs = RunStore(store)
+            added = rs.add(rs.open_run(run, "predict:" + " ".join(paths)), rows)
+        except ValueError as e:
+            fail(str(e))
+        console.print(f"run {run!r} in {rs.url}: {added} new frames (of {len(rows)})")
     _summary(rows, wall, out)

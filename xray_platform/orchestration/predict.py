@@ -25,10 +25,12 @@ COLUMNS = ["file", "frame", "format", "detector", "wavelength_A", "distance_mm",
 
 def _flat(rec: dict[str, Any]) -> dict[str, Any]:
     row = {c: rec.get(c) for c in COLUMNS}
-    bc = rec.get("beam_center_px") or (None, None)
-    row["beam_center_x_px"], row["beam_center_y_px"] = bc
+    if "beam_center_px" in rec or "beam_center_x_px" not in rec:  # an answer, not a row
+        bc = rec.get("beam_center_px") or (None, None)
+        row["beam_center_x_px"], row["beam_center_y_px"] = bc
     rings = rec.get("ice_rings")  # the table keeps the d-spacings (Å), strongest first
-    row["ice_rings_A"] = " ".join(f"{r['d_A']:.3f}" for r in rings) if rings else None
+    if rings is not None or "ice_rings_A" not in rec:
+        row["ice_rings_A"] = " ".join(f"{r['d_A']:.3f}" for r in rings) if rings else None
     for k, v in (rec.get("timings_ms") or {}).items():
         if k in row:
             row[k] = v

@@ -1,0 +1,1 @@
+"""At the beamline: the run store and `xrp watch` (no Ray)."""

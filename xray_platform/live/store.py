@@ -1,0 +1,154 @@
+"""The run store: every answer of a run in a real database (SQLite in the working directory by
+default, or any SQLAlchemy URL: postgresql://..., mysql://...), with the run's source and
+geometry. No Ray.
+
+Tables: ``runs`` (one row per run: name, source, geometry, started/updated, frames dropped) and
+``answers`` (one row per frame: run, file, frame, the answer's main fields as columns for
+queries, and the whole answer as JSON, core/schema.py). (run, file, frame) is unique, so a
+restarted `xrp watch` never answers a frame twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+DEFAULT_URL = "sqlite:///xrp-runs.db"
+#: Answer fields kept as columns (the rest is in the JSON).
+COLUMNS = {"hit": sa.Boolean, "n_spots": sa.Integer, "ice": sa.Boolean, "p_multi": sa.Float,
+           "is_multi": sa.Boolean, "resolution_A": sa.Float, "resolution_sigma_A": sa.Float,
+           "d_min_spots_A": sa.Float, "error": sa.Text}
+
+_meta = sa.MetaData()
+RUNS = sa.Table(
+    "runs", _meta,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("geometry", sa.Text),  # JSON of the first frame's geometry
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+    sa.Column("dropped", sa.Integer, nullable=False, default=0),
+)
+ANSWERS = sa.Table(
+    "answers", _meta,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("seq", sa.Integer, nullable=False),  # the order answers arrived in
+    sa.Column("file", sa.Text, nullable=False),
+    sa.Column("frame", sa.Integer, nullable=False),
+    sa.Column("answered", sa.Float, nullable=False),
+    *[sa.Column(k, t) for k, t in COLUMNS.items()],
+    sa.Column("answer", sa.Text, nullable=False),
+    sa.UniqueConstraint("run_id", "file", "frame", name="one_answer_per_frame"),
+)
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
+    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+class RunStore:
+    """Runs and their answers in the database at ``url`` (created on first use)."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or DEFAULT_URL
+        try:
+            self.engine = sa.create_engine(self.url)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as e:
+            raise ValueError(f"run store {self.url!r}: not a database URL SQLAlchemy can "
+                             f"open ({e})") from None
+        if self.url.startswith("sqlite:///"):
+            Path(self.url.removeprefix("sqlite:///")).expanduser().parent.mkdir(
+                parents=True, exist_ok=True)
+        _meta.create_all(self.engine)
+
+    def open_run(self, name: str, source: str) -> int:
+        """The run's id: a new run, or the existing one of that name (resumed) if its source
+        is the same; a name already used for another source is an error."""
+        with self.engine.begin() as c:
+            row = c.execute(sa.select(RUNS).where(RUNS.c.name == name)).mappings().first()
+            if row is not None:
+                if row["source"] != source:
+                    raise ValueError(f"run {name!r} already exists for {row['source']}; "
+                                     "choose another --run name")
+                return int(row["id"])
+            now = time.time()
+            return int(c.execute(RUNS.insert().values(name=name, source=source, started=now,
+                                                      updated=now, dropped=0)
+                                 ).inserted_primary_key[0])
+
+    def answered(self, run_id: int) -> set[tuple[str, int]]:
+        """(file, frame) of every frame the run already holds."""
+        with self.engine.connect() as c:
+            return {(r.file, r.frame) for r in
+                    c.execute(sa.select(ANSWERS.c.file, ANSWERS.c.frame)
+                              .where(ANSWERS.c.run_id == run_id))}
+
+    def add(self, run_id: int, answers: list[dict[str, Any]], dropped: int = 0) -> int:
+        """Append answers (frames already there are skipped); returns how many were new."""
+        have = self.answered(run_id)
+        now = time.time()
+        with self.engine.begin() as c:
+            seq = c.execute(sa.select(sa.func.count()).select_from(ANSWERS)
+                            .where(ANSWERS.c.run_id == run_id)).scalar_one()
+            rows = []
+            for a in answers:
+                key = (str(a["file"]), int(a["frame"]))
+                if key in have:
+                    continue
+                have.add(key)
+                a = _clean(a)
+                rows.append({"run_id": run_id, "seq": seq + len(rows), "file": key[0],
+                             "frame": key[1], "answered": now,
+                             **{k: a.get(k) for k in COLUMNS},
+                             "answer": json.dumps(a, sort_keys=True)})
+            if rows:
+                c.execute(ANSWERS.insert(), rows)
+            values: dict[str, Any] = {"updated": now, "dropped": RUNS.c.dropped + dropped}
+            geom = next((r for r in answers if r.get("wavelength_A") is not None), None)
+            if geom is not None:
+                values["geometry"] = sa.func.coalesce(RUNS.c.geometry, json.dumps(_clean(
+                    {k: geom.get(k) for k in ("detector", "wavelength_A", "distance_mm",
+                                              "pixel_size_mm", "beam_center_px", "shape")})))
+            c.execute(RUNS.update().where(RUNS.c.id == run_id).values(**values))
+        return len(rows)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run with its frame, hit and error counts."""
+        a = ANSWERS.c
+        q = (sa.select(RUNS, sa.func.count(a.id).label("frames"),
+                       sa.func.sum(sa.case((a.hit.is_(True), 1), else_=0)).label("hits"),
+                       sa.func.sum(sa.case((a.error.is_not(None), 1), else_=0)).label("errors"))
+             .select_from(RUNS.outerjoin(ANSWERS)).group_by(RUNS.c.id).order_by(RUNS.c.id))
+        with self.engine.connect() as c:
+            return [dict(r) | {"hits": int(r["hits"] or 0), "errors": int(r["errors"] or 0)}
+                    for r in c.execute(q).mappings()]
+
+    def run(self, name: str) -> dict[str, Any]:
+        for r in self.runs():
+            if r["name"] == name:
+                return r
+        raise ValueError(f"no run {name!r} in {self.url} (xrp runs list shows them)")
+
+    def answers(self, name: str) -> list[dict[str, Any]]:
+        """The run's answers in arrival order (the full JSON of each)."""
+        run_id = self.run(name)["id"]
+        with self.engine.connect() as c:
+            q = sa.select(ANSWERS.c.answer).where(ANSWERS.c.run_id == run_id) \
+                .order_by(ANSWERS.c.seq)
+            return [json.loads(r.answer) for r in c.execute(q)]

@@ -1,0 +1,164 @@
+"""`xrp watch FOLDER`: follow a run as the detector writes it, answer every new frame through
+the frame -> answer path of `xrp predict` (core/answer.py, in this process) and append the
+answers to the run store (live/store.py). No Ray.
+
+- A file is read once it is settled: its size and modification time unchanged for
+  ``settle_s``. A frame that fails to read (a half-written CBF, an HDF5 master whose data file
+  is not there yet) is retried at every poll; only after failing for ``give_up_s`` is it stored
+  with its error, so a slow writer never turns into "corrupt".
+- Frames waiting beyond ``max_backlog`` are dropped, oldest first, and counted (the run's
+  ``dropped``): the watcher keeps up with the newest frames instead of falling behind; the
+  detector writes files, so it is never blocked.
+- A restart resumes the run: frames already in the store are never answered again.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xray_platform.live.store import RunStore
+
+
+@dataclass
+class WatchStats:
+    answered: int = 0
+    hits: int = 0
+    errors: int = 0
+    dropped: int = 0
+    retrying: int = 0
+    backlog: int = 0
+    last: dict[str, Any] | None = None
+
+
+_DETECTOR_NAME = re.compile(r"\.(cbf|img|smv|h5|hdf5|nxs)(\.(gz|bz2))?$", re.IGNORECASE)
+_EIGER_DATA = re.compile(r"_data_\d{6}\.h5$")
+
+
+def _looks_like_a_frame(p: Path) -> bool:
+    """Named like a detector file (not an EIGER data file, which its master reads) though no
+    reader takes it (truncated, corrupt): it gets an error answer once it has failed long
+    enough."""
+    return bool(_DETECTOR_NAME.search(p.name)) and not _EIGER_DATA.search(p.name)
+
+
+@dataclass
+class FolderScan:
+    """Detector files under a folder, each opened only when new or changed."""
+
+    folder: Path
+    settle_s: float = 1.0
+    _seen: dict[Path, tuple[int, float, float, int]] = field(default_factory=dict)
+
+    def frames(self) -> list[tuple[Path, int]]:
+        """(file, frame) of every frame of the settled detector files, in file order."""
+        from xray_platform.io.formats.registry import reader_for, understood_by
+
+        out, now = [], time.time()
+        for p in sorted(q for q in self.folder.rglob("*") if q.is_file()):
+            try:
+                st = p.stat()
+            except OSError:  # removed meanwhile
+                continue
+            size, mtime = st.st_size, st.st_mtime
+            old = self._seen.get(p)
+            if old is None or old[:2] != (size, mtime):
+                self._seen[p] = (size, mtime, now, -1)  # changed: wait for it to settle
+                continue
+            if now - old[2] < self.settle_s:
+                continue
+            n = old[3]
+            if n < 0:  # settled: how many frames does it hold (0: not a detector file)?
+                try:
+                    n = reader_for(p).n_frames(p) if understood_by(p) else \
+                        int(_looks_like_a_frame(p))
+                except (ValueError, OSError):
+                    n = 1  # a detector file that fails: its frame gets an error answer
+                self._seen[p] = (size, mtime, old[2], n)
+            out.extend((p, i) for i in range(n))
+        return out
+
+
+def answer_items(items: list[tuple[Path, int]], models: dict, overrides: dict
+                 ) -> tuple[list[dict], dict[tuple[str, int], str]]:
+    """Answers of the frames that read, and the read errors of the others."""
+    from xray_platform.core.answer import predict_frames
+    from xray_platform.io.formats import read_frame
+
+    frames, errors = [], {}
+    for path, index in items:
+        try:
+            frames.append(read_frame(path, index, **overrides))
+        except (ValueError, OSError) as e:
+            errors[(str(path), index)] = str(e)
+    return (predict_frames(frames, models) if frames else []), errors
+
+
+def watch_folder(folder: Path, store: RunStore, run: str, models: dict, *,
+                 overrides: dict | None = None, poll_s: float = 1.0, settle_s: float = 1.0,
+                 give_up_s: float = 60.0, max_backlog: int = 1000, batch: int = 8,
+                 exit_when_idle_s: float | None = None,
+                 on_update: Callable[[WatchStats], None] | None = None) -> WatchStats:
+    """Follow ``folder`` until idle for ``exit_when_idle_s`` (None: until interrupted)."""
+    folder = Path(folder).resolve()  # answers name absolute paths: a restart elsewhere resumes
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such folder")
+    run_id = store.open_run(run, f"folder:{folder}")
+    done = store.answered(run_id)
+    scan, stats = FolderScan(folder, settle_s), WatchStats()
+    failing: dict[tuple[str, int], float] = {}  # first failure time of frames being retried
+    dropped: set[tuple[str, int]] = set()
+    idle_since = time.time()
+    while True:
+        pending = [(p, i) for p, i in scan.frames()
+                   if (str(p), i) not in done and (str(p), i) not in dropped]
+        if len(pending) > max_backlog:  # keep up with the newest frames
+            n_drop = len(pending) - max_backlog
+            dropped.update((str(p), i) for p, i in pending[:n_drop])
+            store.add(run_id, [], dropped=n_drop)
+            stats.dropped += n_drop
+            pending = pending[n_drop:]
+        made = 0
+        for k in range(0, len(pending), batch):
+            made += _answer_batch(pending[k:k + batch], store, run_id, models, overrides or {},
+                                  give_up_s, failing, done, stats)
+            stats.retrying = len(failing)
+            stats.backlog = max(0, len(pending) - k - batch)
+            if on_update:
+                on_update(stats)
+        stats.backlog = 0
+        if made:
+            idle_since = time.time()
+            continue
+        if on_update:
+            on_update(stats)
+        if exit_when_idle_s is not None and time.time() - idle_since >= exit_when_idle_s:
+            return stats
+        time.sleep(poll_s)
+
+
+def _answer_batch(work: list[tuple[Path, int]], store: RunStore, run_id: int, models: dict,
+                  overrides: dict, give_up_s: float, failing: dict[tuple[str, int], float],
+                  done: set[tuple[str, int]], stats: WatchStats) -> int:
+    """Answer one batch into the store; frames that fail to read wait in ``failing`` until
+    they have failed for give_up_s, then get their error as the answer. Returns answers made."""
+    answers, errors = answer_items(work, models, overrides)
+    now = time.time()
+    for key, msg in errors.items():
+        if now - failing.setdefault(key, now) >= give_up_s:
+            answers.append({"file": key[0], "frame": key[1], "error": msg})
+    store.add(run_id, answers)
+    for a in answers:
+        key = (str(a["file"]), int(a["frame"]))
+        done.add(key)
+        failing.pop(key, None)
+    stats.answered += len(answers)
+    stats.hits += sum(bool(a.get("hit")) for a in answers)
+    stats.errors += sum(bool(a.get("error")) for a in answers)
+    if answers:
+        stats.last = answers[-1]
+    return len(answers)
