@@ -576,3 +576,16 @@ def test_expand_inputs_folder_and_glob(tmp_path: Path) -> None:
         expand_inputs([tmp_path / "empty"])
     with pytest.raises(FormatError, match="not a detector file"):
         expand_inputs([folder / "README.txt"])
+
+
+@needs_real
+@pytest.mark.parametrize("name, words", [
+    ("cspad_thermolysin_0401.cbf", "multi-panel detector (4 binary section(s) of 388 x 185 x 8"),
+    ("rayonix340_kapton_hit.cbf", "x-CBF_PACKED compression"),
+    ("DLS_I23_P12M_thau_00001.cbf.gz", "24 modules on a cylinder"),
+])
+def test_real_frames_xrp_cannot_place_yet_are_refused_saying_why(name, words) -> None:
+    """Not 'corrupt' (the files are fine) and never a flat-panel answer from a wrong layout."""
+    with pytest.raises(FormatError) as e:
+        read_frame(REAL / name)
+    assert words in str(e.value) and "corrupt" not in str(e.value)

@@ -107,10 +107,22 @@ def _check_binary_section(path: Path, buf: bytes) -> dict[str, str]:
     if start < 0:
         raise CBFError(f"{path}: truncated CBF (binary section header incomplete)")
     mime: dict[str, str] = {}
-    for line in buf[marker:start].decode("latin-1").splitlines()[1:]:
+    text = buf[marker:start].decode("latin-1")
+    for line in text.splitlines()[1:]:
         key, sep, val = line.partition(":")
         if sep:
             mime[key.strip()] = val.strip().strip('"').strip()
+    conv = re.search(r'conversions\s*=\s*"?([\w-]+)', text)  # a Content-Type parameter
+    if conv:
+        mime.setdefault("conversions", conv.group(1))
+    sections = buf.count(b"X-Binary-Size:")  # one per binary section
+    depth = mime.get("X-Binary-Size-Third-Dimension", "1")
+    if sections > 1 or depth.strip() not in ("1", ""):
+        raise CBFError(f"{path}: a multi-panel detector ({sections} binary section(s) of "
+                       f"{mime.get('X-Binary-Size-Fastest-Dimension')} x "
+                       f"{mime.get('X-Binary-Size-Second-Dimension')} x {depth} pixels, each "
+                       "placed by its own imgCIF axes, as cctbx.xfel writes CSPAD frames); xrp "
+                       "reads single-panel detectors only so far")
     try:
         size = int(mime["X-Binary-Size"])
         n_fast = int(mime["X-Binary-Size-Fastest-Dimension"])
@@ -119,7 +131,10 @@ def _check_binary_section(path: Path, buf: bytes) -> dict[str, str]:
     except (KeyError, ValueError) as exc:
         raise CBFError(f"{path}: corrupt CBF binary header (missing/bad {exc})") from exc
     if "x-CBF_BYTE_OFFSET" not in mime.get("conversions", "x-CBF_BYTE_OFFSET"):
-        raise CBFError(f"{path}: unsupported CBF compression {mime.get('conversions')!r}")
+        raise CBFError(f"{path}: the pixels are stored with {mime.get('conversions')} "
+                       "compression, which xrp's CBF decoder (fabio) does not read; only "
+                       "x-CBF_BYTE_OFFSET (PILATUS, EIGER) is read (CBFlib's cif2cbf can "
+                       "convert it)")
     dtype = mime.get("X-Binary-Element-Type", "signed 32-bit integer")
     if dtype not in _ACCEPTED_TYPES:
         raise CBFError(f"{path}: unsupported CBF element type {dtype!r}")

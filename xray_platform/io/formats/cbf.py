@@ -29,7 +29,18 @@ def _count_cutoff(raw: dict[str, str]) -> int | None:
     return int(m.group()) if m else None
 
 
+#: Detectors whose pixels do not lie on one flat panel, though a miniCBF header says nothing of
+#: it: read as flat, their frames would get a wrong geometry and a confident wrong answer.
+NOT_FLAT = {re.compile(r"PILATUS3? ?12M", re.IGNORECASE):
+            "24 modules on a cylinder around the sample (DLS I23)"}
+
+
 def _cbf_info(path: Path, header: _cbf.FrameHeader) -> FrameInfo:
+    for pattern, layout in NOT_FLAT.items():
+        if header.detector and pattern.search(header.detector):
+            raise FormatError(f"{path}: {header.detector}: {layout}, a layout its miniCBF "
+                              "header does not describe; xrp reads flat detectors only so far "
+                              "(read as one flat panel the geometry would be wrong)")
     return FrameInfo(
         wavelength_A=header.wavelength_A,
         distance_mm=header.distance_mm,
