@@ -52,6 +52,11 @@ def main() -> None:
         resume = ["--resume"] if list(run.glob("**/train_state.pt")) else []
         xrp(*r.train_command(data, runs, name), *resume, *cluster, *tracking)
     model = Path(runs) / name / "model.pt"
+    if r.calibrate:  # temperature-scale P(multi) on the validation shots (core/calibration.py)
+        cal = model.with_name("model-calibrated.pt")
+        if not cal.exists():
+            xrp(*r.calibrate_command(data, str(model), str(cal)))
+        model = cal
     reports = []
     for preset, _ in r.evaluations:
         out = Path(runs) / name / f"eval-{preset}"

@@ -27,6 +27,9 @@ def _card(task: str, name: str, version: str, meta: dict, reports: list[Path],
     r = RECIPES[task]
     cmds = [" ".join(["xrp", *c]) for c in r.simulate_commands("data")]
     cmds.append(" ".join(["xrp", *r.train_command("data", "runs", f"zoo-{task}")]))
+    if r.calibrate:
+        cmds.append(" ".join(["xrp", *r.calibrate_command(
+            "data", f"runs/zoo-{task}/model.pt", f"runs/zoo-{task}/model-calibrated.pt")]))
     data = meta.get("training_data", {})
     init = f"trunk from the {r.transfer_from} model" if r.transfer_from else "from scratch"
     lines = [f"# {name} {version}", "", f"**{model_summary(meta)}**", "",
@@ -44,7 +47,11 @@ def _card(task: str, name: str, version: str, meta: dict, reports: list[Path],
              f"AdamW lr {r.lr} (warm-up + cosine), batch "
              f"{r.batch_size}, {r.epochs} epochs (the weights of epoch {meta.get('epoch', '?')}, "
              f"the best on validation), seed {r.seed}",
-             f"- MLflow run {meta.get('mlflow_run_id', '?')}", "",
+             f"- MLflow run {meta.get('mlflow_run_id', '?')}",
+             *([f"- calibrated: temperature {cal['temperature']:.3f} fitted on {cal['n']} "
+                f"validation shots (expected calibration error {cal['ece_before']:.3f} -> "
+                f"{cal['ece_after']:.3f}, log-loss {cal['nll_before']:.3f} -> "
+                f"{cal['nll_after']:.3f})"] if (cal := meta.get("calibration")) else []), "",
              "## Reproduce it", "", "```bash", *cmds, "```", "",
              "(or `python jobs/zoo.py " + task + "`, which runs these and resumes an "
              "interrupted run)", ""]

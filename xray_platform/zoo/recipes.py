@@ -22,6 +22,7 @@ class Recipe:
     depth: int = 18
     epochs: int = 12
     batch_size: int = 32
+    calibrate: bool = False  # temperature-scale the classifier on the validation shots
     lr: float = 1e-3
     seed: int = 0
     label: str | None = None  # the training label, when not the task's default
@@ -52,6 +53,10 @@ class Recipe:
                 *(["--init", "transfer", "--transfer-from", self.trunk(runs)]
                   if self.transfer_from else [])]
 
+    def calibrate_command(self, root: str, model: str, out: str) -> list[str]:
+        """The `xrp models calibrate` argv: the temperature fitted on the validation shots."""
+        return ["models", "calibrate", model, "--data", f"{root}/{self.val}-val", "--out", out]
+
     def trunk(self, runs: str) -> str:
         """The model giving the initial trunk: the zoo run of ``transfer_from`` under ``runs``
         if there is one, else the model the package ships for that task."""
@@ -70,12 +75,11 @@ RECIPES: dict[str, Recipe] = {
     "resolution": Recipe(
         "resolution", "zoo-resolution", 30_000, "zoo-resolution", 1_500, 64, 1.2, epochs=16,
         evaluations=(("zoo-resolution", 2_000), ("zoo-user-sets", 40))),
-    # not shipped yet (README's zoo section): 64² to 1.2 Å stayed near chance; 128² to 2.4 Å
-    # (the cells of 256² to 1.2 Å, fine enough to separate lattices) reached validation
-    # accuracy 0.64 (baseline 0.53), AUC 0.67 after its first epoch
+    # 64² to 1.2 Å stayed near chance; 128² to 2.4 Å (the cells of 256² to 1.2 Å, fine
+    # enough to separate lattices) learns: the model card has its curve
     "lattice": Recipe(
-        "lattice", "zoo-lattice", 30_000, "zoo-lattice", 1_500, 128, 2.4, lr=5e-4,
-        label="is_multi_hits", transfer_from="resolution",
+        "lattice", "zoo-lattice", 30_000, "zoo-lattice", 1_500, 128, 2.4, epochs=5, lr=5e-4,
+        label="is_multi_hits", transfer_from="resolution", calibrate=True,
         evaluations=(("zoo-lattice-uniform", 1_000), ("zoo-lattice-g1", 1_000),
                      ("zoo-lattice-g5", 1_000), ("zoo-lattice-g20", 1_000))),
 }
