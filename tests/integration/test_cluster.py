@@ -65,6 +65,8 @@ def test_a_training_worker_killed_mid_run_restores_from_its_checkpoint(tmp_path:
            "quick-resolution", "--workers", "2", "--cpus-per-worker", "0.5", "--epochs", "3",
            "--shots-per-epoch", "32", "--val-shots", "16", "--batch-size", "8", "--name", "ft",
            "--out", str(tmp_path / "runs"), "--mlflow-uri", uri]
+    # this run's workers are the ones that were not there before it (pids can wrap around)
+    stale = {p for p, _ in _processes(r"ray::RayTrainWorker")}
     # verbose: the test reads Ray Train's own lines (checkpoint reported, failure policy)
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**LOOPBACK, "XRP_VERBOSE": "1"})
@@ -77,8 +79,7 @@ def test_a_training_worker_killed_mid_run_restores_from_its_checkpoint(tmp_path:
         while killed is None and proc.poll() is None and time.time() - t0 < 600:
             if any("Reporting training result 1:" in ln for ln in lines):  # checkpoint 1 saved
                 time.sleep(2)  # and registered by the controller
-                # this run's workers (pids after its driver's; stale ones of other runs are not)
-                workers = [p for p, _ in _processes(r"ray::RayTrainWorker") if p > proc.pid]
+                workers = [p for p, _ in _processes(r"ray::RayTrainWorker") if p not in stale]
                 if len(workers) == 2:
                     killed = workers[-1]
                     os.kill(killed, signal.SIGKILL)

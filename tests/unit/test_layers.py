@@ -1,4 +1,4 @@
-"""The layers: physics, io, core and reports import and run without Ray or MLflow."""
+"""The layers: physics, io, core, reports, zoo and live import and run without Ray or MLflow."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import xray_platform
 
-PURE = ("physics", "io", "core", "reports", "zoo")
+PURE = ("physics", "io", "core", "reports", "zoo", "live")
 
 
 def _modules(layer: str) -> list[str]:
@@ -42,4 +42,4 @@ def test_matplotlib_only_in_reports() -> None:
 def test_every_module_belongs_to_a_layer() -> None:
     top = {m.name for m in pkgutil.iter_modules(xray_platform.__path__)}
     assert top == {"physics", "io", "core", "reports", "tracking", "orchestration", "serve",
-                   "cli", "zoo"}, top
+                   "cli", "zoo", "live"}, top

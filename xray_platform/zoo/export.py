@@ -25,7 +25,8 @@ from xray_platform.zoo.recipes import RECIPES
 def _card(task: str, name: str, version: str, meta: dict, reports: list[Path],
           notes: str) -> str:
     r = RECIPES[task]
-    cmds = [" ".join(["xrp", *c]) for c in r.simulate_commands("data")]
+    cmds = [" ".join(["xrp", *c]) for c in r.simulate_commands("data")]  # (paths in the
+    # package are written relative to the repository, not to this machine)
     cmds.append(" ".join(["xrp", *r.train_command("data", "runs", f"zoo-{task}")]))
     if r.calibrate:
         cmds.append(" ".join(["xrp", *r.calibrate_command(
@@ -55,6 +56,7 @@ def _card(task: str, name: str, version: str, meta: dict, reports: list[Path],
              "## Reproduce it", "", "```bash", *cmds, "```", "",
              "(or `python jobs/zoo.py " + task + "`, which runs these and resumes an "
              "interrupted run)", ""]
+    lines = [ln.replace(str(ZOO_DIR), "xray_platform/zoo") for ln in lines]
     if notes:
         lines += ["## Notes", "", notes, ""]
     if (ZOO_DIR / "cards" / task / "learning_curve.png").is_file():
