@@ -15,8 +15,6 @@ import argparse
 import bz2
 import gzip
 import io
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,7 +27,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real"
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from load import replicas, start_server  # noqa: E402
+from load import replicas, start_server, stop_server, wait_until_answering  # noqa: E402
 
 GEO = {"wavelength_A": "1.0", "distance_mm": "150", "pixel_size_mm": "0.172",
        "beam_center_x_px": "128", "beam_center_y_px": "128"}
@@ -120,16 +118,7 @@ def main() -> None:
     cbf = bz2.decompress(good)
     proc, url = (None, a.url) if a.url else start_server(Path(tempfile.mkdtemp()), zoo=True)
     try:
-        t0 = time.time()
-        while True:
-            try:
-                if post(url, "thau.cbf.bz2", good, {}).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.time() - t0 > 300:
-                sys.exit(f"{url} did not answer within 300 s")
-            time.sleep(1)
+        wait_until_answering(url, "thau.cbf.bz2", good, {})
         print(f"{url}: good frame thau_3_2_0002.cbf.bz2; RSS: peak during the case minus before")
         print("| case | upload | status | ms | Preprocessor +MB | Ingress +MB | message | "
               "good frame after |")
@@ -149,12 +138,7 @@ def main() -> None:
             print(f"| {label} | {size} | {r.status_code} | {ms:.0f} | {grow['Preprocessor']} | "
                   f"{grow['Ingress']} | {msg[:70]} | {after} |", flush=True)
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_server(proc)
 
 
 if __name__ == "__main__":

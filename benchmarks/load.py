@@ -73,6 +73,33 @@ def start_server(tmp: Path, zoo: bool = False) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
+def wait_until_answering(url: str, name: str, data: bytes, form: dict,
+                         limit_s: float = 300.0) -> None:
+    """Post the frame until the service answers 200 (it is up), or exit after ``limit_s``."""
+    t0 = time.time()
+    while True:
+        try:
+            if requests.post(f"{url}/v1/predict", files={"file": (name, data)}, data=form,
+                             timeout=60).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        if time.time() - t0 > limit_s:
+            sys.exit(f"{url} did not answer within {limit_s:.0f} s")
+        time.sleep(1)
+
+
+def stop_server(proc: subprocess.Popen | None) -> None:
+    """Stop a server start_server started (SIGINT, then kill after 60 s)."""
+    if proc is None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def load(url: str, name: str, data: bytes, form: dict, clients: int, seconds: float) -> dict:
     """``clients`` threads posting the frame back to back for ``seconds``."""
     mem0 = replicas()
@@ -138,17 +165,7 @@ def main() -> None:
         form = {"wavelength_A": "1.0", "distance_mm": "150", "pixel_size_mm": "0.172",
                 "beam_center_x_px": "128", "beam_center_y_px": "128"}
     try:
-        t0 = time.time()
-        while True:  # up and answering
-            try:
-                if requests.post(f"{url}/v1/predict", files={"file": (name, data)}, data=form,
-                                 timeout=60).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.time() - t0 > 300:
-                sys.exit(f"{url} did not answer within 300 s")
-            time.sleep(1)
+        wait_until_answering(url, name, data, form)
         for _ in range(5):
             requests.post(f"{url}/v1/predict", files={"file": (name, data)}, data=form)
         print(f"{url}: frame {name} ({len(data)} bytes), {a.seconds:.0f} s per row")
@@ -163,12 +180,7 @@ def main() -> None:
                   f"{r['codes']} | {r['p50']:.0f} | {r['p90']:.0f} | {r['p99']:.0f} | "
                   f"{r['max']:.0f} | {rss} |", flush=True)
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_server(proc)
 
 
 if __name__ == "__main__":
