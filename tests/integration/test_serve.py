@@ -402,3 +402,39 @@ def test_a_replica_killed_under_load_loses_under_one_percent(service, tmp_path: 
         time.sleep(1)
     after = _replicas("Preprocessor")
     assert len(after) == 2 and before[0] not in after, (before, after)
+
+
+def test_a_stream_answered_by_the_service_and_shown_on_its_live_page(service) -> None:
+    """`watch_stream` with the service's answers (--server): the service's models answer, the
+    store is the one the Serve ingress's /ui reads (its working folder's xrp-runs.db)."""
+    from xray_platform.live.publisher import GridScan, Publisher, grid_scan_frames
+    from xray_platform.live.remote import ServerAnswers
+    from xray_platform.live.store import RunStore
+    from xray_platform.live.stream import watch_stream
+
+    scan = GridScan(rows=1, cols=3, crystal=(0.0, 1.0), radius=0.5)
+    frames, geometry = grid_scan_frames(scan)
+    url = f"tcp://127.0.0.1:{free_port()}"
+    pub = Publisher(url)
+    store = RunStore(f"sqlite:///{service['root']}/xrp-runs.db")
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.update(s=watch_stream(
+        url, store, "served", ServerAnswers(service["url"]), exit_after_series=1,
+        raster={"rows": 1, "cols": 3, "snake": False})))
+    t.start()
+    pub.series(3, frames, geometry)
+    t.join(timeout=120)
+    pub.close()
+    answers = store.answers("served")
+    assert [a["frame"] for a in answers] == [0, 1, 2] and out["s"].answered == 3
+    assert [a["hit"] for a in answers] == [False, True, False]
+    assert answers[1]["models"]["lattice"]["source"] == str(service["lattice"])
+    assert answers[1]["file"] == f"{url}#series-3"
+    snap = requests.get(f"{service['url']}/ui/api/runs/served", timeout=10).json()
+    assert snap["counters"]["frames"] == 3 and snap["counters"]["hits"] == 1
+    assert snap["raster"] == {"rows": 1, "cols": 3, "snake": False}
+    page = requests.get(f"{service['url']}/ui/runs/served", timeout=10)
+    assert page.status_code == 200 and "heatmap" in page.text and "<script" in page.text
+    assert requests.get(f"{service['url']}/ui/runs/served/thumb.png", timeout=10).content[
+        :4] == b"\x89PNG"
+    assert requests.get(f"{service['url']}/ui/api/runs/nosuch", timeout=10).status_code == 404

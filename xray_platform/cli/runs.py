@@ -27,34 +27,110 @@ def _store(url: str | None):
 
 
 def watch(
-    folder: Path = typer.Argument(..., help="The folder the detector writes to (searched "
-                                  "recursively: CBF, SMV, EIGER/NeXus HDF5, .gz/.bz2)."),
+    source: str = typer.Argument(..., help="The folder the detector writes to (searched "
+                                 "recursively: CBF, SMV, EIGER/NeXus HDF5, .gz/.bz2), or a "
+                                 "DECTRIS detector's ZeroMQ stream, tcp://HOST:9999 (stream "
+                                 "v1 JSON or v2 CBOR)."),
     run: str | None = typer.Option(None, "--run", help="Run name (default: the folder's "
-                                   "name); an existing run of the same folder is resumed."),
+                                   "name, or stream-HOST-PORT); an existing run of the same "
+                                   "source is resumed."),
     store: str | None = Store,
     lattice_model: LatticeModel = "champion",
     resolution_model: ResolutionModel = "champion",
     mlflow_uri: MlflowUri = None,
-    poll_s: float = typer.Option(1.0, "--poll", min=0.05, help="Seconds between scans."),
+    poll_s: float = typer.Option(1.0, "--poll", min=0.05, help="Seconds between folder "
+                                 "scans."),
     settle_s: float = typer.Option(1.0, "--settle", min=0.0, help="A file is read once its "
                                    "size and time stamp have not changed for this long (s)."),
     give_up_s: float = typer.Option(60.0, "--give-up", min=0.0, help="A frame that keeps "
                                     "failing to read (half-written, data file not there "
                                     "yet) is stored with its error after this long (s)."),
     max_backlog: int = typer.Option(1000, "--max-backlog", min=1, help="Frames waiting "
-                                    "beyond this are dropped (oldest first) and counted."),
+                                    "beyond this are dropped (oldest first) and counted "
+                                    "(stream: the queue of received images)."),
     exit_when_idle: float | None = typer.Option(None, "--exit-when-idle", min=0.0,
                                                 help="Stop after this many seconds without a "
                                                 "new frame (default: run until Ctrl-C)."),
+    exit_after_series: int | None = typer.Option(None, "--exit-after-series", min=1,
+                                                 help="Stream: stop once this many series "
+                                                 "have ended and every image is answered."),
+    grid: str | None = typer.Option(None, "--grid", help="The run is a grid scan of ROWSxCOLS "
+                                    "frames (e.g. 10x12): the live page draws its heat map."),
+    snake: bool = typer.Option(False, "--snake", help="Grid scan in snake order (odd rows "
+                               "run backwards)."),
+    ui: int | None = typer.Option(None, "--ui", min=1, max=65535, help="Also serve the live "
+                                  "page on this port (http://127.0.0.1:PORT/ui/runs/RUN)."),
+    ui_host: str = typer.Option("127.0.0.1", "--ui-host", help="Address the live page "
+                                "listens on (0.0.0.0: the beamline network)."),
+    server: str | None = typer.Option(None, "--server", help="Answer with a running `xrp "
+                                      "serve` at this URL (e.g. http://gpu-node:8000) instead "
+                                      "of models in this process."),
 ) -> None:
-    """Follow a run as the detector writes it: answer every new frame (hit, lattices,
-    resolution, ice, classical d_min) in this process and append it to the run store."""
-    from xray_platform.live.watch import WatchStats, watch_folder
+    """Follow a run as the detector writes it (a folder) or sends it (the DECTRIS stream):
+    answer every new frame (hit, lattices, resolution, ice, classical d_min) in this process
+    and append it to the run store; --ui serves the live page."""
+    from xray_platform.live.watch import watch_folder
+
+    is_stream = "://" in source
+    folder = None if is_stream else Path(source)
+    raster = _raster(grid, snake)
+    if server:
+        from xray_platform.live.remote import ServerAnswers
+
+        try:
+            models = ServerAnswers(server)
+        except ValueError as e:
+            fail(str(e))
+        console.print(f"answers from {server} (models: {', '.join(models.models) or 'none'})")
+    else:
+        models = _models(lattice_model, resolution_model, mlflow_uri)
+    rs = _store(store)
+    name = run or (_stream_name(source) if is_stream else folder.resolve().name)
+    update = _printer(name)
+    if ui is not None:
+        _serve_page(rs.url, ui_host, ui, name)
+    console.print(f"watching {source} as run {name!r} in {rs.url} (Ctrl-C stops; rerun to "
+                  "resume)", soft_wrap=True)
+    try:
+        if is_stream:
+            from xray_platform.live.stream import watch_stream
+
+            s = watch_stream(source, rs, name, models, max_queue=max_backlog,
+                             exit_after_series=exit_after_series,
+                             exit_when_idle_s=exit_when_idle, raster=raster, on_update=update)
+        else:
+            s = watch_folder(folder, rs, name, models, poll_s=poll_s, settle_s=settle_s,
+                             give_up_s=give_up_s, max_backlog=max_backlog,
+                             exit_when_idle_s=exit_when_idle, raster=raster, on_update=update)
+    except ValueError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        console.print("stopped; the answers so far are in the store")
+        return
+    console.print(f"done: {s.answered} frames answered this time ({s.hits} hits, "
+                  f"{s.dropped} dropped)")
+
+
+def _raster(grid: str | None, snake: bool) -> dict | None:
+    if grid is None:
+        return None
+    try:
+        rows, cols = (int(v) for v in grid.lower().split("x"))
+        assert rows > 0 and cols > 0
+    except (ValueError, AssertionError):
+        fail(f"--grid {grid!r}: give ROWSxCOLS, e.g. 10x12")
+    return {"rows": rows, "cols": cols, "snake": snake}
+
+
+def _stream_name(url: str) -> str:
+    return "stream-" + url.split("://", 1)[1].replace(":", "-").replace("/", "-")
+
+
+def _models(lattice_model: str, resolution_model: str, mlflow_uri: str | None) -> dict:
     from xray_platform.tracking.resolve import load
 
-    specs = model_specs(lattice_model, resolution_model)
     models = {}
-    for task, spec in specs.items():
+    for task, spec in model_specs(lattice_model, resolution_model).items():
         try:
             models[task] = load(task, spec, mlflow_uri)
         except ValueError as e:
@@ -63,33 +139,39 @@ def watch(
             err.print(f"[yellow]no {task} model answers[/]: {e}", soft_wrap=True)
     for task, m in models.items():
         console.print(f"{task}: {m.source}")
-    rs = _store(store)
-    name = run or folder.resolve().name
-    shown = [0]
+    return models
 
-    def update(s: WatchStats) -> None:
-        if s.answered != shown[0] or s.dropped:
-            shown[0] = s.answered
-            last = s.last or {}
-            res = last.get("resolution_A")
-            console.print(f"[xrp watch] {name}: {s.answered} answered ({s.hits} hits, "
-                          f"{s.errors} unreadable), {s.dropped} dropped, {s.backlog} waiting, "
-                          f"{s.retrying} retrying; last {Path(str(last.get('file', '-'))).name}"
-                          f"[{last.get('frame', '-')}]"
-                          + (f" {res:.2f} Å" if isinstance(res, float) else ""), highlight=False)
 
-    console.print(f"watching {folder} as run {name!r} in {rs.url} (Ctrl-C stops; rerun to "
-                  "resume)")
-    try:
-        s = watch_folder(folder, rs, name, models, poll_s=poll_s, settle_s=settle_s,
-                         give_up_s=give_up_s, max_backlog=max_backlog,
-                         exit_when_idle_s=exit_when_idle, on_update=update)
-    except ValueError as e:
-        fail(str(e))
-    except KeyboardInterrupt:
-        console.print("stopped; the answers so far are in the store")
-        return
-    console.print(f"idle for {exit_when_idle:g} s: {s.answered} frames answered this time")
+def _printer(name: str):
+    shown = [(-1, -1)]
+
+    def update(s) -> None:
+        if (s.answered, s.dropped) == shown[0]:
+            return
+        shown[0] = (s.answered, s.dropped)
+        last = s.last or {}
+        res = last.get("resolution_A")
+        console.print(f"[xrp watch] {name}: {s.answered} answered ({s.hits} hits, "
+                      f"{s.errors} unreadable), {s.dropped} dropped, {s.backlog} waiting; "
+                      f"last {str(last.get('file', '-')).rsplit('/', 1)[-1]}"
+                      f"[{last.get('frame', '-')}]"
+                      + (f" {res:.2f} Å" if isinstance(res, float) else ""), highlight=False,
+                      markup=False, soft_wrap=True)
+
+    return update
+
+
+def _serve_page(url: str, host: str, port: int, name: str) -> None:
+    """The live page in a background thread of this process (uvicorn)."""
+    import threading
+
+    import uvicorn
+
+    from xray_platform.live.page import app
+
+    server = uvicorn.Server(uvicorn.Config(app(url), host=host, port=port, log_level="warning"))
+    threading.Thread(target=server.run, name="xrp-live-page", daemon=True).start()
+    console.print(f"live page: http://{host}:{port}/ui/runs/{name}")
 
 
 @runs_app.command("list")

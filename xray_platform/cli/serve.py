@@ -26,10 +26,14 @@ def serve(
     port: int | None = typer.Option(None, "--port", help="HTTP port (default 8000)."),
     max_upload_mb: float | None = typer.Option(None, "--max-upload-mb", help="Largest upload "
                                                "accepted (default 64 MiB)."),
+    store: str | None = typer.Option(None, "--store", help="The run store the live page "
+                                     "(/ui) shows: a SQLAlchemy URL (default "
+                                     "sqlite:///xrp-runs.db in the working directory)."),
     address: Address = None,
 ) -> None:
     """Serve the graph over HTTP: frame -> lattice classifier -> (single-lattice hits)
-    resolution regressor. POST /v1/predict, GET /healthz, GET /v1/models, docs at /docs."""
+    resolution regressor. POST /v1/predict, GET /healthz, GET /v1/models, docs at /docs;
+    the live page of `xrp watch` runs at /ui."""
     import time
 
     from xray_platform.orchestration.env import prepare_ray_env
@@ -40,7 +44,7 @@ def serve(
         args, host, port = load_config(config, {
             "lattice_model": lattice_model, "resolution_model": resolution_model,
             "mlflow_uri": mlflow_uri, "max_upload_mb": max_upload_mb, "host": host,
-            "port": port})
+            "port": port, "run_store": store})
     except ValueError as e:
         fail(str(e))
 
@@ -59,7 +63,8 @@ def serve(
     url = f"http://{host}:{port}"
     console.print(f"[bold green]xrp is serving[/] at {url}  (API docs {url}/docs)", soft_wrap=True)
     console.print(f"  curl -F file=@frame.cbf {url}/v1/predict", soft_wrap=True)
-    console.print(f"  curl {url}/v1/models      Ctrl-C stops", soft_wrap=True)
+    console.print(f"  curl {url}/v1/models      live page {url}/ui      Ctrl-C stops",
+                  soft_wrap=True)
     try:
         while True:
             time.sleep(1)

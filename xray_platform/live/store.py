@@ -47,6 +47,29 @@ ANSWERS = sa.Table(
     sa.Column("answer", sa.Text, nullable=False),
     sa.UniqueConstraint("run_id", "file", "frame", name="one_answer_per_frame"),
 )
+#: what the live page shows besides the answers: the watcher's counters, the raster of a grid
+#: scan and the latest frame's thumbnail (a table of its own: older stores gain it on open)
+LIVE = sa.Table(
+    "live", _meta,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("received", sa.Integer, nullable=False, default=0),
+    sa.Column("queued", sa.Integer, nullable=False, default=0),
+    sa.Column("raster", sa.Text),  # JSON {"rows", "cols", "snake"} of a grid scan
+    sa.Column("thumb", sa.LargeBinary),  # PNG of the latest frame
+    sa.Column("thumb_meta", sa.Text),  # JSON: its frame, file, scale and geometry
+    sa.Column("updated", sa.Float, nullable=False),
+)
+
+
+def absolute_store_url(url: str | None) -> str:
+    """The URL with a relative SQLite path made absolute (a Serve replica's working folder
+    is not the user's)."""
+    url = url or DEFAULT_URL
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            return "sqlite:///" + str(Path(path).expanduser().resolve())
+    return url
 
 
 def _clean(v: Any) -> Any:
@@ -101,9 +124,15 @@ class RunStore:
 
     def add(self, run_id: int, answers: list[dict[str, Any]], dropped: int = 0) -> int:
         """Append answers (frames already there are skipped); returns how many were new."""
-        have = self.answered(run_id)
         now = time.time()
+        keys = list({(str(a["file"]), int(a["frame"])) for a in answers})
         with self.engine.begin() as c:
+            have: set[tuple[str, int]] = set()
+            for k in range(0, len(keys), 400):  # only this batch's frames, not the whole run
+                have |= {(r.file, r.frame) for r in c.execute(
+                    sa.select(ANSWERS.c.file, ANSWERS.c.frame).where(
+                        ANSWERS.c.run_id == run_id,
+                        sa.tuple_(ANSWERS.c.file, ANSWERS.c.frame).in_(keys[k:k + 400])))}
             seq = c.execute(sa.select(sa.func.count()).select_from(ANSWERS)
                             .where(ANSWERS.c.run_id == run_id)).scalar_one()
             rows = []
@@ -128,15 +157,60 @@ class RunStore:
             c.execute(RUNS.update().where(RUNS.c.id == run_id).values(**values))
         return len(rows)
 
+    def set_live(self, run_id: int, **values: Any) -> None:
+        """Update the run's live state (received, queued, raster, thumb, thumb_meta)."""
+        for k in ("raster", "thumb_meta"):
+            if k in values and not isinstance(values[k], (str, type(None))):
+                values[k] = json.dumps(_clean(values[k]))
+        values["updated"] = time.time()
+        with self.engine.begin() as c:
+            done = c.execute(LIVE.update().where(LIVE.c.run_id == run_id).values(**values))
+            if not done.rowcount:
+                c.execute(LIVE.insert().values(run_id=run_id, **{"received": 0, "queued": 0,
+                                                                 **values}))
+
+    def live(self, run_id: int) -> dict[str, Any]:
+        """The run's live state (zeros where no watcher has written one)."""
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(LIVE).where(LIVE.c.run_id == run_id)).mappings().first()
+        if row is None:
+            return {"received": 0, "queued": 0, "raster": None, "thumb": None,
+                    "thumb_meta": None, "updated": None}
+        out = dict(row)
+        for k in ("raster", "thumb_meta"):
+            out[k] = json.loads(out[k]) if out[k] else None
+        return out
+
+    def since(self, run_id: int, seq: int, limit: int = 5000) -> list[dict[str, Any]]:
+        """The run's answers with seq > ``seq`` in arrival order, each with its seq."""
+        with self.engine.connect() as c:
+            q = (sa.select(ANSWERS.c.seq, ANSWERS.c.answer)
+                 .where(ANSWERS.c.run_id == run_id, ANSWERS.c.seq > seq)
+                 .order_by(ANSWERS.c.seq).limit(limit))
+            return [json.loads(r.answer) | {"seq": int(r.seq)} for r in c.execute(q)]
+
+    def rate(self, run_id: int, window_s: float = 10.0, quiet_s: float = 3.0) -> float:
+        """Frames/s now: answers of the last ``window_s`` over the time they span; 0 once no
+        answer came for ``quiet_s``."""
+        now = time.time()
+        with self.engine.connect() as c:
+            n, lo, hi = c.execute(sa.select(
+                sa.func.count(), sa.func.min(ANSWERS.c.answered), sa.func.max(ANSWERS.c.answered)
+            ).where(ANSWERS.c.run_id == run_id, ANSWERS.c.answered > now - window_s)).one()
+        if not n or now - hi > quiet_s:
+            return 0.0
+        return n / max(hi - lo, now - lo, 1.0)
+
     def runs(self) -> list[dict[str, Any]]:
         """Every run with its frame, hit and error counts."""
         a = ANSWERS.c
         q = (sa.select(RUNS, sa.func.count(a.id).label("frames"),
                        sa.func.sum(sa.case((a.hit.is_(True), 1), else_=0)).label("hits"),
-                       sa.func.sum(sa.case((a.error.is_not(None), 1), else_=0)).label("errors"))
+                       sa.func.sum(sa.case((a.error.is_not(None), 1), else_=0)).label("errors"),
+                       sa.func.sum(sa.case((a.is_multi.is_(True), 1), else_=0)).label("multi"))
              .select_from(RUNS.outerjoin(ANSWERS)).group_by(RUNS.c.id).order_by(RUNS.c.id))
         with self.engine.connect() as c:
-            return [dict(r) | {"hits": int(r["hits"] or 0), "errors": int(r["errors"] or 0)}
+            return [dict(r) | {k: int(r[k] or 0) for k in ("hits", "errors", "multi")}
                     for r in c.execute(q).mappings()]
 
     def run(self, name: str) -> dict[str, Any]:

@@ -83,32 +83,80 @@ class FolderScan:
         return out
 
 
-def answer_items(items: list[tuple[Path, int]], models: dict, overrides: dict
-                 ) -> tuple[list[dict], dict[tuple[str, int], str]]:
-    """Answers of the frames that read, and the read errors of the others."""
+@dataclass
+class _Thumbs:
+    """The latest frame's thumbnail into the store, at most every ``every_s`` seconds."""
+
+    store: RunStore
+    run_id: int
+    every_s: float
+    last: float = 0.0
+    pending: Any = None  # the latest frame not drawn yet
+
+    def offer(self, frame: Any) -> None:
+        self.pending = frame
+        if time.time() - self.last >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Draw the latest frame now (at the end of a run: the page shows the last one)."""
+        if self.pending is None:
+            return
+        from xray_platform.live.thumbnail import thumbnail
+
+        png, meta = thumbnail(self.pending)
+        self.store.set_live(self.run_id, thumb=png, thumb_meta=meta)
+        self.last, self.pending = time.time(), None
+
+
+def answerer(models: dict | Callable[[list], list[dict]]) -> Callable[[list], list[dict]]:
+    """frames -> answers: in this process with ``models`` ({task: LoadedModel}, core/answer.py),
+    or ``models`` itself when it is a callable (live/remote.py: a running `xrp serve`)."""
+    if callable(models):
+        return models
     from xray_platform.core.answer import predict_frames
-    from xray_platform.io.formats import read_frame
+
+    return lambda frames: predict_frames(frames, models)
+
+
+def answer_items(items: list[tuple[Path, int]], models: dict, overrides: dict
+                 ) -> tuple[list[dict], dict[tuple[str, int], str], list]:
+    """Answers of the frames that read, the read errors of the others, and the frames."""
+    from itertools import groupby
+
+    from xray_platform.io.formats.registry import open_frames
 
     frames, errors = [], {}
-    for path, index in items:
+    for path, group in groupby(items, key=lambda item: item[0]):  # each file opened once
+        indices = [i for _, i in group]
         try:
-            frames.append(read_frame(path, index, **overrides))
+            with open_frames(path, **overrides) as src:
+                for index in indices:
+                    try:
+                        frames.append(src.frame(index))
+                    except (ValueError, OSError) as e:
+                        errors[(str(path), index)] = str(e)
         except (ValueError, OSError) as e:
-            errors[(str(path), index)] = str(e)
-    return (predict_frames(frames, models) if frames else []), errors
+            errors.update({(str(path), i): str(e) for i in indices})
+    return (answerer(models)(frames) if frames else []), errors, frames
 
 
 def watch_folder(folder: Path, store: RunStore, run: str, models: dict, *,
                  overrides: dict | None = None, poll_s: float = 1.0, settle_s: float = 1.0,
                  give_up_s: float = 60.0, max_backlog: int = 1000, batch: int = 8,
-                 exit_when_idle_s: float | None = None,
+                 exit_when_idle_s: float | None = None, raster: dict | None = None,
+                 thumb_every_s: float = 1.0,
                  on_update: Callable[[WatchStats], None] | None = None) -> WatchStats:
-    """Follow ``folder`` until idle for ``exit_when_idle_s`` (None: until interrupted)."""
+    """Follow ``folder`` until idle for ``exit_when_idle_s`` (None: until interrupted);
+    ``raster`` ({"rows", "cols", "snake"}) tells the live page the run is a grid scan."""
     folder = Path(folder).resolve()  # answers name absolute paths: a restart elsewhere resumes
     if not folder.is_dir():
         raise ValueError(f"{folder}: no such folder")
     run_id = store.open_run(run, f"folder:{folder}")
+    if raster:
+        store.set_live(run_id, raster=raster)
     done = store.answered(run_id)
+    thumbs = _Thumbs(store, run_id, thumb_every_s)
     scan, stats = FolderScan(folder, settle_s), WatchStats()
     failing: dict[tuple[str, int], float] = {}  # first failure time of frames being retried
     dropped: set[tuple[str, int]] = set()
@@ -125,9 +173,10 @@ def watch_folder(folder: Path, store: RunStore, run: str, models: dict, *,
         made = 0
         for k in range(0, len(pending), batch):
             made += _answer_batch(pending[k:k + batch], store, run_id, models, overrides or {},
-                                  give_up_s, failing, done, stats)
+                                  give_up_s, failing, done, stats, thumbs)
             stats.retrying = len(failing)
             stats.backlog = max(0, len(pending) - k - batch)
+            store.set_live(run_id, received=len(done), queued=stats.backlog)
             if on_update:
                 on_update(stats)
         stats.backlog = 0
@@ -136,6 +185,7 @@ def watch_folder(folder: Path, store: RunStore, run: str, models: dict, *,
             continue
         if on_update:
             on_update(stats)
+        thumbs.flush()
         if exit_when_idle_s is not None and time.time() - idle_since >= exit_when_idle_s:
             return stats
         time.sleep(poll_s)
@@ -143,10 +193,12 @@ def watch_folder(folder: Path, store: RunStore, run: str, models: dict, *,
 
 def _answer_batch(work: list[tuple[Path, int]], store: RunStore, run_id: int, models: dict,
                   overrides: dict, give_up_s: float, failing: dict[tuple[str, int], float],
-                  done: set[tuple[str, int]], stats: WatchStats) -> int:
+                  done: set[tuple[str, int]], stats: WatchStats, thumbs: _Thumbs) -> int:
     """Answer one batch into the store; frames that fail to read wait in ``failing`` until
     they have failed for give_up_s, then get their error as the answer. Returns answers made."""
-    answers, errors = answer_items(work, models, overrides)
+    answers, errors, frames = answer_items(work, models, overrides)
+    if frames:
+        thumbs.offer(frames[-1])
     now = time.time()
     for key, msg in errors.items():
         if now - failing.setdefault(key, now) >= give_up_s:

@@ -33,6 +33,8 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from xray_platform import __version__
+from xray_platform.live.page import router as live_router
+from xray_platform.live.store import absolute_store_url
 from xray_platform.serve import config as serve_config
 
 DEFAULTS: dict[str, Any] = {
@@ -43,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "max_batch_size": 16,
     "batch_wait_timeout_s": 0.005,
     "request_timeout_s": 60.0,  # per request: decoding, mapping and the models
+    "run_store": None,  # the live page's run store (default sqlite:///xrp-runs.db, absolute)
 }
 UPLOAD_PIECE = 1 << 20  # bytes per piece of an upload on its way to the Preprocessor
 _SUFFIX = re.compile(r"(\.(?:cbf|img|smv|h5|hdf5|nxs|npy))?(\.(?:gz|bz2))?$", re.IGNORECASE)
@@ -211,6 +214,19 @@ serve_config.LIMITS.setdefault("bytes", int(DEFAULTS["max_upload_mb"] * 2**20))
 serve_config.LIMITS.setdefault("seconds", float(DEFAULTS["request_timeout_s"]))
 
 
+def _run_store():
+    """The run store the live page reads (its URL set by the Ingress replica)."""
+    from xray_platform.live.store import RunStore
+
+    url = serve_config.LIMITS.get("run_store")
+    if serve_config.STORES.get(url) is None:
+        serve_config.STORES[url] = RunStore(url)
+    return serve_config.STORES[url]
+
+
+api.include_router(live_router(_run_store))  # /ui: the live page of `xrp watch` runs
+
+
 @api.middleware("http")
 async def _upload_limit(request: Request, call_next):
     """Refuse bodies above the limit before anything reads them."""
@@ -335,8 +351,10 @@ def _form_overrides(frame: int, wavelength_A, distance_mm, pixel_size_mm, beam_x
 class Ingress:
     def __init__(self, pre: DeploymentHandle, lattice: DeploymentHandle | None,
                  resolution: DeploymentHandle | None, max_upload_mb: float,
-                 models: dict[str, dict], request_timeout_s: float = 60.0) -> None:
+                 models: dict[str, dict], request_timeout_s: float = 60.0,
+                 run_store: str | None = None) -> None:
         serve_config.LIMITS["bytes"] = int(max_upload_mb * 2**20)
+        serve_config.LIMITS["run_store"] = run_store  # type: ignore[assignment]
         serve_config.LIMITS["seconds"] = float(request_timeout_s)
         self.pre, self.lattice, self.resolution = pre, lattice, resolution
         self.models = models  # what each model deployment serves (describe())
@@ -465,4 +483,5 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
                 float(cfg["batch_wait_timeout_s"]))
     return dep(Ingress, "Ingress").bind(pre, handles.get("lattice"), handles.get("resolution"),
                                         float(cfg["max_upload_mb"]), models,
-                                        float(cfg["request_timeout_s"]))
+                                        float(cfg["request_timeout_s"]),
+                                        absolute_store_url(cfg["run_store"]))

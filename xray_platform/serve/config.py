@@ -11,7 +11,8 @@ import yaml
 DEFAULT_HOST = "127.0.0.1"  # loopback unless the user says otherwise
 DEFAULT_PORT = 8000
 #: the running Ingress's limits (bytes per upload, seconds per request), set by the replica
-LIMITS: dict[str, float] = {}
+LIMITS: dict[str, Any] = {}
+STORES: dict[str | None, Any] = {}  # the live page's open run store, by URL
 
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> tuple[dict, str, int]:

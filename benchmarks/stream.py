@@ -1,0 +1,169 @@
+"""`xrp watch tcp://...` against a DECTRIS-protocol publisher on 127.0.0.1 (live/publisher.py,
+the real stream v1 wire format, bslz4 frames): sustained frames/s and where the time goes,
+latency from a frame's send to its point on the live page (an SSE client, p50/p99), queued and
+dropped frames when the publisher sends 10x faster than xrp answers, and the watcher's memory
+over the run (bounded: it stops by itself).
+
+    python benchmarks/stream.py                          # test, PILATUS 6M, EIGER 16M frames
+    python benchmarks/stream.py --detectors pilatus6m --seconds 600   # a 10-minute run
+    python benchmarks/stream.py --server http://127.0.0.1:8000        # answers from xrp serve
+
+Models: the watcher's defaults (registry champions, else the zoo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from xray_platform.live.publisher import GridScan, Publisher, grid_scan_frames
+
+DISTINCT = 4  # distinct simulated frames per detector, sent over and over (renumbered)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class PageClient(threading.Thread):
+    """Reads the run's Server-Sent Events like the page does; records when each frame shows."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.seen, self.last = url, {}, {}
+
+    def run(self) -> None:
+        while True:
+            try:
+                with requests.get(self.url, stream=True, timeout=60) as r:
+                    for line in r.iter_lines():
+                        if line.startswith(b"data: "):
+                            snap, now = json.loads(line[6:]), time.time()
+                            for row in snap["rows"]:
+                                self.seen.setdefault(row["frame"], now)
+                            self.last = snap["counters"]
+            except (requests.RequestException, ValueError):
+                time.sleep(0.5)
+
+
+def one(detector: str, seconds: float, server: str | None, tmp: Path) -> dict:
+    frames, geometry = grid_scan_frames(GridScan(rows=1, cols=DISTINCT, crystal=(0, 1.5),
+                                                 radius=2.0, detector=detector))
+    port, ui = free_port(), free_port()
+    pub = Publisher(f"tcp://127.0.0.1:{port}")
+    cmd = [sys.executable, "-m", "xray_platform.cli", "watch", f"tcp://127.0.0.1:{port}",
+           "--run", detector, "--store", f"sqlite:///{tmp}/{detector}.db", "--ui", str(ui),
+           "--max-backlog", "64"] + (["--server", server] if server else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            try:
+                requests.get(f"http://127.0.0.1:{ui}/ui", timeout=2)
+                break
+            except requests.RequestException:
+                time.sleep(0.3)
+        page = PageClient(f"http://127.0.0.1:{ui}/ui/api/runs/{detector}/events")
+        page.start()
+        memory: list[float] = []
+        sent: dict[int, float] = {}
+
+        def record(frame: int, t: float) -> None:
+            sent[frame] = t
+
+        # 1) sustained: send at a pace the watcher keeps up with, found by a first burst
+        n_probe = 3 * DISTINCT
+        pub.series(1, frames, geometry, repeat=3, on_sent=record)
+        t0 = time.time()
+        while len(page.seen) < n_probe and time.time() - t0 < 600:
+            time.sleep(0.2)
+        rate = n_probe / max(max(page.seen.values()) - min(sent.values()), 1e-3)
+        # 2) sustained for `seconds` at 0.8 x that rate: latency send -> page
+        page.seen.clear()
+        sent.clear()
+        n = max(DISTINCT, int(seconds * 0.8 * rate))
+        sampler = threading.Thread(target=lambda: [
+            (memory.append(rss_mb(proc.pid)), time.sleep(2)) for _ in range(int(seconds) // 2
+                                                                            + 30)],
+            daemon=True)
+        sampler.start()
+        t_send = time.time()
+        pub.series(2, frames, geometry, repeat=max(1, n // DISTINCT), rate_hz=0.8 * rate,
+                   on_sent=record)
+        t0 = time.time()
+        while len(page.seen) < len(sent) and time.time() - t0 < 120:
+            time.sleep(0.2)
+        lat = sorted(1e3 * (page.seen[k] - sent[k]) for k in sent if k in page.seen)
+        sustained = len(page.seen) / max(max(page.seen.values()) - t_send, 1e-3)
+        # 3) a burst 10x faster than xrp answers, queue of 64
+        before = dict(page.last)
+        n_burst = int(max(100, 20 * rate))
+        pub.series(3, frames, geometry, repeat=max(1, n_burst // DISTINCT), rate_hz=10 * rate)
+        time.sleep(3)
+        t0 = time.time()
+        while page.last.get("queued", 1) and time.time() - t0 < 300:
+            time.sleep(0.5)
+        after = page.last
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        pub.close()
+    timings = {}
+    from xray_platform.live.store import RunStore
+
+    answers = RunStore(f"sqlite:///{tmp}/{detector}.db").answers(detector)
+    for a in answers[-50:]:
+        for k, v in (a.get("timings_ms") or {}).items():
+            timings.setdefault(k, []).append(v)
+    return {"detector": detector, "shape": list(frames[0].shape), "frames_per_s": sustained,
+            "latency_p50_ms": statistics.median(lat) if lat else None,
+            "latency_p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None,
+            "latency_n": len(lat),
+            "burst_sent": (n_burst // DISTINCT) * DISTINCT, "burst_rate_hz": 10 * rate,
+            "burst_answered": after.get("frames", 0) - before.get("frames", 0),
+            "burst_dropped": after.get("dropped", 0) - before.get("dropped", 0),
+            "rss_mb_start": memory[0] if memory else None,
+            "rss_mb_end": memory[-1] if memory else None,
+            "rss_mb_max": max(memory) if memory else None,
+            "ms_per_step": {k: statistics.median(v) for k, v in timings.items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--detectors", default="test,pilatus6m,eiger16m")
+    ap.add_argument("--seconds", type=float, default=30.0, help="sustained part per detector")
+    ap.add_argument("--server", default=None, help="answer with a running xrp serve")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for det in args.detectors.split(","):
+            r = one(det, args.seconds, args.server, Path(tmp))
+            print(json.dumps(r), flush=True)
+            s = r["ms_per_step"]
+            print(f"| {det} {r['shape'][1]}x{r['shape'][0]} | {r['frames_per_s']:.2f} | "
+                  f"{r['latency_p50_ms']:.0f} / {r['latency_p99_ms']:.0f} | "
+                  f"{r['burst_sent']} at {r['burst_rate_hz']:.1f}/s: {r['burst_dropped']} "
+                  f"dropped, {r['burst_answered']} answered | {r['rss_mb_start']:.0f} -> "
+                  f"{r['rss_mb_end']:.0f} (max {r['rss_mb_max']:.0f}) | "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in s.items() if v >= 1), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The beamline loop for real: a DECTRIS-protocol publisher on 127.0.0.1 streams a simulated grid
+scan in the real wire format, `xrp watch tcp://...` (a subprocess, as a user runs it) answers it
+into a SQLite run store and serves the live page, and headless Chromium (Debian's package, driven
+by Playwright) shows what a person would see. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from helpers import ROOT, free_port
+
+from xray_platform.live.publisher import GridScan, Publisher, grid_scan_frames
+from xray_platform.live.store import RunStore
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("XRP_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason="Debian's chromium is not installed (.ci/run installs it)")
+SCAN = GridScan(rows=4, cols=5, snake=True, distance_mm=100.0)
+FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _watch(port: int, ui: int, store: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "xray_platform.cli", "watch", f"tcp://127.0.0.1:{port}",
+         "--run", "scan", "--store", store, "--grid", f"{SCAN.rows}x{SCAN.cols}", "--snake",
+         "--lattice-model", "none", "--resolution-model", "zoo", "--ui", str(ui), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_page(url: str, proc: subprocess.Popen) -> None:
+    t0 = time.time()
+    while time.time() - t0 < 120:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None:
+            pytest.fail("xrp watch stopped:\n" + (proc.stdout.read() or ""))
+        time.sleep(0.3)
+    proc.kill()
+    pytest.fail("the live page did not come up")
+
+
+def test_a_streamed_grid_scan_on_the_live_page(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    frames, geometry = grid_scan_frames(SCAN)
+    pub = Publisher(f"tcp://127.0.0.1:{free_port()}")
+    port = int(pub.url.rsplit(":", 1)[1])
+    ui, store = free_port(), f"sqlite:///{tmp_path}/runs.db"
+    proc = _watch(port, ui, store)
+    page_url = f"http://127.0.0.1:{ui}/ui/runs/scan"
+    try:
+        _wait_for_page(f"http://127.0.0.1:{ui}/ui", proc)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(page_url)
+            page.wait_for_selector("#status:has-text('live')", timeout=30_000)
+            sender = threading.Thread(target=pub.series, args=(1, frames, geometry),
+                                      kwargs={"rate_hz": 4.0})  # 5 s: the page sees it grow
+            sender.start()
+            page.wait_for_function("+document.getElementById('c-frames').dataset.value >= 3",
+                                   timeout=60_000)
+            early = int(page.get_attribute("#trace-spots", "data-points"))
+            page.screenshot(path=str(ARTIFACTS / "live-page-during-scan.png"))
+            sender.join()
+            page.wait_for_function(
+                f"+document.getElementById('c-frames').dataset.value === {SCAN.n}",
+                timeout=60_000)
+            page.wait_for_function(f"document.querySelectorAll('#heatmap rect.cell:not("
+                                   f"[data-hit=pending])').length === {SCAN.n}")
+            late = int(page.get_attribute("#trace-spots", "data-points"))
+            hit_cells = page.eval_on_selector_all(
+                "#heatmap rect.cell[data-hit=true]",
+                "cells => cells.map(c => [+c.dataset.row, +c.dataset.col])")
+            counters = {k: page.text_content(f"#c-{k}") for k in
+                        ("frames", "hits", "dropped", "queued")}
+            page.wait_for_function("document.getElementById('thumb').naturalWidth > 0")
+            rings = page.eval_on_selector_all("#rings circle", "c => c.length")
+            page.hover(f"#heatmap rect.cell[data-frame='{SCAN.n - 1}']")
+            hover = page.text_content("#hover")
+            page.screenshot(path=str(ARTIFACTS / "live-page-grid-scan.png"), full_page=True)
+            browser.close()
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the answers so far are in the store
+        assert proc.wait(timeout=60) == 0, proc.stdout.read()
+        assert "stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        pub.close()
+    want = {SCAN.cell(i) for i in range(SCAN.n) if SCAN.is_hit(i)}
+    assert {tuple(c) for c in hit_cells} == want  # the crystal, where it was
+    assert counters == {"frames": str(SCAN.n), "hits": str(len(want)), "dropped": "0",
+                        "queued": "0"}
+    assert 1 <= early < late == SCAN.n  # the trace grew as frames arrived
+    assert rings >= 3 and f"frame {SCAN.n - 1}" in hover and not errors
+    answers = RunStore(store).answers("scan")
+    assert sorted(a["frame"] for a in answers) == list(range(SCAN.n))  # each frame once
+    assert all(a["resolution_A"] for a in answers if a["hit"])

@@ -1,0 +1,132 @@
+"""The live page of a run: plain HTML and xrp's own small plotting script (live/static/), served
+from the run store by the Serve ingress (`xrp serve`, /ui) or by `xrp watch --ui PORT`. It needs
+no internet (nothing from a CDN) and no frontend build. No Ray.
+
+- ``GET /ui``: the runs in the store; ``GET /ui/runs/{run}``: the run's page (trace of
+  resolution with sigma, p_multi and spots against frame, grid-scan heat map, latest frame with
+  resolution rings, counters); ``?rows=R&cols=C&snake=1`` gives a raster the run lacks.
+- ``GET /ui/api/runs/{run}?after=SEQ``: counters and the compact rows after SEQ (JSON);
+  ``GET /ui/api/runs/{run}/events``: the same as Server-Sent Events, a few hundred bytes per
+  frame; ``GET /ui/runs/{run}/thumb.png``: the latest frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import time
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+
+from xray_platform.live.store import RunStore
+
+#: answer fields the page draws (the rest stays in the store)
+ROW_FIELDS = ("seq", "frame", "hit", "n_spots", "p_multi", "is_multi", "resolution_A",
+              "resolution_sigma_A", "ice", "error")
+EVENT_POLL_S = 0.5
+RATE_WINDOW_S = 10.0
+
+
+def compact(a: dict[str, Any]) -> dict[str, Any]:
+    out = {k: a.get(k) for k in ROW_FIELDS}
+    if isinstance(out["error"], str):
+        out["error"] = out["error"][:160]
+    out["name"] = str(a.get("file", "")).rsplit("/", 1)[-1]
+    return out
+
+
+def snapshot(store: RunStore, name: str, after: int = -1) -> dict[str, Any]:
+    """Counters of the run and its compact rows with seq > ``after``."""
+    try:
+        run = store.run(name)
+    except ValueError as e:
+        raise HTTPException(404, str(e)) from None
+    live = store.live(run["id"])
+    rows = [compact(a) for a in store.since(run["id"], after)]
+    counters = {"frames": int(run["frames"]), "hits": int(run["hits"]),
+                "multi": int(run.get("multi") or 0), "errors": int(run["errors"]),
+                "frames_per_s": round(store.rate(run["id"], RATE_WINDOW_S), 2),
+                "received": int(live["received"]), "queued": int(live["queued"]),
+                "dropped": int(run["dropped"])}
+    return {"run": name, "source": run["source"], "counters": counters, "rows": rows,
+            "raster": live["raster"], "thumb": live["thumb_meta"],
+            "thumb_updated": live["updated"] if live["thumb"] else None}
+
+
+def _asset(name: str) -> str:
+    return resources.files("xray_platform.live").joinpath("static", name).read_text()
+
+
+def router(store_of: Callable[[], RunStore]) -> APIRouter:
+    """The /ui routes over the store that ``store_of()`` returns."""
+    r = APIRouter()
+
+    @r.get("/ui", response_class=HTMLResponse, include_in_schema=False)
+    def runs_page() -> str:
+        items = "".join(
+            f'<li><a href="/ui/runs/{html.escape(x["name"])}">{html.escape(x["name"])}</a> '
+            f'{x["frames"]} frames, {x["hits"]} hits <small>{html.escape(x["source"])}'
+            "</small></li>" for x in store_of().runs())
+        return (f"<!doctype html><html><head><meta charset='utf-8'><title>xrp runs</title>"
+                f"<style>{_asset('live.css')}</style></head><body><h1>xrp runs</h1>"
+                f"<ul id='runs'>{items or '<li>no runs yet: xrp watch ...</li>'}</ul>"
+                "</body></html>")
+
+    @r.get("/ui/runs/{name}", response_class=HTMLResponse, include_in_schema=False)
+    def run_page(name: str) -> str:
+        return (_asset("run.html").replace("{{RUN}}", html.escape(name))
+                .replace("{{RUN_JSON}}", json.dumps(name))
+                .replace("/*CSS*/", _asset("live.css")).replace("/*JS*/", _asset("live.js")))
+
+    @r.get("/ui/api/runs/{name}", include_in_schema=False)
+    def run_api(name: str, after: int = Query(-1)) -> dict[str, Any]:
+        return snapshot(store_of(), name, after)
+
+    @r.get("/ui/api/runs/{name}/events", include_in_schema=False)
+    async def run_events(name: str, after: int = Query(-1)) -> StreamingResponse:
+        store = store_of()
+        first = await asyncio.to_thread(snapshot, store, name, after)  # 404 before streaming
+
+        async def events():
+            snap, last_counters, last_beat = first, None, 0.0
+            while True:
+                seq = snap["rows"][-1]["seq"] if snap["rows"] else snap.get("_after", after)
+                if snap["rows"] or snap["counters"] != last_counters or \
+                        time.time() - last_beat > 15:
+                    last_counters, last_beat = snap["counters"], time.time()
+                    yield f"data: {json.dumps({k: v for k, v in snap.items() if k[0] != '_'})}\n\n"
+                await asyncio.sleep(EVENT_POLL_S)
+                snap = await asyncio.to_thread(snapshot, store, name, seq)
+                snap["_after"] = seq
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    @r.get("/ui/runs/{name}/thumb.png", include_in_schema=False)
+    def thumb(name: str) -> Response:
+        store = store_of()
+        try:
+            run = store.run(name)
+        except ValueError as e:
+            raise HTTPException(404, str(e)) from None
+        png = store.live(run["id"])["thumb"]
+        if not png:
+            raise HTTPException(404, f"run {name!r} has no frame thumbnail yet")
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    return r
+
+
+def app(store_url: str | None = None):
+    """A FastAPI app of the page alone (`xrp watch --ui PORT`)."""
+    from fastapi import FastAPI
+
+    store = RunStore(store_url)
+    a = FastAPI(title="xrp live", docs_url=None, redoc_url=None)
+    a.include_router(router(lambda: store))
+    return a

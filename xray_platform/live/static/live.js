@@ -1,0 +1,200 @@
+// xrp live page: a small SVG plotting kit (no library, no CDN) and the page logic.
+// Rows arrive as Server-Sent Events from /ui/api/runs/<run>/events (live/page.py).
+"use strict";
+const NS = "http://www.w3.org/2000/svg";
+const rows = [];           // compact answers in arrival order
+let raster = null;         // {rows, cols, snake}
+let thumb = null;          // thumbnail meta (geometry for the rings)
+let thumbStamp = null;
+
+function el(tag, attrs, parent) {
+  const e = document.createElementNS(NS, tag);
+  for (const k in attrs) e.setAttribute(k, attrs[k]);
+  if (parent) parent.appendChild(e);
+  return e;
+}
+
+function clear(svg) { while (svg.firstChild) svg.removeChild(svg.firstChild); }
+
+// viridis-like ramp, t in [0, 1]
+function colour(t) {
+  const stops = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+  t = Math.max(0, Math.min(1, t)) * (stops.length - 1);
+  const i = Math.min(stops.length - 2, Math.floor(t)), f = t - i;
+  const c = stops[i].map((v, k) => Math.round(v + f * (stops[i + 1][k] - v)));
+  return `rgb(${c[0]},${c[1]},${c[2]})`;
+}
+
+// A scatter/line trace: pts [{x, y, lo, hi}], y axis from opts.ymin..opts.ymax.
+function trace(svg, pts, opts) {
+  clear(svg);
+  const W = svg.clientWidth || 800, H = svg.clientHeight || 130, L = 48, B = 18, T = 6;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.dataset.points = String(pts.length);
+  const ys = pts.flatMap(p => [p.lo ?? p.y, p.hi ?? p.y]);
+  const x0 = 0, x1 = Math.max(1, opts.xmax);  // every panel shares the frame axis
+  let y0 = opts.ymin ?? Math.min(...ys), y1 = opts.ymax ?? Math.max(...ys);
+  if (!isFinite(y0) || !isFinite(y1)) { y0 = 0; y1 = 1; }
+  if (y1 - y0 < 1e-9) { y1 = y0 + 1; }
+  const X = x => L + (x - x0) / (x1 - x0) * (W - L - 8);
+  const Y = y => opts.flip ? T + (y - y0) / (y1 - y0) * (H - T - B)
+                           : H - B - (y - y0) / (y1 - y0) * (H - T - B);
+  el("line", {x1: L, y1: H - B, x2: W - 8, y2: H - B, class: "axis"}, svg);
+  el("line", {x1: L, y1: T, x2: L, y2: H - B, class: "axis"}, svg);
+  for (const v of [y0, (y0 + y1) / 2, y1]) {
+    el("text", {x: L - 4, y: Y(v) + 4, "text-anchor": "end", class: "label"}, svg)
+      .textContent = v.toFixed(opts.digits ?? 1);
+  }
+  el("text", {x: L + 4, y: T + 10, class: "label"}, svg).textContent = opts.label;
+  el("text", {x: W - 8, y: H - 4, "text-anchor": "end", class: "label"}, svg)
+    .textContent = `frame ${x1}`;
+  for (const p of pts) {
+    if (p.lo !== undefined) {
+      el("line", {x1: X(p.x), x2: X(p.x), y1: Y(p.lo), y2: Y(p.hi), stroke: "#bbb"}, svg);
+    }
+    el("circle", {cx: X(p.x), cy: Y(p.y), r: 2.2, fill: opts.colour || "#3b528b",
+                  "data-frame": p.x}, svg);
+  }
+}
+
+function drawTraces() {
+  const xmax = rows.reduce((m, r) => Math.max(m, r.frame), 1);
+  const res = rows.filter(r => r.resolution_A != null).map(r => ({
+    x: r.frame, y: r.resolution_A, lo: r.resolution_A - (r.resolution_sigma_A || 0),
+    hi: r.resolution_A + (r.resolution_sigma_A || 0)}));
+  trace(document.getElementById("trace-resolution"), res,
+        {label: "resolution (Å, ± sigma; better is up)", flip: true, digits: 1, xmax});
+  trace(document.getElementById("trace-pmulti"),
+        rows.filter(r => r.p_multi != null).map(r => ({x: r.frame, y: r.p_multi})),
+        {label: "p_multi", ymin: 0, ymax: 1, digits: 1, colour: "#21918c", xmax});
+  trace(document.getElementById("trace-spots"),
+        rows.filter(r => r.n_spots != null).map(r => ({x: r.frame, y: r.n_spots})),
+        {label: "spots", ymin: 0, digits: 0, colour: "#5ec962", xmax});
+}
+
+// Grid-scan heat map: one rect per raster cell, in raster or snake order.
+function drawHeatmap() {
+  const svg = document.getElementById("heatmap");
+  clear(svg);
+  if (!raster) {
+    el("text", {x: 10, y: 20, class: "label"}, svg).textContent =
+      "no raster: xrp watch --grid ROWSxCOLS, or ?rows=R&cols=C&snake=1";
+    svg.dataset.cells = "0";
+    return;
+  }
+  const W = svg.clientWidth || 400, H = svg.clientHeight || 320;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  const s = Math.min(W / raster.cols, H / raster.rows);
+  const by = document.getElementById("colour-by").value;
+  const byFrame = new Map(rows.map(r => [r.frame, r]));
+  const vals = rows.filter(r => r.hit).map(r => by === "spots" ? r.n_spots : r.resolution_A)
+    .filter(v => v != null);
+  const lo = Math.min(...vals);  // a span of at least 0.5 Å / 10 spots: no false contrast
+  const hi = Math.max(...vals, lo + (by === "spots" ? 10 : 0.5));
+  let n = 0;
+  for (let f = 0; f < raster.rows * raster.cols; f++) {
+    const row = Math.floor(f / raster.cols);
+    let col = f % raster.cols;
+    if (raster.snake && row % 2) col = raster.cols - 1 - col;
+    const r = byFrame.get(f);
+    let fill = "#fff", v = null;
+    if (r) {
+      v = by === "spots" ? r.n_spots : r.resolution_A;
+      const t = hi > lo ? (v - lo) / (hi - lo) : 0.5;
+      fill = r.error ? "#e88" : !r.hit ? "#ddd" : by === "spots" ? colour(t) : colour(1 - t);
+    }
+    const cell = el("rect", {x: col * s + 1, y: row * s + 1, width: s - 2, height: s - 2,
+      fill, stroke: "#ccc", class: "cell", "data-frame": f, "data-row": row, "data-col": col,
+      "data-hit": r ? String(Boolean(r.hit)) : "pending"}, svg);
+    const text = r ? `frame ${f} (row ${row}, col ${col}): ${r.hit ? "hit" : "no hit"}, ` +
+      `${r.n_spots ?? "-"} spots` + (r.resolution_A != null ?
+      `, ${r.resolution_A.toFixed(2)} Å` : "") + (r.error ? `, ${r.error}` : "")
+      : `frame ${f}: not yet`;
+    el("title", {}, cell).textContent = text;
+    cell.addEventListener("mouseenter", () => {
+      document.getElementById("hover").textContent = text;
+    });
+    if (r) n++;
+  }
+  svg.dataset.cells = String(n);
+  const unit = by === "spots" ? " spots" : " Å";
+  document.getElementById("legend").innerHTML = vals.length ?
+    `<span style="background:${by === "spots" ? colour(0) : colour(1)}"></span>` +
+    `${lo.toFixed(by === "spots" ? 0 : 2)}${unit} ` +
+    `${by === "spots" ? "(fewest)" : "(best)"} ... ` +
+    `<span style="background:${by === "spots" ? colour(1) : colour(0)}"></span>` +
+    `${hi.toFixed(by === "spots" ? 0 : 2)}${unit} ${by === "spots" ? "(most)" : "(worst)"}; ` +
+    `<span style="background:#ddd"></span>no hit` : "no hits yet";
+}
+
+// Resolution rings on the thumbnail: r = D tan(2 asin(lambda / 2d)) / pixel, in thumb px.
+function drawRings() {
+  const svg = document.getElementById("rings");
+  clear(svg);
+  if (!thumb || !thumb.wavelength_A || !thumb.distance_mm) return;
+  svg.setAttribute("viewBox", `0 0 ${thumb.width} ${thumb.height}`);
+  const [f0, s0] = thumb.beam_center_px;
+  const W = thumb.width * thumb.scale, H = thumb.height * thumb.scale;
+  const edge = Math.max(Math.hypot(f0, s0), Math.hypot(W - f0, s0), Math.hypot(f0, H - s0),
+                        Math.hypot(W - f0, H - s0));  // px to the farthest corner
+  const radius = d => {
+    const x = thumb.wavelength_A / (2 * d);
+    return x >= 1 ? Infinity : thumb.distance_mm * Math.tan(2 * Math.asin(x)) /
+      thumb.pixel_size_mm;
+  };
+  const shown = [40, 20, 10, 8, 6, 5, 4, 3.5, 3, 2.5, 2, 1.8, 1.6, 1.4, 1.2, 1, 0.8]
+    .filter(d => radius(d) > 0.08 * edge && radius(d) < edge);
+  const step = Math.max(1, Math.ceil(shown.length / 5));
+  for (const d of shown.filter((_, i) => i % step === 0)) {
+    const r = radius(d) / thumb.scale;
+    el("circle", {cx: f0 / thumb.scale, cy: s0 / thumb.scale, r, fill: "none",
+                  stroke: "#d33", "stroke-width": 0.8, "stroke-dasharray": "3 2"}, svg);
+    el("text", {x: f0 / thumb.scale + r * 0.707 + 2, y: s0 / thumb.scale - r * 0.707,
+                class: "label", fill: "#d33"}, svg).textContent = `${d} Å`;
+  }
+}
+
+function setCounter(id, v) {
+  const e = document.getElementById(id);
+  e.textContent = String(v);
+  e.dataset.value = String(v);
+}
+
+function apply(snap) {
+  for (const r of snap.rows) rows.push(r);
+  const c = snap.counters;
+  setCounter("c-frames", c.frames); setCounter("c-hits", c.hits);
+  setCounter("c-multi", c.multi); setCounter("c-rate", c.frames_per_s);
+  setCounter("c-queued", c.queued); setCounter("c-dropped", c.dropped);
+  setCounter("c-errors", c.errors);
+  document.getElementById("source").textContent = snap.source;
+  const q = new URLSearchParams(location.search);
+  raster = q.get("rows") ? {rows: +q.get("rows"), cols: +q.get("cols"),
+                            snake: q.get("snake") === "1"} : snap.raster;
+  if (snap.thumb && snap.thumb_updated !== thumbStamp) {
+    thumbStamp = snap.thumb_updated;
+    thumb = snap.thumb;
+    document.getElementById("thumb").src =
+      `/ui/runs/${encodeURIComponent(RUN)}/thumb.png?t=${thumbStamp}`;
+    document.getElementById("thumb-label").textContent =
+      `${thumb.file.split("/").pop()} frame ${thumb.frame}`;
+    drawRings();
+  }
+  if (snap.rows.length || !document.getElementById("heatmap").firstChild) {
+    drawTraces();
+    drawHeatmap();
+  }
+}
+
+function connect() {
+  const status = document.getElementById("status");
+  const src = new EventSource(`/ui/api/runs/${encodeURIComponent(RUN)}/events?after=` +
+    (rows.length ? rows[rows.length - 1].seq : -1));
+  src.onmessage = ev => { status.textContent = "live"; apply(JSON.parse(ev.data)); };
+  src.onerror = () => { status.textContent = "reconnecting..."; src.close();
+                        setTimeout(connect, 2000); };
+}
+
+document.getElementById("colour-by").addEventListener("change", drawHeatmap);
+window.addEventListener("resize", () => { drawTraces(); drawHeatmap(); });
+connect();
