@@ -63,7 +63,7 @@ function drawTraces() {
     x: r.frame, y: r.resolution_A, lo: r.resolution_A - (r.resolution_sigma_A || 0),
     hi: r.resolution_A + (r.resolution_sigma_A || 0)}));
   trace(document.getElementById("trace-resolution"), res,
-        {label: "resolution (Å, ± sigma; better is up)", flip: true, digits: 1, xmax});
+        {label: "resolution (Å, ± sigma; better is up)", flip: true, digits: 2, xmax});
   trace(document.getElementById("trace-pmulti"),
         rows.filter(r => r.p_multi != null).map(r => ({x: r.frame, y: r.p_multi})),
         {label: "p_multi", ymin: 0, ymax: 1, digits: 1, colour: "#21918c", xmax});
