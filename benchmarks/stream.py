@@ -38,9 +38,12 @@ def free_port() -> int:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:  # the watcher has stopped
+        pass
     return float("nan")
 
 
@@ -126,6 +129,7 @@ def one(detector: str, seconds: float, server: str | None, tmp: Path) -> dict:
         proc.terminate()
         proc.wait(timeout=60)
         pub.close()
+    memory = [m for m in memory if m == m]  # (NaN: sampled after the watcher stopped)
     timings = {}
     from xray_platform.live.store import RunStore
 

@@ -1,6 +1,6 @@
-"""What clusters do, on one machine: two Ray nodes sharing work, a training worker killed
-mid-run (a Serve replica killed under load: test_serve.py). Every test stops what it
-started."""
+"""What clusters do, on one machine: two Ray nodes sharing work (simulating an HDF5 data set,
+then training on it with its d_B label), a lattice training worker killed mid-run (a Serve
+replica killed under load: test_serve.py). Every test stops what it started."""
 
 from __future__ import annotations
 
@@ -15,8 +15,16 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
+import pytest
 from helpers import LOOPBACK_ENV as LOOPBACK
 from helpers import RAY, free_port, processes, ray_head, xrp
+
+from xray_platform.core.forward import predict
+from xray_platform.core.models import load_model
+from xray_platform.core.training import val_seed
+from xray_platform.orchestration.data import SimulateShots
+from xray_platform.physics.presets import preset
 
 
 def _processes(pattern: str) -> list[tuple[int, int]]:
@@ -40,29 +48,32 @@ def test_simulate_and_train_use_both_nodes_of_a_two_node_cluster(tmp_path: Path)
                                 f"--dashboard-agent-listen-port={free_port()}"],
                                env=env, capture_output=True, text=True, timeout=180)
         assert node2.returncode == 0, node2.stdout + node2.stderr
-        r = xrp("simulate", "quick-lattice", "-n", "12", "--shard-size", "1", "--out",
+        r = xrp("simulate", "quick-resolution", "-n", "40", "--shard-size", "4", "--out",
                 str(tmp_path / "data"), "--address", addr, cwd=tmp_path, env=env)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "2 node(s) wrote shards" in r.stdout, r.stdout
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        # 2 CPUs per worker: one worker per 3-CPU node, the third CPU simulates its data
-        r = xrp("train", "resolution", "--data", "quick-resolution", "--workers", "2",
-                "--cpus-per-worker", "2", "--epochs", "1", "--shots-per-epoch", "32",
-                "--val-shots", "16", "--batch-size", "8", "--name", "two", "--out",
-                str(tmp_path / "runs"), "--mlflow-uri", uri, "--address", addr, cwd=tmp_path,
-                env=env)
+        # 2 CPUs per worker: one worker per 3-CPU node, the third CPU reads its data; trained
+        # on the HDF5 data set just written, with its d_B label
+        r = xrp("train", "resolution", "--data", str(tmp_path / "data"), "--label", "d_B",
+                "--workers", "2", "--cpus-per-worker", "2", "--epochs", "1", "--batch-size",
+                "8", "--name", "two", "--out", str(tmp_path / "runs"), "--mlflow-uri", uri,
+                "--address", addr, cwd=tmp_path, env=env)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         summary = json.loads((tmp_path / "runs" / "two" / "summary.json").read_text())
         run = mlflow.MlflowClient(uri).get_run(summary["run_id"])
         assert run.data.metrics["train_nodes"] == 2
+        _, meta = load_model(summary["model"])
+        assert meta["label"] == "d_B" and meta["training_data"]["source"] == "HDF5 shot data set"
+        assert meta["training_data"]["val_indices"] == [36, 40]
 
 
 def test_a_training_worker_killed_mid_run_restores_from_its_checkpoint(tmp_path: Path) -> None:
     """kill -9 of a DDP worker after the first checkpoint: FailureConfig restarts the worker
     group from the last checkpoint and the run finishes with every epoch logged once."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cmd = [sys.executable, "-m", "xray_platform.cli", "train", "resolution", "--data",
-           "quick-resolution", "--workers", "2", "--cpus-per-worker", "0.5", "--epochs", "3",
+    cmd = [sys.executable, "-m", "xray_platform.cli", "train", "lattice", "--data",
+           "quick-lattice", "--workers", "2", "--cpus-per-worker", "0.5", "--epochs", "3",
            "--shots-per-epoch", "32", "--val-shots", "16", "--batch-size", "8", "--name", "ft",
            "--out", str(tmp_path / "runs"), "--mlflow-uri", uri]
     # this run's workers are the ones that were not there before it (pids can wrap around)
@@ -96,7 +107,16 @@ def test_a_training_worker_killed_mid_run_restores_from_its_checkpoint(tmp_path:
     assert "[FailurePolicy] RETRY" in out, out[-5000:]  # the kill was seen, and survived
     assert "resumed from the checkpoint of epoch" in out, out[-5000:]
     summary = json.loads((tmp_path / "runs" / "ft" / "summary.json").read_text())
-    hist = mlflow.MlflowClient(uri).get_metric_history(summary["run_id"], "val_mae_A")
+    hist = mlflow.MlflowClient(uri).get_metric_history(summary["run_id"], "val_accuracy")
     steps = sorted(h.step for h in hist)
     assert set(steps) == {1, 2, 3}  # no lost epoch
     assert steps.count(1) == 1  # restored from the checkpoint of epoch 1, not from scratch
+    # the lattice model it wrote: its recorded accuracy is the model's own on the run's fixed
+    # validation shots (val_seed), whatever the restarts
+    model, meta = load_model(summary["model"])
+    assert meta["task"] == "lattice" and meta["label"] == "is_multi"
+    rows = SimulateShots(preset("quick-lattice"), "lattice", None, val_seed(0),
+                         fresh=False)({"id": np.arange(16)})
+    p = predict(model, rows["x"])["p_multi"]
+    assert meta["metrics"]["val_accuracy"] == pytest.approx(
+        float(np.mean((p >= 0.5) == (rows["y"] > 0.5))), abs=1e-6)

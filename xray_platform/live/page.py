@@ -28,7 +28,7 @@ from xray_platform.live.store import RunStore
 #: answer fields the page draws (the rest stays in the store)
 ROW_FIELDS = ("seq", "frame", "hit", "n_spots", "p_multi", "is_multi", "resolution_A",
               "resolution_sigma_A", "ice", "error")
-EVENT_POLL_S = 0.5
+EVENT_POLL_S = 0.25
 RATE_WINDOW_S = 10.0
 
 

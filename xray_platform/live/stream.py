@@ -147,11 +147,15 @@ def watch_stream(url: str, store: RunStore, run: str, models: dict, *, max_queue
                  on_update: Callable[[StreamStats], None] | None = None) -> StreamStats:
     """Follow the stream at ``url`` until ``exit_after_series`` series have ended and every
     image is answered, or no image came for ``exit_when_idle_s`` (None: until interrupted)."""
-    run_id = store.open_run(run, f"stream:{url}")
+    rx = Receiver(url, max_queue)  # a bad address fails before the store gets a run
+    try:
+        run_id = store.open_run(run, f"stream:{url}")
+    except ValueError:
+        rx.close()
+        raise
     if raster:
         store.set_live(run_id, raster=raster)
     done = store.answered(run_id)
-    rx = Receiver(url, max_queue)
     stats, told_dropped = StreamStats(), 0
     idle_since, thumbs = time.time(), _Thumbs(store, run_id, thumb_every_s)
     try:
