@@ -92,38 +92,47 @@ def one(detector: str, seconds: float, server: str | None, tmp: Path) -> dict:
         def record(frame: int, t: float) -> None:
             sent[frame] = t
 
-        # 1) sustained: send at a pace the watcher keeps up with, found by a first burst
-        n_probe = 3 * DISTINCT
-        pub.series(1, frames, geometry, repeat=3, on_sent=record)
-        t0 = time.time()
-        while len(page.seen) < n_probe and time.time() - t0 < 600:
-            time.sleep(0.2)
-        rate = n_probe / max(max(page.seen.values()) - min(sent.values()), 1e-3)
-        # 2) sustained for `seconds` at 0.8 x that rate: latency send -> page
+        def drained(n_sent: int, timeout: float = 600) -> float:
+            """When the watcher has received the ``n_sent`` images just sent and answered or
+            dropped them all (ZeroMQ sends are asynchronous: the send returns first)."""
+            goal = before.get("received", 0) + n_sent
+            t0 = time.time()
+            while time.time() - t0 < timeout and (page.last.get("received", 0) < goal
+                                                  or page.last.get("queued", 1)):
+                time.sleep(0.1)
+            return time.time()
+
+        # 1) capacity: a burst the watcher cannot keep up with; answered / time to drain it
+        before = dict(page.last)
+        t_start = time.time()
+        reps = max(1, 120 // DISTINCT)
+        pub.series(1, frames, geometry, repeat=reps)
+        t_end = drained(reps * DISTINCT)
+        answered = page.last.get("frames", 0) - before.get("frames", 0)
+        rate = answered / max(t_end - t_start, 1e-3)
+        # 2) latency send -> page at half that rate, for `seconds`
         page.seen.clear()
-        sent.clear()
-        n = max(DISTINCT, int(seconds * 0.8 * rate))
+        before = dict(page.last)
+        n = max(DISTINCT, int(seconds * 0.5 * rate))
         sampler = threading.Thread(target=lambda: [
             (memory.append(rss_mb(proc.pid)), time.sleep(2)) for _ in range(int(seconds) // 2
                                                                             + 30)],
             daemon=True)
         sampler.start()
-        t_send = time.time()
-        pub.series(2, frames, geometry, repeat=max(1, n // DISTINCT), rate_hz=0.8 * rate,
+        pub.series(2, frames, geometry, repeat=max(1, n // DISTINCT), rate_hz=0.5 * rate,
                    on_sent=record)
-        t0 = time.time()
-        while len(page.seen) < len(sent) and time.time() - t0 < 120:
-            time.sleep(0.2)
+        drained(max(1, n // DISTINCT) * DISTINCT)
         lat = sorted(1e3 * (page.seen[k] - sent[k]) for k in sent if k in page.seen)
-        sustained = len(page.seen) / max(max(page.seen.values()) - t_send, 1e-3)
-        # 3) a burst 10x faster than xrp answers, queue of 64
+        # 3) a burst 10x faster than xrp answers, queue of 64: queued and dropped
         before = dict(page.last)
         n_burst = int(max(100, 20 * rate))
+        peak = [0]
+        watch_peak = threading.Thread(target=lambda: [
+            (peak.__setitem__(0, max(peak[0], page.last.get("queued", 0))), time.sleep(0.1))
+            for _ in range(600)], daemon=True)
+        watch_peak.start()
         pub.series(3, frames, geometry, repeat=max(1, n_burst // DISTINCT), rate_hz=10 * rate)
-        time.sleep(3)
-        t0 = time.time()
-        while page.last.get("queued", 1) and time.time() - t0 < 300:
-            time.sleep(0.5)
+        drained((n_burst // DISTINCT) * DISTINCT)
         after = page.last
     finally:
         proc.terminate()
@@ -137,13 +146,14 @@ def one(detector: str, seconds: float, server: str | None, tmp: Path) -> dict:
     for a in answers[-50:]:
         for k, v in (a.get("timings_ms") or {}).items():
             timings.setdefault(k, []).append(v)
-    return {"detector": detector, "shape": list(frames[0].shape), "frames_per_s": sustained,
+    return {"detector": detector, "shape": list(frames[0].shape), "frames_per_s": rate,
             "latency_p50_ms": statistics.median(lat) if lat else None,
             "latency_p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None,
             "latency_n": len(lat),
             "burst_sent": (n_burst // DISTINCT) * DISTINCT, "burst_rate_hz": 10 * rate,
             "burst_answered": after.get("frames", 0) - before.get("frames", 0),
             "burst_dropped": after.get("dropped", 0) - before.get("dropped", 0),
+            "burst_peak_queued": peak[0],
             "rss_mb_start": memory[0] if memory else None,
             "rss_mb_end": memory[-1] if memory else None,
             "rss_mb_max": max(memory) if memory else None,
@@ -163,8 +173,9 @@ def main() -> None:
             s = r["ms_per_step"]
             print(f"| {det} {r['shape'][1]}x{r['shape'][0]} | {r['frames_per_s']:.2f} | "
                   f"{r['latency_p50_ms']:.0f} / {r['latency_p99_ms']:.0f} | "
-                  f"{r['burst_sent']} at {r['burst_rate_hz']:.1f}/s: {r['burst_dropped']} "
-                  f"dropped, {r['burst_answered']} answered | {r['rss_mb_start']:.0f} -> "
+                  f"{r['burst_sent']} at {r['burst_rate_hz']:.1f}/s: peak queue "
+                  f"{r['burst_peak_queued']}, {r['burst_dropped']} dropped, "
+                  f"{r['burst_answered']} answered | {r['rss_mb_start']:.0f} -> "
                   f"{r['rss_mb_end']:.0f} (max {r['rss_mb_max']:.0f}) | "
                   + ", ".join(f"{k} {v:.0f}" for k, v in s.items() if v >= 1), flush=True)
 

@@ -72,6 +72,15 @@ def absolute_store_url(url: str | None) -> str:
     return url
 
 
+def _sqlite_live(dbapi_conn: Any, _record: Any) -> None:
+    """SQLite for a live run: WAL, so the page reads while the watcher writes; synchronous
+    NORMAL (durable at every checkpoint, no fsync per commit); wait for a busy writer."""
+    cur = dbapi_conn.cursor()
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000"):
+        cur.execute(f"PRAGMA {pragma}")
+    cur.close()
+
+
 def _clean(v: Any) -> Any:
     """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
     if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
@@ -98,6 +107,7 @@ class RunStore:
         if self.url.startswith("sqlite:///"):
             Path(self.url.removeprefix("sqlite:///")).expanduser().parent.mkdir(
                 parents=True, exist_ok=True)
+            sa.event.listen(self.engine, "connect", _sqlite_live)
         _meta.create_all(self.engine)
 
     def open_run(self, name: str, source: str) -> int:
@@ -201,23 +211,25 @@ class RunStore:
             return 0.0
         return n / max(hi - lo, now - lo, 1.0)
 
-    def runs(self) -> list[dict[str, Any]]:
-        """Every run with its frame, hit and error counts."""
+    def runs(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every run (or the one named) with its frame, hit, multi-lattice and error counts."""
         a = ANSWERS.c
         q = (sa.select(RUNS, sa.func.count(a.id).label("frames"),
                        sa.func.sum(sa.case((a.hit.is_(True), 1), else_=0)).label("hits"),
                        sa.func.sum(sa.case((a.error.is_not(None), 1), else_=0)).label("errors"),
                        sa.func.sum(sa.case((a.is_multi.is_(True), 1), else_=0)).label("multi"))
              .select_from(RUNS.outerjoin(ANSWERS)).group_by(RUNS.c.id).order_by(RUNS.c.id))
+        if name is not None:
+            q = q.where(RUNS.c.name == name)
         with self.engine.connect() as c:
             return [dict(r) | {k: int(r[k] or 0) for k in ("hits", "errors", "multi")}
                     for r in c.execute(q).mappings()]
 
     def run(self, name: str) -> dict[str, Any]:
-        for r in self.runs():
-            if r["name"] == name:
-                return r
-        raise ValueError(f"no run {name!r} in {self.url} (xrp runs list shows them)")
+        found = self.runs(name)
+        if not found:
+            raise ValueError(f"no run {name!r} in {self.url} (xrp runs list shows them)")
+        return found[0]
 
     def answers(self, name: str) -> list[dict[str, Any]]:
         """The run's answers in arrival order (the full JSON of each)."""

@@ -157,6 +157,7 @@ def watch_stream(url: str, store: RunStore, run: str, models: dict, *, max_queue
         store.set_live(run_id, raster=raster)
     done = store.answered(run_id)
     stats, told_dropped = StreamStats(), 0
+    told, told_at = (-1, -1), 0.0  # the live counters last written, and when
     idle_since, thumbs = time.time(), _Thumbs(store, run_id, thumb_every_s)
     try:
         while True:
@@ -173,7 +174,9 @@ def watch_stream(url: str, store: RunStore, run: str, models: dict, *, max_queue
                     thumbs.offer(frames[-1])
                 idle_since = time.time()
             _update(stats, rx.counts())
-            store.set_live(run_id, received=stats.received, queued=stats.backlog)
+            if (stats.received, stats.backlog) != told and time.time() - told_at > 0.2:
+                store.set_live(run_id, received=stats.received, queued=stats.backlog)
+                told, told_at = (stats.received, stats.backlog), time.time()
             if on_update:
                 on_update(stats)
             if items:
@@ -182,10 +185,10 @@ def watch_stream(url: str, store: RunStore, run: str, models: dict, *, max_queue
             if c["dropped"] > told_dropped:
                 store.add(run_id, [], dropped=c["dropped"] - told_dropped)
                 told_dropped = c["dropped"]
-            if exit_after_series is not None and c["ended"] >= exit_after_series \
-                    and not c["queued"]:
-                return stats
-            if exit_when_idle_s is not None and time.time() - idle_since >= exit_when_idle_s:
+            if (exit_after_series is not None and c["ended"] >= exit_after_series
+                    and not c["queued"]) or (exit_when_idle_s is not None
+                                             and time.time() - idle_since >= exit_when_idle_s):
+                store.set_live(run_id, received=stats.received, queued=stats.backlog)
                 return stats
             time.sleep(0.02)
     finally:
