@@ -22,7 +22,7 @@ def thumbnail(frame: Any, size: int = SIZE) -> tuple[bytes, dict[str, Any]]:
     ns, nf = img.shape[0] // k, img.shape[1] // k
     blocks = img[: ns * k, : nf * k].reshape(ns, k, nf, k)
     top = blocks.max(axis=(1, 3))
-    masked = (blocks < 0).all(axis=(1, 3))
+    masked = top < 0  # every pixel of the block masked (negative)
     v = np.log1p(np.clip(top, 0, None))
     good = v[~masked] if (~masked).any() else np.zeros(1)
     lo, hi = float(np.median(good)), float(np.percentile(good, 99.9))  # background -> white
