@@ -182,7 +182,12 @@ def decode(image: Image, series: Series | None, source: str) -> XrpFrame:
         img[bad] = -1
     if series.mask is not None and series.mask.shape == img.shape:
         img[series.mask != 0] = -1
-    return XrpFrame(img, info, f"{source}#series-{image.series}", image.frame)
+    return XrpFrame(img, info, frame_file(source, image.series), image.frame)
+
+
+def frame_file(source: str, series: int) -> str:
+    """The "file" a streamed frame is stored under: its source and series."""
+    return f"{source}#series-{series}"
 
 
 # -- stream v2 (CBOR) ------------------------------------------------------------------------

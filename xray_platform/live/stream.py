@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from xray_platform.live.dectris import Image, Series, StreamError, decode, kind
+from xray_platform.live.dectris import Image, Series, StreamError, decode, frame_file, kind
 from xray_platform.live.store import RunStore
 from xray_platform.live.watch import WatchStats, _Thumbs, answerer
 
@@ -132,7 +132,7 @@ def answer_images(items: list[tuple[Image, Series | None]], source: str, models:
             frames.append(decode(img, series, source))
             decode_ms.append(round(1e3 * (time.perf_counter() - t0), 2))
         except ValueError as e:
-            errors.append({"file": f"{source}#series-{img.series}", "frame": img.frame,
+            errors.append({"file": frame_file(source, img.series), "frame": img.frame,
                            "error": str(e)})
     answers = answerer(models)(frames) if frames else []
     for a, ms in zip(answers, decode_ms, strict=False):
@@ -162,14 +162,14 @@ def watch_stream(url: str, store: RunStore, run: str, models: dict, *, max_queue
     try:
         while True:
             items = [(i, s) for i, s in rx.take(batch)
-                     if (f"{url}#series-{i.series}", i.frame) not in done]
+                     if (frame_file(url, i.series), i.frame) not in done]
             c = rx.counts()
             if items:
                 answers, frames = answer_images(items, url, models)
                 store.add(run_id, answers, dropped=c["dropped"] - told_dropped)
                 told_dropped = c["dropped"]
                 done.update((str(a["file"]), int(a["frame"])) for a in answers)
-                _count(stats, answers)
+                stats.count(answers)
                 if frames:
                     thumbs.offer(frames[-1])
                 idle_since = time.time()
@@ -193,14 +193,6 @@ def watch_stream(url: str, store: RunStore, run: str, models: dict, *, max_queue
             time.sleep(0.02)
     finally:
         rx.close()
-
-
-def _count(stats: StreamStats, answers: list[dict]) -> None:
-    stats.answered += len(answers)
-    stats.hits += sum(bool(a.get("hit")) for a in answers)
-    stats.errors += sum(bool(a.get("error")) for a in answers)
-    if answers:
-        stats.last = answers[-1]
 
 
 def _update(stats: StreamStats, c: dict[str, Any]) -> None:

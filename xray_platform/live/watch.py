@@ -34,6 +34,14 @@ class WatchStats:
     backlog: int = 0
     last: dict[str, Any] | None = None
 
+    def count(self, answers: list[dict[str, Any]]) -> None:
+        """Add a batch of stored answers to the counts."""
+        self.answered += len(answers)
+        self.hits += sum(bool(a.get("hit")) for a in answers)
+        self.errors += sum(bool(a.get("error")) for a in answers)
+        if answers:
+            self.last = answers[-1]
+
 
 _DETECTOR_NAME = re.compile(r"\.(cbf|img|smv|h5|hdf5|nxs)(\.(gz|bz2))?$", re.IGNORECASE)
 _EIGER_DATA = re.compile(r"_data_\d{6}\.h5$")
@@ -208,9 +216,5 @@ def _answer_batch(work: list[tuple[Path, int]], store: RunStore, run_id: int, mo
         key = (str(a["file"]), int(a["frame"]))
         done.add(key)
         failing.pop(key, None)
-    stats.answered += len(answers)
-    stats.hits += sum(bool(a.get("hit")) for a in answers)
-    stats.errors += sum(bool(a.get("error")) for a in answers)
-    if answers:
-        stats.last = answers[-1]
+    stats.count(answers)
     return len(answers)
