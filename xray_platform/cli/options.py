@@ -29,6 +29,26 @@ ShotsPerEpoch = Annotated[int | None, typer.Option(
 ValShots = Annotated[int | None, typer.Option(
     "--val-shots", help="Presets: fixed, seeded validation shots.")]
 
+GeometryFile = Annotated[Path | None, typer.Option(
+    "--geometry", help="A CrystFEL geometry file (.geom) placing the panels of HDF5 files that "
+    "hold plain arrays (stacked JUNGFRAU modules, CSPAD slabs); files with their own geometry "
+    "(CBF, NeXus) do not need one.")]
+
+
+def geometry_file(path: Path | None) -> str | None:
+    """The checked --geometry file as a string (it travels to Ray workers), or None."""
+    if path is None:
+        return None
+    from xray_platform.cli.common import fail
+    from xray_platform.io.crystfel_geom import GeomError, read_geom
+
+    try:
+        read_geom(path)
+    except GeomError as e:
+        fail(str(e))
+    return str(Path(path).resolve())
+
+
 _MODEL_HELP = ("{t} model: a model file, zoo (the packaged model), champion (the registry's "
                "champion if there is one, else the zoo model), a registry reference "
                "(xrp-{t}@champion, {t}/3) or none")

@@ -10,9 +10,11 @@ import typer
 from xray_platform.cli.common import console, csv, err, fail, progress, summary
 from xray_platform.cli.options import (
     Address,
+    GeometryFile,
     LatticeModel,
     MlflowUri,
     ResolutionModel,
+    geometry_file,
     model_specs,
 )
 
@@ -105,6 +107,7 @@ def predict(
                                                "size (mm)."),
     beam_center: str | None = typer.Option(None, "--beam-center", help="Override: beam centre "
                                            "X,Y in pixels (fast, slow)."),
+    geometry: GeometryFile = None,
     min_confidence: float | None = typer.Option(None, "--min-confidence", min=0.5, max=1.0,
                                                 help="Write only frames whose lattice verdict "
                                                 "is at least this likely right, max(p_multi, "
@@ -131,13 +134,16 @@ def predict(
     prepare_ray_env(address)
     if out.suffix not in (".csv", ".tsv", ".parquet"):
         fail(f"--out {out}: use a .csv, .tsv or .parquet file")
+    geom = geometry_file(geometry)
     try:
-        items = expand_inputs(paths)
+        items = expand_inputs(paths, geom)
     except FormatError as e:
         fail(str(e))
     if not items:
         fail("no detector frames found in " + ", ".join(paths))
     overrides = _overrides(wavelength_a, distance_mm, pixel_size_mm, beam_center)
+    if geom:
+        overrides["geometry"] = geom
     specs = model_specs(lattice_model, resolution_model)
     if not specs:
         fail("both models are 'none': nothing to predict")

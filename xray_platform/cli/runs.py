@@ -9,7 +9,14 @@ import typer
 from rich.table import Table
 
 from xray_platform.cli.common import console, err, fail
-from xray_platform.cli.options import LatticeModel, MlflowUri, ResolutionModel, model_specs
+from xray_platform.cli.options import (
+    GeometryFile,
+    LatticeModel,
+    MlflowUri,
+    ResolutionModel,
+    geometry_file,
+    model_specs,
+)
 
 Store = typer.Option(None, "--store", help="The run store: a SQLAlchemy URL (default "
                      "sqlite:///xrp-runs.db in the working directory).")
@@ -62,6 +69,7 @@ def watch(
                                   "page on this port (http://127.0.0.1:PORT/ui/runs/RUN)."),
     ui_host: str = typer.Option("127.0.0.1", "--ui-host", help="Address the live page "
                                 "listens on (0.0.0.0: the beamline network)."),
+    geometry: GeometryFile = None,
     server: str | None = typer.Option(None, "--server", help="Answer with a running `xrp "
                                       "serve` at this URL (e.g. http://gpu-node:8000) instead "
                                       "of models in this process."),
@@ -73,6 +81,10 @@ def watch(
 
     is_stream = "://" in source
     folder = None if is_stream else Path(source)
+    if is_stream and geometry is not None:
+        fail("--geometry is for folders of HDF5 files; the DECTRIS stream's header gives "
+             "its geometry")
+    geom = geometry_file(geometry)
     raster = _raster(grid, snake)
     if server:
         from xray_platform.live.remote import ServerAnswers
@@ -100,6 +112,7 @@ def watch(
                              exit_when_idle_s=exit_when_idle, raster=raster, on_update=update)
         else:
             s = watch_folder(folder, rs, name, models, poll_s=poll_s, settle_s=settle_s,
+                             overrides={"geometry": geom} if geom else None,
                              give_up_s=give_up_s, max_backlog=max_backlog,
                              exit_when_idle_s=exit_when_idle, raster=raster, on_update=update)
     except ValueError as e:

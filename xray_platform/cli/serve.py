@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from xray_platform.cli.common import console, fail
-from xray_platform.cli.options import Address, MlflowUri
+from xray_platform.cli.options import Address, GeometryFile, MlflowUri
 
 
 def serve(
@@ -29,6 +29,7 @@ def serve(
     store: str | None = typer.Option(None, "--store", help="The run store the live page "
                                      "(/ui) shows: a SQLAlchemy URL (default "
                                      "sqlite:///xrp-runs.db in the working directory)."),
+    geometry: GeometryFile = None,
     address: Address = None,
 ) -> None:
     """Serve the graph over HTTP: frame -> lattice classifier -> (single-lattice hits)
@@ -44,7 +45,8 @@ def serve(
         args, host, port = load_config(config, {
             "lattice_model": lattice_model, "resolution_model": resolution_model,
             "mlflow_uri": mlflow_uri, "max_upload_mb": max_upload_mb, "host": host,
-            "port": port, "run_store": store})
+            "port": port, "run_store": store,
+            "geometry": str(geometry) if geometry is not None else None})
     except ValueError as e:
         fail(str(e))
 

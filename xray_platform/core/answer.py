@@ -133,9 +133,10 @@ def prepare_frame(frame: Frame, preps: list[Preprocessing],
     t4 = time.perf_counter()
     info = {"file": frame.path, "frame": frame.index, "format": frame.info.format,
             "detector": frame.info.detector, "wavelength_A": geom.wavelength_A,
-            "distance_mm": geom.distance_mm, "pixel_size_mm": geom.detector.pixel_mm,
-            "beam_center_px": list(geom.beam_center_px),
-            "shape": [frame.info.n_slow, frame.info.n_fast]}
+            "distance_mm": geom.distance_mm, "pixel_size_mm": geom.pixel_mm,
+            "beam_center_px": None if geom.beam_center_px is None else
+            list(geom.beam_center_px),
+            "shape": list(frame.info.shape)}
     return Prepared(inputs, bool(hit), n_spots, info,
                     {"grid_ms": 1e3 * (t1 - t0), "hitfinder_ms": 1e3 * (t2 - t1),
                      "ice_ms": 1e3 * (t3 - t2), "d_min_spots_ms": 1e3 * (t4 - t3)},

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from xray_platform.physics.geometry import Geometry
+from xray_platform.physics.panels import PanelGeometry
 from xray_platform.physics.qgrid import QGrid, frame_to_grid
 
 #: log1p of a saturated 20-bit PILATUS pixel is 13.9: dividing by 10 keeps inputs ~[0, 1.4].
@@ -53,15 +54,15 @@ class Preprocessing:
         return cls(grid.size, grid.d_min_A)
 
 
-def frame_to_counts(frame: np.ndarray | torch.Tensor, geom: Geometry,
+def frame_to_counts(frame: np.ndarray | torch.Tensor, geom: Geometry | PanelGeometry,
                     prep: Preprocessing) -> torch.Tensor:
-    """Detector frame (slow, fast; negative = gap/bad) -> grid counts (H, W), masked = -1."""
+    """Detector frame (slow, fast, or panel, slow, fast; negative = gap/bad) -> grid counts
+    (H, W), masked = -1."""
     frame = torch.as_tensor(np.asarray(frame) if not isinstance(frame, torch.Tensor) else frame)
-    if frame.ndim != 2:
-        raise ValueError(f"a frame must be 2-D (slow, fast), got shape {tuple(frame.shape)}")
-    if frame.shape != geom.detector.shape:
+    if tuple(frame.shape) != tuple(geom.shape):
+        axes = "(panel, slow, fast)" if len(geom.shape) == 3 else "(slow, fast)"
         raise ValueError(f"frame shape {tuple(frame.shape)} does not match the geometry's "
-                         f"detector {geom.detector.shape} (slow, fast)")
+                         f"detector {tuple(geom.shape)} {axes}")
     frame = frame.to(torch.float32)
     if not torch.isfinite(frame).all():
         raise ValueError("frame holds NaN or infinite values")
@@ -114,7 +115,7 @@ def normalise(counts: np.ndarray | torch.Tensor, prep: Preprocessing) -> torch.T
     return x[:, None]
 
 
-def model_input(frame: np.ndarray | torch.Tensor, geom: Geometry,
+def model_input(frame: np.ndarray | torch.Tensor, geom: Geometry | PanelGeometry,
                 prep: Preprocessing) -> torch.Tensor:
     """Frame + geometry -> network input (1, 1, H, W)."""
     return normalise(frame_to_counts(frame, geom, prep), prep)

@@ -378,7 +378,11 @@ def read_cbf(path: str | Path) -> tuple[np.ndarray, FrameHeader]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"CBF file not found: {path}")
-    buf = _load_bytes(path)
+    return decode_cbf(path, _load_bytes(path))
+
+
+def decode_cbf(path: Path, buf: bytes) -> tuple[np.ndarray, FrameHeader]:
+    """:func:`read_cbf` of a file's (decompressed) bytes."""
     _check_binary_section(path, buf)
     try:
         stream = io.BytesIO(buf)

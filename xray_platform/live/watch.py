@@ -60,11 +60,13 @@ class FolderScan:
 
     folder: Path
     settle_s: float = 1.0
+    geometry: str | None = None  # a CrystFEL .geom placing the HDF5 files' arrays
     _seen: dict[Path, tuple[int, float, float, int]] = field(default_factory=dict)
 
     def frames(self) -> list[tuple[Path, int]]:
         """(file, frame) of every frame of the settled detector files, in file order."""
-        from xray_platform.io.formats.registry import reader_for, understood_by
+        from xray_platform.io.formats.base import HDF5_MAGIC, sniff
+        from xray_platform.io.formats.registry import n_frames, reader_for, understood_by
 
         out, now = [], time.time()
         for p in sorted(q for q in self.folder.rglob("*") if q.is_file()):
@@ -82,8 +84,11 @@ class FolderScan:
             n = old[3]
             if n < 0:  # settled: how many frames does it hold (0: not a detector file)?
                 try:
-                    n = reader_for(p).n_frames(p) if understood_by(p) else \
-                        int(_looks_like_a_frame(p))
+                    if self.geometry is not None and sniff(p, 8).startswith(HDF5_MAGIC):
+                        n = n_frames(p, self.geometry)
+                    else:
+                        n = reader_for(p).n_frames(p) if understood_by(p) else \
+                            int(_looks_like_a_frame(p))
                 except (ValueError, OSError):
                     n = 1  # a detector file that fails: its frame gets an error answer
                 self._seen[p] = (size, mtime, old[2], n)
@@ -165,7 +170,8 @@ def watch_folder(folder: Path, store: RunStore, run: str, models: dict, *,
         store.set_live(run_id, raster=raster)
     done = store.answered(run_id)
     thumbs = _Thumbs(store, run_id, thumb_every_s)
-    scan, stats = FolderScan(folder, settle_s), WatchStats()
+    scan = FolderScan(folder, settle_s, (overrides or {}).get("geometry"))
+    stats = WatchStats()
     failing: dict[tuple[str, int], float] = {}  # first failure time of frames being retried
     dropped: set[tuple[str, int]] = set()
     idle_since = time.time()

@@ -105,6 +105,21 @@ DETECTORS: dict[str, DetectorPreset] = {
         # DECTRIS EIGER 16M: 4 x 8 modules of 1030 x 514 px, 75 um pixels, 10/37 px gaps.
         DetectorPreset("eiger16m", "DECTRIS EIGER 16M", 4150, 4371, 0.075, 1030, 514, 10, 37,
                        2**32 - 2),
+        # PSI JUNGFRAU 4M as Jungfraujoch assembles it: 2 x 4 modules of 1030 x 514 px (the
+        # double-size pixels between chips split in two), 75 um, gaps of 8 and 36 px
+        # (2068 x 2164 px); ~1e4 12-keV photons per pixel with gain switching.
+        DetectorPreset("jungfrau4m", "PSI JUNGFRAU 4M (Jungfraujoch layout)", 2068, 2164,
+                       0.075, 1030, 514, 8, 36, 10_000),
+        # LCLS ePix10k 2M, flat approximation: its 16 modules of 384 x 352 px at 100 um on a
+        # 4 x 4 grid spanning its ~167 mm (the real quads turn in a pinwheel around the beam:
+        # frames from files are placed panel by panel, physics/panels.py).
+        DetectorPreset("epix10k2m", "LCLS ePix10k 2M (flat 4 x 4-module approximation)", 1668,
+                       1672, 0.1, 384, 352, 44, 88, 10_000),
+        # LCLS CSPAD, flat approximation: its 32 sensors of 388 x 185 px (2 ASICs) at 109.92 um
+        # on a 4 x 8 grid spanning its ~191 mm (the real quadrants form a pinwheel); ~2,700
+        # 8-keV photons per pixel in low gain.
+        DetectorPreset("cspad", "LCLS CSPAD (flat 4 x 8-sensor approximation)", 1741, 1739,
+                       0.10992, 388, 185, 63, 37, 2_700),
         # Small 2 x 2-module detector for tests and laptop presets (PILATUS-like pixels).
         DetectorPreset("test", "small 2x2-module test detector", 256, 256, 0.172, 124, 124, 8, 8,
                        2**20),
@@ -167,6 +182,11 @@ class Geometry:
     @property
     def pixel_mm(self) -> float:
         return self.detector.pixel_mm
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Frame shape (slow, fast)."""
+        return self.detector.shape
 
     def with_(self, **changes) -> Geometry:
         return replace(self, **changes)

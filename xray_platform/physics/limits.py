@@ -16,6 +16,12 @@ The ranges cover the detectors and beamlines xrp knows of, with margin:
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from xray_platform.physics.panels import PanelGeometry
 
 WAVELENGTH_A = (0.2, 6.0)
 DISTANCE_MM = (30.0, 3000.0)
@@ -75,3 +81,30 @@ def check_geometry(wavelength_A: float, distance_mm: float, pixel_mm: float,
     check_distance(distance_mm)
     check_pixel_size(pixel_mm)
     check_beam_centre(*beam_center_px, n_fast, n_slow)
+
+
+def check_panel_geometry(geom: PanelGeometry) -> None:
+    """A multi-panel detector (physics/panels.py) makes sense: wavelength and pixel size in
+    range, the nearest panel plane 30-3000 mm from the sample, every panel of a size real
+    modules have, and the beam within one detector extent of the panels (the flat rule, taken
+    on the panels' central projection onto the plane z = 1)."""
+    check_wavelength(geom.wavelength_A)
+    check_pixel_size(geom.pixel_mm)
+    check_distance(geom.distance_mm)
+    _, ns, nf = geom.shape
+    if min(ns, nf) < 16 or nf * ns * len(geom.panels) > MAX_FRAME_PIXELS:
+        raise GeometryError(f"{len(geom.panels)} panels of {nf} x {ns} px is not a detector "
+                            f"xrp knows of (panels of at least 16 px, at most "
+                            f"{MAX_FRAME_PIXELS:,} pixels)")
+    c = np.concatenate([p.corners() for p in geom.panels])
+    c = c[c[:, 2] > 0]
+    if len(c) == 0:
+        raise GeometryError("no panel faces the sample from downstream of it (every panel "
+                            "corner has z <= 0: the geometry or the beam direction is wrong)")
+    u, v = c[:, 0] / c[:, 2], c[:, 1] / c[:, 2]
+    for name, lo, hi in (("x", u.min(), u.max()), ("y", v.min(), v.max())):
+        w = hi - lo
+        if not lo - w <= 0.0 <= hi + w:
+            raise GeometryError(f"the beam passes {name} = 0 more than one detector extent "
+                                f"off the panels ({lo:.3f}-{hi:.3f} in {name}/z): the panel "
+                                "positions make no sense for this beam")

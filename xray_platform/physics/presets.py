@@ -136,9 +136,14 @@ _QUICK_GRID = QGrid(size=64)
 #: derived from it exactly (max-pooled or cropped, core/preprocess.regrid), so one simulation
 #: serves every grid size measured.
 ZOO_GRID = QGrid(256, 1.2)
-_ZOO_SINGLE = SimConfig(n_lattices={0: 0.05, 1: 0.85, 2: 0.1})  # full distribution
+#: the full distribution's detectors: the synchrotron flat panels and the XFEL multi-module
+#: ones (ePix10k and CSPAD as flat approximations of their real, pinwheel layouts)
+ZOO_DETECTORS = ("pilatus6m", "eiger16m", "jungfrau4m", "epix10k2m", "cspad")
+_ZOO_SINGLE = SimConfig(n_lattices={0: 0.05, 1: 0.85, 2: 0.1},  # full distribution
+                        detectors=ZOO_DETECTORS)
 _ZOO_LATTICE = SimConfig(n_lattices={0: 0.02, 1: 0.49, 2: 0.3, 3: 0.13, 4: 0.06},
-                         misorientation="mixed", misorientation_sigmas_deg=(5.0, 20.0))
+                         misorientation="mixed", misorientation_sigmas_deg=(5.0, 20.0),
+                         detectors=ZOO_DETECTORS)
 _ZOO_USER_SETS = make_user_sets(26, (40,))
 
 
@@ -168,9 +173,10 @@ PRESETS: dict[str, DatasetPreset] = {
                       sum(u.n_shots for u in _FULL_USER_SETS), _SINGLE.with_(
                           n_lattices={1: 1.0}), task="user-sets", user_sets=_FULL_USER_SETS),
         DatasetPreset("zoo-resolution", "the zoo's resolution training set: 30,000 shots of "
-                      "the full distribution (both detectors, 100-400 mm, 0.7-1.5 Å, spot "
-                      "strength 5-2e5, ice, beamstop, 5 % blanks, 10 % two lattices), 256 x 256 "
-                      "grid to 1.2 Å", 30_000, _ZOO_SINGLE, ZOO_GRID),
+                      "the full distribution (PILATUS 6M, EIGER 16M, JUNGFRAU 4M, ePix10k 2M, "
+                      "CSPAD, 100-400 mm, 0.7-1.5 Å, spot strength 5-2e5, ice, beamstop, 5 % "
+                      "blanks, 10 % two lattices), 256 x 256 grid to 1.2 Å", 30_000, _ZOO_SINGLE,
+                      ZOO_GRID),
         DatasetPreset("zoo-lattice", "the zoo's lattice training set: 30,000 shots, half "
                       "multi-lattice (2-4), misorientation uniform 1-180 deg or Gaussian sigma "
                       "5 or 20 deg, full distribution, 256 x 256 grid to 1.2 Å", 30_000,

@@ -22,9 +22,11 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from xray_platform.physics.geometry import Geometry
+from xray_platform.physics.panels import PanelGeometry
 
 #: Value of masked cells in model inputs (and of gap pixels in frames).
 MASKED = -1.0
@@ -147,12 +149,70 @@ def _pixel_cells(geom: Geometry, grid: QGrid, device: str) -> torch.Tensor:
     return cell.masked_fill_(out, n * n).reshape(-1)
 
 
-@lru_cache(maxsize=8)
-def _frame_map(geom: Geometry, grid: QGrid, device: str
+def _lab_cells(xyz: np.ndarray, wavelength_A: float, grid: QGrid) -> torch.Tensor:
+    """The flat cell index of pixels at lab positions xyz (n, 3) mm, as :func:`_pixel_cells`
+    does for the flat detector: g = k (x, y), k = sqrt(2 / (R (R + z))) / lambda. Pixels at
+    2 theta >= 90 deg (z <= 0) and off the grid go to the spill cell size²."""
+    x, y, z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    r = np.sqrt(x * x + y * y + z * z)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = np.sqrt(2.0 / (r * (r + z))) / (wavelength_A * grid.cell)
+    off = grid.g_max / grid.cell
+    col = np.floor(k * x + off)
+    row = np.floor(k * y + off)
+    n = grid.size
+    out = ~((col >= 0) & (col < n) & (row >= 0) & (row < n) & (z > 0))
+    cell = np.where(out, n * n, row * n + col).astype(np.int64)
+    return torch.from_numpy(cell)
+
+
+def _panel_centres(geom: PanelGeometry, grid: QGrid) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every cell centre: the flat frame index of the pixel the ray through it meets first
+    (over all panels), and whether it meets one at all (else the cell is masked)."""
+    gx, gy = (t.double().numpy() for t in grid.flat_centres())
+    inv_d = np.hypot(gx, gy)
+    sin_t = inv_d * geom.wavelength_A / 2.0
+    reachable = sin_t < math.sqrt(0.5)  # 2 theta < 90 deg
+    tth = 2.0 * np.arcsin(np.clip(sin_t, 0.0, math.sqrt(0.5) - 1e-9))
+    safe = np.where(inv_d > 0, inv_d, 1.0)
+    u = np.stack([np.sin(tth) * gx / safe, np.sin(tth) * gy / safe, np.cos(tth)], axis=1)
+    best_t = np.full(len(gx), np.inf)
+    best = np.zeros(len(gx), dtype=np.int64)
+    _, ns, nf = geom.shape
+    for i, panel in enumerate(geom.panels):
+        t, f, s = panel.where(u)
+        fi, si = np.round(f), np.round(s)
+        inside = (fi >= 0) & (fi < nf) & (si >= 0) & (si < ns) & (t < best_t)
+        best_t = np.where(inside, t, best_t)
+        best = np.where(inside, (i * ns + si.clip(0, ns - 1)) * nf + fi.clip(0, nf - 1), best)
+    ok = reachable & np.isfinite(best_t)
+    return torch.from_numpy(best.astype(np.int64)), torch.from_numpy(ok)
+
+
+def _frame_map(geom: Geometry | PanelGeometry, grid: QGrid, device: str
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per geometry and grid (cached: a detector's frames share it): the cell of every pixel
     (flat; pixels off the grid go to a spill cell at index size²), and for every cell the flat
-    index of the pixel under its centre and whether that pixel is on the active detector."""
+    index of the pixel under its centre and whether that pixel is on the active detector.
+    A one-panel :class:`PanelGeometry` perpendicular to the beam takes the flat path."""
+    if isinstance(geom, PanelGeometry):
+        flat = geom.flat()
+        return _flat_frame_map(flat, grid, device) if flat is not None else \
+            _panels_frame_map(geom, grid, device)
+    return _flat_frame_map(geom, grid, device)
+
+
+@lru_cache(maxsize=8)
+def _panels_frame_map(geom: PanelGeometry, grid: QGrid, device: str
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    cell = _lab_cells(geom.lab_xyz(), geom.wavelength_A, grid)
+    centre, ok = _panel_centres(geom, grid)
+    return cell.to(device), centre.to(device), ok.to(device)
+
+
+@lru_cache(maxsize=8)
+def _flat_frame_map(geom: Geometry, grid: QGrid, device: str
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     cell = _pixel_cells(geom, grid, device)
     fc, sc, _, reachable = grid.pixels_of_cells(geom, device)
     centre_ok = reachable & grid_on_detector(geom, fc, sc)
@@ -161,9 +221,11 @@ def _frame_map(geom: Geometry, grid: QGrid, device: str
     return cell, si * geom.detector.n_fast + fi, centre_ok
 
 
-def frame_to_grid(frame: torch.Tensor, geom: Geometry, grid: QGrid) -> torch.Tensor:
-    """Map a full detector frame (slow, fast; negative = gap) onto the grid (the exact,
-    slow path used for real frames and to validate the simulator's fast path).
+def frame_to_grid(frame: torch.Tensor, geom: Geometry | PanelGeometry, grid: QGrid
+                  ) -> torch.Tensor:
+    """Map a full detector frame (slow, fast, or panel, slow, fast for a PanelGeometry;
+    negative = gap) onto the grid (the exact, slow path used for real frames and to validate
+    the simulator's fast path).
 
     Each cell keeps the maximum of the pixels whose centres land in it, or of the pixel under its
     centre if none does; cells with no valid pixel are MASKED."""

@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_wait_timeout_s": 0.005,
     "request_timeout_s": 60.0,  # per request: decoding, mapping and the models
     "run_store": None,  # the live page's run store (default sqlite:///xrp-runs.db, absolute)
+    "geometry": None,  # a CrystFEL .geom placing uploaded HDF5 files' plain arrays (JUNGFRAU)
 }
 UPLOAD_PIECE = 1 << 20  # bytes per piece of an upload on its way to the Preprocessor
 _SUFFIX = re.compile(r"(\.(?:cbf|img|smv|h5|hdf5|nxs|npy))?(\.(?:gz|bz2))?$", re.IGNORECASE)
@@ -120,7 +121,7 @@ def _safe_suffix(filename: str | None) -> str:
 class Preprocessor:
     """Upload -> grid inputs for each model + hit decision (CPU work, one frame per call)."""
 
-    def __init__(self, preps: list[dict]) -> None:
+    def __init__(self, preps: list[dict], geometry: str | None = None) -> None:
         import torch
 
         from xray_platform.core.hitfinder import HitFinder
@@ -129,6 +130,7 @@ class Preprocessor:
         torch.set_num_threads(1)
         self.preps = [Preprocessing.from_dict(p) for p in preps]
         self.hit_finder = HitFinder()
+        self.geometry = geometry
 
     def __call__(self, pieces: list, filename: str | None, index: int,
                  overrides: dict[str, Any]) -> Any:
@@ -147,6 +149,8 @@ class Preprocessor:
                 for ref in pieces:
                     fh.write(ray.get(ref))
             try:
+                if self.geometry and _needs_geometry(path):
+                    overrides = {**overrides, "geometry": self.geometry}
                 frame = read_frame(path, index, **overrides)
                 t1 = time.perf_counter()
                 prepared = prepare_frame(frame, self.preps, self.hit_finder)
@@ -155,6 +159,14 @@ class Preprocessor:
         prepared.info["file"] = filename
         prepared.timings_ms["decode_ms"] = 1e3 * (t1 - t0)
         return prepared
+
+
+def _needs_geometry(path: Path) -> bool:
+    """An HDF5 upload without its own detector geometry (no NeXus detector group)."""
+    from xray_platform.io.formats.base import HDF5_MAGIC, sniff
+    from xray_platform.io.formats.registry import understood_by
+
+    return sniff(path, 8).startswith(HDF5_MAGIC) and understood_by(path) is None
 
 
 class _BatchedModel:
@@ -473,7 +485,12 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     def dep(cls, name: str):
         return cls.options(**options.get(name, {})) if name in options else cls
 
-    pre = dep(Preprocessor, "Preprocessor").bind(preps)
+    if cfg["geometry"] is not None:
+        from xray_platform.io.crystfel_geom import read_geom
+
+        cfg["geometry"] = str(Path(cfg["geometry"]).resolve())
+        read_geom(cfg["geometry"])  # GeomError (a ValueError) before anything is deployed
+    pre = dep(Preprocessor, "Preprocessor").bind(preps, cfg["geometry"])
     handles: dict[str, Any] = {}
     for task, cls, cls_name in (("lattice", LatticeClassifier, "LatticeClassifier"),
                                 ("resolution", ResolutionRegressor, "ResolutionRegressor")):

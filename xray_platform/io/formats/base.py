@@ -29,10 +29,12 @@ from xray_platform.physics.limits import (
     GeometryError,
     check_distance,
     check_geometry,
+    check_panel_geometry,
     check_pixel_size,
     check_shape,
     check_wavelength,
 )
+from xray_platform.physics.panels import Panel, PanelGeometry
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NPY_MAGIC = b"\x93NUMPY"
@@ -63,11 +65,32 @@ class FrameInfo:
     n_frames: int
     exposure_s: float | None = None
     max_counts: int | None = None  # saturation (overload) count from the header, if stated
+    #: a multi-panel detector's panels (frames are then img[panel, slow, fast], n_fast and
+    #: n_slow are one panel's; distance, pixel size and beam centre are derived from them)
+    panels: tuple[Panel, ...] | None = None
 
     @property
     def missing_geometry(self) -> list[str]:
         """Names of the geometry fields the header did not give."""
-        return [k for k in GEOMETRY_FIELDS if getattr(self, k) is None]
+        fields = ("wavelength_A",) if self.panels else GEOMETRY_FIELDS
+        return [k for k in fields if getattr(self, k) is None]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The frame's array shape: (slow, fast), or (panel, slow, fast)."""
+        if self.panels:
+            return (len(self.panels), self.n_slow, self.n_fast)
+        return (self.n_slow, self.n_fast)
+
+
+def panel_info(panels: tuple[Panel, ...], **fields: Any) -> FrameInfo:
+    """The FrameInfo of a multi-panel frame: distance, pixel size and beam centre as the panels
+    place them (PanelGeometry), for the tables; the panels are the geometry."""
+    geom = PanelGeometry(panels, fields.get("wavelength_A") or 1.0)
+    first = panels[0]
+    return FrameInfo(distance_mm=round(geom.distance_mm, 6), pixel_size_mm=first.pixel_mm,
+                     beam_center_px=geom.beam_center_px, n_fast=first.n_fast,
+                     n_slow=first.n_slow, panels=tuple(panels), **fields)
 
 
 @dataclass
@@ -79,7 +102,7 @@ class Frame:
     path: str
     index: int  # frame index in the file
 
-    def geometry(self) -> Geometry:
+    def geometry(self) -> Geometry | PanelGeometry:
         """The frame's :class:`Geometry`; GeometryMissing names what the header lacks."""
         missing = self.info.missing_geometry
         if missing:
@@ -87,6 +110,8 @@ class Frame:
                 f"{self.path}: the {self.info.format} header lacks {', '.join(missing)}; give "
                 "them as geometry overrides"
             )
+        if self.info.panels:
+            return self._panel_geometry()
         assert self.info.beam_center_px is not None  # for type checkers (checked above)
         i = self.info
         try:  # only a geometry a real setup can have is answered for (physics/limits.py)
@@ -100,6 +125,31 @@ class Frame:
             wavelength_A=float(self.info.wavelength_A),  # type: ignore[arg-type]
             beam_center_px=self.info.beam_center_px,
         )
+
+
+    def _panel_geometry(self) -> PanelGeometry:
+        """A multi-panel frame's geometry. A distance override moves every panel along the
+        beam; a pixel size or beam centre override cannot apply to panels placed one by one."""
+        i = self.info
+        panels = i.panels or ()
+        geom = PanelGeometry(panels, float(i.wavelength_A), i.detector or "panels",
+                             int(i.max_counts or DEFAULT_MAX_COUNTS))
+        if i.pixel_size_mm is not None and not math.isclose(i.pixel_size_mm, geom.pixel_mm,
+                                                            rel_tol=1e-6):
+            raise GeometryError(f"{self.path}: a pixel size override ({i.pixel_size_mm} mm) "
+                                "does not apply to a multi-panel detector")
+        if i.beam_center_px is not None and geom.beam_center_px is not None and not np.allclose(
+                i.beam_center_px, geom.beam_center_px, atol=1e-6):
+            raise GeometryError(f"{self.path}: a beam centre override does not apply to a "
+                                "multi-panel detector (its panels are placed one by one: give "
+                                "a geometry file instead)")
+        if i.distance_mm is not None and abs(i.distance_mm - geom.distance_mm) > 1e-3:
+            geom = geom.shifted(i.distance_mm - geom.distance_mm)
+        try:
+            check_panel_geometry(geom)
+        except GeometryError as e:
+            raise GeometryError(f"{self.path}: {e} (header or override)") from None
+        return geom
 
 
 def existing(path: str | Path) -> Path:

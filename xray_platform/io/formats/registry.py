@@ -70,10 +70,12 @@ def read_frame(
     distance_mm: float | None = None,
     pixel_size_mm: float | None = None,
     beam_center_px: tuple[float, float] | None = None,
+    geometry: str | Path | None = None,
 ) -> Frame:
     """Read frame ``index`` of any known detector file; the geometry overrides win over the
-    header (for files with missing or wrong headers)."""
-    with open_frames(path, wavelength_A=wavelength_A, distance_mm=distance_mm,
+    header (for files with missing or wrong headers); ``geometry``: a CrystFEL .geom file that
+    places an HDF5 file's arrays."""
+    with open_frames(path, geometry, wavelength_A=wavelength_A, distance_mm=distance_mm,
                      pixel_size_mm=pixel_size_mm, beam_center_px=beam_center_px) as src:
         return src.frame(index)
 
@@ -98,9 +100,36 @@ class _Overridden(FrameSource):
         self.inner.close()
 
 
-def open_frames(path: str | Path, **overrides: Any) -> FrameSource:
+def open_frames(path: str | Path, geometry: str | Path | None = None,
+                **overrides: Any) -> FrameSource:
     """Open any known detector file once; ``src.frame(i)`` hands out frame i with the geometry
-    overrides (wavelength_A, distance_mm, pixel_size_mm, beam_center_px) applied."""
+    overrides (wavelength_A, distance_mm, pixel_size_mm, beam_center_px) applied. With
+    ``geometry`` (a CrystFEL .geom file) an HDF5 file's plain arrays are read panel by panel
+    (formats/geom_hdf5.py)."""
     checked = geometry_overrides(**overrides)
-    src = reader_for(path).open(path)
+    if geometry is not None:
+        src: FrameSource = _geom_source(path, geometry)
+    else:
+        src = reader_for(path).open(path)
     return _Overridden(src, checked) if checked else src
+
+
+def _geom_source(path: str | Path, geometry: str | Path) -> FrameSource:
+    from xray_platform.io.crystfel_geom import GeomError
+    from xray_platform.io.formats.geom_hdf5 import GeomHDF5Source
+
+    if not sniff(existing(path), 8).startswith(HDF5_MAGIC):
+        raise FormatError(f"{path}: a CrystFEL geometry ({geometry}) places the arrays of "
+                          "HDF5 files; this is not one (its own header gives its geometry)")
+    try:
+        return GeomHDF5Source(path, geometry)
+    except GeomError as e:
+        raise FormatError(str(e)) from None
+
+
+def n_frames(path: Path, geometry: str | Path | None = None) -> int:
+    """Frames in a detector file (read through ``geometry`` when given)."""
+    if geometry is None:
+        return reader_for(path).n_frames(path)
+    with _geom_source(path, geometry) as src:
+        return src.n_frames

@@ -1,0 +1,110 @@
+"""Multi-panel detectors from files: the real PILATUS 12M (DLS I23) and CSPAD frames, and
+frames written here as stacked HDF5 arrays placed by a CrystFEL geometry file."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from helpers import REAL, needs_real
+from test_panels import GRID, _spot_frame, layouts
+
+from xray_platform.core.answer import prepare_frame
+from xray_platform.io.crystfel_geom import GeomError, parse_geom, write_geom
+from xray_platform.io.formats import FormatError, expand_inputs, read_frame
+from xray_platform.physics.limits import GeometryError
+from xray_platform.physics.qgrid import frame_to_grid
+
+
+@needs_real
+def test_the_i23_pilatus_12m_is_read_as_24_panels_on_its_cylinder() -> None:
+    f = read_frame(REAL / "DLS_I23_P12M_thau_00001.cbf.gz")
+    g = f.geometry()
+    assert f.image.shape == (24, 195, 2463) and len(g.panels) == 24
+    assert g.wavelength_A == pytest.approx(2.7552)
+    # the beam meets module row 12 where dxtbx puts it: Beam_xy (1080, 2595) px, corner
+    # convention, i.e. row 12's pixel (1079.5, 50.48) (its first image row is 12 * 212)
+    panel, fs, ss = g.beam_hit
+    assert panel == 12 and fs == pytest.approx(1079.5, abs=0.01)
+    assert ss == pytest.approx(50.48, abs=0.01)
+    assert 240 < g.distance_mm < 251  # the cylinder's 250 mm, not the header's 10 mm
+    normals = np.array([p.normal for p in g.panels])
+    angles = np.degrees(np.arccos(np.clip(np.sum(normals[1:] * normals[:-1], 1), -1, 1)))
+    assert np.allclose(angles, 7.903 + 0.441, atol=1e-6)  # module pitch round the cylinder
+    p = prepare_frame(f, [])
+    assert p.hit and p.n_spots >= 50  # a thaumatin still: hundreds of spots
+
+
+@needs_real
+def test_an_unknown_pilatus_12m_is_still_refused(tmp_path) -> None:
+    import gzip
+
+    raw = gzip.decompress((REAL / "DLS_I23_P12M_thau_00001.cbf.gz").read_bytes())
+    other = tmp_path / "p12m.cbf"
+    other.write_bytes(raw.replace(b"S/N 120-0100", b"S/N 120-0999"))
+    with pytest.raises(FormatError, match="24 modules on a cylinder"):
+        read_frame(other)
+
+
+def _write(tmp_path, geom, n_frames=2, spot_u=None):
+    """Frames of the geometry's panels stacked as (frame, panel * slow, fast) in HDF5, with a
+    geometry file; one bright pixel where the ray along spot_u meets the detector."""
+    n, ns, nf = geom.shape
+    data = np.random.default_rng(1).poisson(2.0, (n_frames, n, ns, nf)).astype(np.int32)
+    if spot_u is not None:
+        data[1] = _spot_frame(geom, spot_u).astype(np.int32)
+    h5 = tmp_path / "run.h5"
+    with h5py.File(h5, "w") as fh:
+        fh["/entry/data/data"] = data.reshape(n_frames, n * ns, nf)
+    gpath = tmp_path / "det.geom"
+    gpath.write_text(write_geom(geom.panels, 120.0, 12398.419843320026))
+    return h5, gpath, data
+
+
+@pytest.mark.parametrize("layout", ["quads", "cylinder"])
+def test_a_crystfel_geometry_places_stacked_hdf5_panels(tmp_path, layout) -> None:
+    geom = layouts()[layout]
+    u = np.array([0.02, -0.2, 1.0])
+    u /= np.linalg.norm(u)
+    h5, gpath, data = _write(tmp_path, geom, spot_u=u)
+    assert expand_inputs([h5], geometry=gpath) == [(h5, 0), (h5, 1)]
+    assert expand_inputs([tmp_path], geometry=gpath) == [(h5, 0), (h5, 1)]
+    f = read_frame(h5, 1, geometry=gpath)
+    read = f.geometry()
+    assert f.image.shape == geom.shape and np.array_equal(f.image, data[1])
+    assert read.wavelength_A == pytest.approx(1.0)
+    for a, b in zip(read.panels, geom.panels, strict=True):
+        assert np.allclose(a.origin_mm, b.origin_mm, atol=1e-6)
+        assert np.allclose(a.fast, b.fast, atol=1e-8) and np.allclose(a.slow, b.slow, atol=1e-8)
+    # the spot lands on the same cell as in the geometry it was made with
+    cell = int(torch.argmax(frame_to_grid(torch.from_numpy(f.image), read, GRID)))
+    assert cell == int(torch.argmax(frame_to_grid(torch.from_numpy(data[1].astype(np.float32)),
+                                                  geom, GRID)))
+
+
+def test_crystfel_geometry_masks_and_errors(tmp_path) -> None:
+    geom = layouts()["quads"]
+    h5, gpath, _ = _write(tmp_path, geom)
+    text = gpath.read_text()
+    masked = tmp_path / "masked.geom"
+    masked.write_text(text + "\nbad_a/min_fs = 0\nbad_a/max_fs = 9\nbad_a/min_ss = 0\n"
+                      "bad_a/max_ss = 799\nbad_a/panel = p1\np3/no_index = 1\n")
+    f = read_frame(h5, 0, geometry=masked)
+    assert (f.image[1, :, :10] == -1).all() and (f.image[1, :, 10:] >= 0).all()
+    assert (f.image[3] == -1).all() and (f.image[0] >= 0).all()
+    with pytest.raises(GeomError, match="p0 lacks res"):
+        parse_geom(text.replace("p0/res", "p0/xres"))
+    with pytest.raises(GeomError, match="not a vector"):
+        parse_geom(text.replace("p0/fs = +", "p0/fs = q"))
+    with pytest.raises(FormatError, match="does not hold"):
+        read_frame(h5, geometry=gpath.with_name("x.geom").write_text(
+            text.replace("/entry/data/data", "/entry/other")) and gpath.with_name("x.geom"))
+    with pytest.raises(FormatError, match="not one"):
+        other = tmp_path / "a.npy"
+        np.save(other, np.zeros((4, 4)))
+        read_frame(other, geometry=gpath)
+    near = tmp_path / "near.geom"
+    near.write_text(text.replace("clen = 0.12 m", "clen = 0.005 m"))
+    with pytest.raises(GeometryError, match="detector distance"):
+        read_frame(h5, geometry=near).geometry()
