@@ -108,3 +108,100 @@ def test_crystfel_geometry_masks_and_errors(tmp_path) -> None:
     near.write_text(text.replace("clen = 0.12 m", "clen = 0.005 m"))
     with pytest.raises(GeometryError, match="detector distance"):
         read_frame(h5, geometry=near).geometry()
+
+
+def _write_nxmx(path, geom, data) -> None:
+    """An NXmx master of one module per panel, the panels tiled into one image (2 x 2 here),
+    each placed by module_offset / fast / slow transformations (corner convention, metres)."""
+    n, ns, nf = geom.shape
+    with h5py.File(path, "w") as fh:
+        entry = fh.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        inst = entry.create_group("instrument")
+        inst.attrs["NX_class"] = "NXinstrument"
+        beam = inst.create_group("beam")
+        beam.attrs["NX_class"] = "NXbeam"
+        beam["incident_wavelength"] = geom.wavelength_A
+        beam["incident_wavelength"].attrs["units"] = "angstrom"
+        det = inst.create_group("detector")
+        det.attrs["NX_class"] = "NXdetector"
+        det["description"] = "four tilted modules"
+        det["x_pixel_size"] = 1e-4
+        det["y_pixel_size"] = 1e-4
+        for k, p in enumerate(geom.panels):
+            m = det.create_group(f"module{k}")
+            m.attrs["NX_class"] = "NXdetector_module"
+            m["data_origin"] = np.array([(k // 2) * ns, (k % 2) * nf])
+            m["data_size"] = np.array([ns, nf])
+            corner = np.asarray(p.origin_mm) - 0.5 * p.pixel_mm * (np.asarray(p.fast)
+                                                                   + np.asarray(p.slow))
+            off = m.create_dataset("module_offset", data=np.linalg.norm(corner) / 1e3)
+            off.attrs.update(transformation_type="translation", units="m",
+                             vector=corner / np.linalg.norm(corner), depends_on=".")
+            for name, v in (("fast_pixel_direction", p.fast), ("slow_pixel_direction", p.slow)):
+                d = m.create_dataset(name, data=p.pixel_mm)
+                d.attrs.update(transformation_type="translation", units="mm", vector=v,
+                               depends_on=f"/entry/instrument/detector/module{k}/module_offset")
+        img = np.zeros((len(data), 2 * ns, 2 * nf), dtype=np.uint16)
+        for k in range(n):
+            img[:, (k // 2) * ns:(k // 2 + 1) * ns, (k % 2) * nf:(k % 2 + 1) * nf] = data[:, k]
+        d = entry.create_group("data")
+        d.attrs["NX_class"] = "NXdata"
+        d["data"] = img
+
+
+def test_nxmx_modules_are_placed_by_their_transformations(tmp_path) -> None:
+    geom = layouts()["quads"]
+    u = np.array([0.02, -0.2, 1.0])
+    u /= np.linalg.norm(u)
+    n, ns, nf = geom.shape
+    data = np.random.default_rng(2).poisson(2.0, (2, n, ns, nf))
+    data[1] = _spot_frame(geom, u)
+    path = tmp_path / "quads_master.h5"
+    _write_nxmx(path, geom, data)
+    f = read_frame(path, 1)
+    read = f.geometry()
+    assert f.info.format == "eiger-hdf5" and f.info.n_frames == 2
+    assert f.image.shape == geom.shape and np.array_equal(f.image, data[1])
+    for a, b in zip(read.panels, geom.panels, strict=True):
+        assert np.allclose(a.origin_mm, b.origin_mm, atol=1e-6)
+        assert np.allclose(a.fast, b.fast, atol=1e-8) and np.allclose(a.slow, b.slow, atol=1e-8)
+    cell = int(torch.argmax(frame_to_grid(torch.from_numpy(f.image), read, GRID)))
+    assert cell == int(torch.argmax(frame_to_grid(torch.from_numpy(data[1].astype(np.float32)),
+                                                  geom, GRID)))
+    assert expand_inputs([path]) == [(path, 0), (path, 1)]
+
+
+def test_a_multi_panel_thumbnail_shows_the_reciprocal_grid() -> None:
+    import io
+
+    from PIL import Image
+
+    from xray_platform.io.formats.base import panel_info
+    from xray_platform.io.formats.registry import Frame
+    from xray_platform.live.thumbnail import thumbnail
+
+    geom = layouts()["quads"]
+    img = np.ones(geom.shape, dtype=np.float32)
+    frame = Frame(img, panel_info(geom.panels, wavelength_A=1.0, detector="quads",
+                                  format="test", n_frames=1), "quads", 0)
+    png, meta = thumbnail(frame, size=128)
+    pic = np.asarray(Image.open(io.BytesIO(png)))
+    assert pic.shape == (128, 128) and meta["grid_d_min_A"] == 1.2 and meta["n_panels"] == 4
+    assert pic[64, 64] == 200 and (pic != 200).any()  # the beam's hole masked, panels shown
+
+
+def test_xrp_watch_reads_a_folder_of_hdf5_arrays_through_a_geometry(tmp_path) -> None:
+    from xray_platform.live.store import RunStore
+    from xray_platform.live.watch import watch_folder
+
+    geom = layouts()["quads"]
+    folder = tmp_path / "run"
+    folder.mkdir()
+    _, gpath, _ = _write(folder, geom, n_frames=3)
+    store = RunStore(f"sqlite:///{tmp_path}/runs.db")
+    s = watch_folder(folder, store, "jf", {}, overrides={"geometry": str(gpath)}, poll_s=0.05,
+                     settle_s=0.0, exit_when_idle_s=0.3)
+    answers = store.answers("jf")
+    assert s.answered == 3 and len(answers) == 3
+    assert all(a.get("error") in (None, "") and a["shape"] == [4, 400, 400] for a in answers)

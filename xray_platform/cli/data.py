@@ -118,7 +118,11 @@ def _show_detector_file(path: Path, index: int, png: Path, size: int, d_min: flo
     record = {"detector": frame.info.detector or frame.info.format,
               "distance_mm": geom.distance_mm, "wavelength_A": geom.wavelength_A,
               "energy_keV": geom.energy_keV}
-    show_shot(png, inputs, grid, frame.image, geom, record, title=f"{path.name} [{index}]")
+    flat = frame.image.ndim == 2  # a multi-panel frame is shown on the grid only
+    if not flat:
+        record["panels"] = frame.image.shape[0]
+    show_shot(png, inputs, grid, frame.image if flat else None, geom if flat else None, record,
+              title=f"{path.name} [{index}]")
     console.print(f"wrote {png}")
 
 

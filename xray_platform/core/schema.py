@@ -15,10 +15,13 @@ ANSWER: dict[str, tuple[Any, str]] = {
     "format": (str, "The reader that decoded it (cbf, eiger-hdf5, smv, npy)."),
     "detector": (str, "The detector the header names, if any."),
     "wavelength_A": (float, "Wavelength (Å), from the header or an override."),
-    "distance_mm": (float, "Sample-detector distance (mm)."),
+    "distance_mm": (float, "Sample-detector distance (mm); for a multi-panel detector the "
+                           "distance to the nearest panel plane."),
     "pixel_size_mm": (float, "Pixel size (mm)."),
-    "beam_center_px": (list, "Beam centre [fast, slow] in pixels (first pixel's centre = 0)."),
-    "shape": (list, "Frame shape [slow, fast] in pixels."),
+    "beam_center_px": (list, "Beam centre [fast, slow] in pixels (first pixel's centre = 0); "
+                             "for a multi-panel detector in the pixels of the panel the beam "
+                             "meets first (often in a gap)."),
+    "shape": (list, "Frame shape [slow, fast] in pixels, or [panels, slow, fast]."),
     "hit": (bool, "At least 15 Bragg spots (the label definition of a hit)."),
     "n_spots": (int, "Spots the hit finder counts on the reciprocal-space grid."),
     "n_spots_no_ice": (int, "Spots off the ice rings' d-spacings (as DIALS counts them)."),

@@ -46,7 +46,7 @@ def _label_text(record: dict) -> str:
     keys = [("hit", ""), ("n_lattices", ""), ("is_multi", ""), ("d_vis", " Å"), ("d_B", " Å"),
             ("n_detectable", ""), ("misorientation_deg", " deg"), ("crystal_form", ""),
             ("detector", ""), ("distance_mm", " mm"), ("wavelength_A", " Å"),
-            ("energy_keV", " keV"), ("target_resolution_A", " Å")]
+            ("energy_keV", " keV"), ("target_resolution_A", " Å"), ("panels", "")]
     return "\n".join(f"{k}: {fmt(record[k], u)}" for k, u in keys if k in record)
 
 

@@ -15,6 +15,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4 filters EIGER data needs)
 import numpy as np
 
+from xray_platform.io.formats import nxmx_modules
 from xray_platform.io.formats.base import (
     HDF5_MAGIC,
     DataFileMissing,
@@ -27,6 +28,7 @@ from xray_platform.io.formats.base import (
     checked_shape,
     existing,
     is_compressed,
+    panel_info,
     positive,
     read_all,
     sniff,
@@ -373,6 +375,10 @@ class EigerHDF5Reader(Reader):
         with ExitStack() as stack, _corrupt_is_format_error(path):
             f = self._open(path, stack)
             geo, blocks = self._scan(path, f, stack)
+            det = self._detector_group(f)
+            if det is not None and nxmx_modules.modules(f, det):  # panels: as a source says
+                with self.open(path) as src:
+                    return src.info
             return self._info(path, geo, blocks)
 
     def read(self, path: str | Path, index: int = 0) -> Frame:
@@ -396,9 +402,28 @@ class _EigerSource(FrameSource):
                 self.info = reader._info(path, self.geo, self.blocks)
                 det = reader._detector_group(f)
                 self.mask = reader._pixel_mask(det) if det is not None else None
+                self.modules = nxmx_modules.modules(f, det) if det is not None else None
+                self.image_info = self.info
+                if self.modules:
+                    self.info = self._module_info(path)
         except BaseException:
             self._stack.close()
             raise
+
+    def _module_info(self, path: Path) -> FrameInfo:
+        """The FrameInfo of a detector of several NXdetector_modules (panels)."""
+        i = self.info
+        panels = tuple(p for _, p in self.modules or ())
+        if len({(p.n_slow, p.n_fast) for p in panels}) != 1:
+            raise FormatError(f"{path}: modules of different sizes; xrp stacks modules of "
+                              "one size")
+        for (s0, f0), p in self.modules or ():
+            if s0 < 0 or f0 < 0 or s0 + p.n_slow > i.n_slow or f0 + p.n_fast > i.n_fast:
+                raise FormatError(f"{path}: module {p.name} ({p.n_fast} x {p.n_slow} px from "
+                                  f"{f0}, {s0}) lies outside the {i.n_fast} x {i.n_slow} image")
+        return panel_info(panels, wavelength_A=i.wavelength_A, detector=i.detector,
+                          format=i.format, n_frames=i.n_frames, exposure_s=i.exposure_s,
+                          max_counts=i.max_counts)
 
     @property
     def n_frames(self) -> int:
@@ -432,7 +457,7 @@ class _EigerSource(FrameSource):
 
     def frame(self, index: int = 0) -> Frame:
         raw, where = self._raw(index)
-        image = to_image(where, raw, (self.info.n_slow, self.info.n_fast))
+        image = to_image(where, raw, (self.image_info.n_slow, self.image_info.n_fast))
         if raw.dtype.kind == "u":  # EIGER marks masked/defective pixels with the top value
             bad = raw == np.iinfo(raw.dtype).max
             bits = self.geo["bit_depth"]
@@ -442,4 +467,7 @@ class _EigerSource(FrameSource):
         mask = self.mask
         if mask is not None and mask.shape == image.shape:  # (ROI-mode data: mask not applied)
             image[mask != 0] = -1
+        if self.modules:  # one panel per module, stacked
+            image = np.stack([image[s0:s0 + p.n_slow, f0:f0 + p.n_fast]
+                              for (s0, f0), p in self.modules])
         return Frame(image, self.info, str(self.path), int(index))

@@ -51,7 +51,8 @@ def reader_for(path: str | Path) -> Reader:
         hint = ""
         if sniff(path, 8).startswith(HDF5_MAGIC):
             hint = " (an HDF5 file without /entry/instrument/detector: an EIGER data file? " \
-                   "open its master file)"
+                   "open its master file; plain arrays of a multi-module detector: give its " \
+                   "CrystFEL geometry with --geometry)"
         raise FormatError(f"{path}: not a detector file xrp can read "
                           f"(known: {known_formats()}){hint}")
     return cls()

@@ -131,8 +131,10 @@ function drawHeatmap() {
 function drawRings() {
   const svg = document.getElementById("rings");
   clear(svg);
-  if (!thumb || !thumb.wavelength_A || !thumb.distance_mm) return;
+  if (!thumb) return;
   svg.setAttribute("viewBox", `0 0 ${thumb.width} ${thumb.height}`);
+  if (thumb.grid_d_min_A) return gridRings(svg);  // a multi-panel frame, on the q grid
+  if (!thumb.wavelength_A || !thumb.distance_mm) return;
   const [f0, s0] = thumb.beam_center_px;
   const W = thumb.width * thumb.scale, H = thumb.height * thumb.scale;
   const edge = Math.max(Math.hypot(f0, s0), Math.hypot(W - f0, s0), Math.hypot(f0, H - s0),
@@ -151,6 +153,18 @@ function drawRings() {
                   stroke: "#d33", "stroke-width": 0.8, "stroke-dasharray": "3 2"}, svg);
     el("text", {x: f0 / thumb.scale + r * 0.707 + 2, y: s0 / thumb.scale - r * 0.707,
                 class: "label", fill: "#d33"}, svg).textContent = `${d} Å`;
+  }
+}
+
+// Rings on a reciprocal-space grid thumbnail: d sits at radius (1/d) / cell from the middle.
+function gridRings(svg) {
+  const c = thumb.width / 2, perA = c * thumb.grid_d_min_A;  // px per 1/Å
+  for (const d of [10, 5, 3, 2, 1.5]) {
+    const r = perA / d;
+    el("circle", {cx: c, cy: c, r, fill: "none", stroke: "#d33", "stroke-width": 0.8,
+                  "stroke-dasharray": "3 2"}, svg);
+    el("text", {x: c + r * 0.707 + 2, y: c - r * 0.707, class: "label", fill: "#d33"}, svg)
+      .textContent = `${d} Å`;
   }
 }
 
