@@ -62,6 +62,17 @@ def _write(tmp_path, geom, n_frames=2, spot_u=None):
     return h5, gpath, data
 
 
+def _same_panels_same_spot_cell(read, geom, image, made) -> None:
+    """The panels read back are the ones written, and the spot lands on the same grid cell
+    as in the geometry it was made with."""
+    for a, b in zip(read.panels, geom.panels, strict=True):
+        assert np.allclose(a.origin_mm, b.origin_mm, atol=1e-6)
+        assert np.allclose(a.fast, b.fast, atol=1e-8) and np.allclose(a.slow, b.slow, atol=1e-8)
+    cell = int(torch.argmax(frame_to_grid(torch.from_numpy(image), read, GRID)))
+    assert cell == int(torch.argmax(frame_to_grid(torch.from_numpy(made.astype(np.float32)),
+                                                  geom, GRID)))
+
+
 @pytest.mark.parametrize("layout", ["quads", "cylinder"])
 def test_a_crystfel_geometry_places_stacked_hdf5_panels(tmp_path, layout) -> None:
     geom = layouts()[layout]
@@ -74,13 +85,7 @@ def test_a_crystfel_geometry_places_stacked_hdf5_panels(tmp_path, layout) -> Non
     read = f.geometry()
     assert f.image.shape == geom.shape and np.array_equal(f.image, data[1])
     assert read.wavelength_A == pytest.approx(1.0)
-    for a, b in zip(read.panels, geom.panels, strict=True):
-        assert np.allclose(a.origin_mm, b.origin_mm, atol=1e-6)
-        assert np.allclose(a.fast, b.fast, atol=1e-8) and np.allclose(a.slow, b.slow, atol=1e-8)
-    # the spot lands on the same cell as in the geometry it was made with
-    cell = int(torch.argmax(frame_to_grid(torch.from_numpy(f.image), read, GRID)))
-    assert cell == int(torch.argmax(frame_to_grid(torch.from_numpy(data[1].astype(np.float32)),
-                                                  geom, GRID)))
+    _same_panels_same_spot_cell(read, geom, f.image, data[1])
 
 
 def test_crystfel_geometry_masks_and_errors(tmp_path) -> None:
@@ -163,12 +168,7 @@ def test_nxmx_modules_are_placed_by_their_transformations(tmp_path) -> None:
     read = f.geometry()
     assert f.info.format == "eiger-hdf5" and f.info.n_frames == 2
     assert f.image.shape == geom.shape and np.array_equal(f.image, data[1])
-    for a, b in zip(read.panels, geom.panels, strict=True):
-        assert np.allclose(a.origin_mm, b.origin_mm, atol=1e-6)
-        assert np.allclose(a.fast, b.fast, atol=1e-8) and np.allclose(a.slow, b.slow, atol=1e-8)
-    cell = int(torch.argmax(frame_to_grid(torch.from_numpy(f.image), read, GRID)))
-    assert cell == int(torch.argmax(frame_to_grid(torch.from_numpy(data[1].astype(np.float32)),
-                                                  geom, GRID)))
+    _same_panels_same_spot_cell(read, geom, f.image, data[1])
     assert expand_inputs([path]) == [(path, 0), (path, 1)]
 
 

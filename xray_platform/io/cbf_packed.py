@@ -199,15 +199,23 @@ def _reconstruct_avg(off, S, H, W, ebits, uncorrelated):
     return out
 
 
+def _edge(v, o, P, i, sm, e, k, sh):
+    """One first- or last-column element: the two-neighbour average (plus the prior section's
+    part P), wrapped to e bits and int32 as CBFlib does, plus its offset."""
+    half, emask, half32 = 1 << (e - 1), (1 << e) - 1, 1 << 31
+    if P is not None:
+        sm += int(P[i])
+    sm = ((sm + half) & emask) - half
+    a = (((sm + k + half32) & 0xFFFFFFFF) - half32) >> sh
+    return ((a + int(o[i]) + half) & emask) - half
+
+
 def _wavefront(v, o, P, H, W, e, kint, shint, kedge, shedge):
     """Fill rows 1..H-1 of one section.  Element (r,c) depends on (r,c-1),
     (r-1,c+1), (r-1,c), (r-1,c-1): all elements with c + 2r == t are
     independent and form a strided slice of the flat array (stride W-2)."""
     st = W - 2
     tmax = (W - 1) + 2 * (H - 1)
-    half = 1 << (e - 1)
-    emask = (1 << e) - 1
-    half32 = 1 << 31
     for t in range(2, tmax + 1):
         ra = max(1, (t - (W - 1) + 1) // 2)
         rb = min(H - 1, t // 2)
@@ -216,23 +224,11 @@ def _wavefront(v, o, P, H, W, e, kint, shint, kedge, shedge):
         ia, ib = ra, rb
         if t - 2 * ra == W - 1:          # last column element (r = ra)
             i = ra * W + W - 1
-            sm = int(v[i - 1]) + int(v[i - W])
-            if P is not None:
-                sm += int(P[i])
-            sm = ((sm + half) & emask) - half
-            a = ((sm + kedge + half32) & 0xFFFFFFFF) - half32
-            a >>= shedge
-            v[i] = ((a + int(o[i]) + half) & emask) - half
+            v[i] = _edge(v, o, P, i, int(v[i - 1]) + int(v[i - W]), e, kedge, shedge)
             ia += 1
         if t - 2 * rb == 0 and rb >= ia:  # first column element (r = rb)
             i = rb * W
-            sm = int(v[i - W + 1]) + int(v[i - W])
-            if P is not None:
-                sm += int(P[i])
-            sm = ((sm + half) & emask) - half
-            a = ((sm + kedge + half32) & 0xFFFFFFFF) - half32
-            a >>= shedge
-            v[i] = ((a + int(o[i]) + half) & emask) - half
+            v[i] = _edge(v, o, P, i, int(v[i - W + 1]) + int(v[i - W]), e, kedge, shedge)
             ib -= 1
         if ia > ib:
             continue
