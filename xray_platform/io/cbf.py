@@ -33,6 +33,7 @@ from fabio.cbfimage import CbfImage
 from xray_platform.io.compress import CompressionError, TooLarge, read_all
 from xray_platform.physics.geometry import HC_KEV_A
 from xray_platform.physics.limits import GeometryError, check_shape
+from xray_platform.physics.panels import rotation
 
 __all__ = [
     "CBFError",
@@ -249,12 +250,6 @@ def _num(row: Mapping[str, str], key: str, default: float = 0.0) -> float:
         return default  # '.' or '?' (CIF null)
 
 
-def _rotation(axis: np.ndarray, angle_deg: float) -> np.ndarray:
-    k = axis / np.linalg.norm(axis)
-    a = math.radians(angle_deg)
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + math.sin(a) * kx + (1 - math.cos(a)) * (kx @ kx)
-
 
 def _axis_geometry(tables: Mapping[str, list[dict[str, str]]]) -> dict[str, Any]:
     """Distance, pixel size and beam centre from the imgCIF _axis/_array_structure tables.
@@ -310,7 +305,7 @@ def _axis_geometry(tables: Mapping[str, list[dict[str, str]]]) -> dict[str, Any]
             vec = np.array([_num(row, f"vector[{i}]") for i in (1, 2, 3)])
             off = np.array([_num(row, f"offset[{i}]") for i in (1, 2, 3)])
             if row.get("type") == "rotation":
-                x = _rotation(vec, local.get(a, 0.0)) @ x + off
+                x = rotation(vec, local.get(a, 0.0)) @ x + off
             else:
                 norm = np.linalg.norm(vec)
                 x = x + (local.get(a, 0.0) * vec / norm if norm else 0.0) + off

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xray_platform.physics.panels import Panel
+from xray_platform.io.cbf import _num
+from xray_platform.physics.panels import Panel, rotation
 
 _STARTER = b"\x0c\x1a\x04\xd5"
 _MARKER = b"--CIF-BINARY-FORMAT-SECTION--"
@@ -172,23 +173,10 @@ def binary_sections(path: Path | str, buf: bytes) -> list[Section]:
 
 
 # --- panels from the axis tables --------------------------------------------------------------
-def _num(row: dict[str, str], key: str, default: float = 0.0) -> float:
-    try:
-        return float(row.get(key, "."))
-    except ValueError:
-        return default
-
 
 def _vec(row: dict[str, str], name: str) -> np.ndarray:
     return np.array([_num(row, f"{name}[{i}]") for i in (1, 2, 3)])
 
-
-def _rotation(axis: np.ndarray, angle_deg: float) -> np.ndarray:
-    """Rodrigues' rotation matrix about ``axis`` by ``angle_deg``."""
-    k = axis / np.linalg.norm(axis)
-    a = math.radians(angle_deg)
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + math.sin(a) * kx + (1 - math.cos(a)) * (kx @ kx)
 
 
 class _Axes:
@@ -227,7 +215,7 @@ class _Axes:
             vec, off = _vec(row, "vector"), _vec(row, "offset")
             value = local.get(a, self.settings.get(a, 0.0))
             if row.get("type") == "rotation":
-                x = _rotation(vec, value) @ x + off
+                x = rotation(vec, value) @ x + off
             else:
                 norm = np.linalg.norm(vec)
                 x = x + (value * vec / norm if norm else 0.0) + off

@@ -26,6 +26,14 @@ from xray_platform.physics.geometry import DetectorPreset, Geometry
 _TOL = 1e-6
 
 
+def rotation(axis, angle_deg: float) -> np.ndarray:
+    """Rodrigues' matrix of a rotation by ``angle_deg`` about ``axis`` (right-handed)."""
+    k = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
+    a = math.radians(angle_deg)
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + math.sin(a) * kx + (1 - math.cos(a)) * (kx @ kx)
+
+
 def _unit(v) -> tuple[float, float, float]:
     a = np.asarray(v, dtype=float)
     n = float(np.linalg.norm(a))

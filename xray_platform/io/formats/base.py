@@ -40,6 +40,9 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NPY_MAGIC = b"\x93NUMPY"
 GEOMETRY_FIELDS = ("wavelength_A", "distance_mm", "pixel_size_mm", "beam_center_px")
 DEFAULT_MAX_COUNTS = 2**20
+#: millimetres per unit of the length units NeXus/NXmx files state
+LENGTH_MM = {"m": 1e3, "meter": 1e3, "metre": 1e3, "mm": 1.0, "millimeter": 1.0, "cm": 10.0,
+              "um": 1e-3, "µm": 1e-3, "micron": 1e-3, "microns": 1e-3, "nm": 1e-6}
 
 
 class FormatError(ValueError):

@@ -18,6 +18,7 @@ import numpy as np
 from xray_platform.io.formats import nxmx_modules
 from xray_platform.io.formats.base import (
     HDF5_MAGIC,
+    LENGTH_MM,
     DataFileMissing,
     FormatError,
     Frame,
@@ -36,8 +37,6 @@ from xray_platform.io.formats.base import (
 )
 from xray_platform.physics.geometry import HC_KEV_A
 
-_LENGTH_MM = {"m": 1e3, "meter": 1e3, "metre": 1e3, "mm": 1.0, "millimeter": 1.0, "cm": 10.0,
-              "um": 1e-3, "µm": 1e-3, "micron": 1e-3, "microns": 1e-3, "nm": 1e-6}
 _WAVELENGTH_A = {"angstrom": 1.0, "angstroms": 1.0, "a": 1.0, "å": 1.0, "ang": 1.0, "nm": 10.0,
                  "m": 1e10, "pm": 1e-2}
 _PIXEL_UNITS = {"pixel", "pixels", "px"}
@@ -273,9 +272,9 @@ class EigerHDF5Reader(Reader):
         dist_value, dist_units = _h5_number(det, "distance")
         if dist_value is None:
             dist_value, dist_units = _h5_number(det, "detector_distance")
-        distance = _scaled(path, "detector distance", dist_value, dist_units, _LENGTH_MM, "m")
-        px = _scaled(path, "x_pixel_size", *_h5_number(det, "x_pixel_size"), _LENGTH_MM, "m")
-        py = _scaled(path, "y_pixel_size", *_h5_number(det, "y_pixel_size"), _LENGTH_MM, "m")
+        distance = _scaled(path, "detector distance", dist_value, dist_units, LENGTH_MM, "m")
+        px = _scaled(path, "x_pixel_size", *_h5_number(det, "x_pixel_size"), LENGTH_MM, "m")
+        py = _scaled(path, "y_pixel_size", *_h5_number(det, "y_pixel_size"), LENGTH_MM, "m")
         pixel = px if px is not None and (py is None or math.isclose(px, py, rel_tol=1e-6)) \
             else None  # square pixels only, as io/cbf.py
 
@@ -285,7 +284,7 @@ class EigerHDF5Reader(Reader):
             if value is None:
                 break
             if units is not None and units not in _PIXEL_UNITS:
-                mm = _scaled(path, axis, value, units, _LENGTH_MM, "m")
+                mm = _scaled(path, axis, value, units, LENGTH_MM, "m")
                 if mm is None or pixel is None:
                     break
                 value = mm / pixel

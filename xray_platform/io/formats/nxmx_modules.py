@@ -17,11 +17,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from xray_platform.io.formats.base import FormatError
-from xray_platform.physics.panels import Panel
+from xray_platform.io.formats.base import LENGTH_MM, FormatError
+from xray_platform.physics.panels import Panel, rotation
 
-_LENGTH_MM = {"m": 1e3, "meter": 1e3, "metre": 1e3, "mm": 1.0, "millimeter": 1.0, "cm": 10.0,
-              "um": 1e-3, "µm": 1e-3, "micron": 1e-3, "microns": 1e-3, "nm": 1e-6}
 _ANGLE_DEG = {"deg": 1.0, "degree": 1.0, "degrees": 1.0, "rad": 180.0 / math.pi,
               "radian": 180.0 / math.pi, "radians": 180.0 / math.pi}
 
@@ -31,12 +29,6 @@ def _text(v: Any) -> str:
         v = v.ravel()[0] if v.size else ""
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
-
-def _rotation(axis: np.ndarray, deg: float) -> np.ndarray:
-    k = axis / np.linalg.norm(axis)
-    a = math.radians(deg)
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + math.sin(a) * kx + (1 - math.cos(a)) * (kx @ kx)
 
 
 def _resolve(f: h5py.File, base: h5py.Group, target: str) -> h5py.Dataset:
@@ -65,15 +57,15 @@ def _apply(f: h5py.File, node: h5py.Dataset, point: np.ndarray,
         v = float(np.ravel(node[()])[0]) if value is None else value
         value = None
         off = np.asarray(a.get("offset", (0, 0, 0)), dtype=float).ravel()
-        off = off * _LENGTH_MM.get(_text(a.get("offset_units", "m")).lower() or "m", 1e3)
+        off = off * LENGTH_MM.get(_text(a.get("offset_units", "m")).lower() or "m", 1e3)
         if vec.shape != (3,) or not np.linalg.norm(vec) > 0:
             raise FormatError(f"{f.filename}: {node.name} has no 3-vector 'vector'")
         if kind == "rotation":
-            point = _rotation(vec, v * _ANGLE_DEG.get(units or "deg", 1.0)) @ point + off
+            point = rotation(vec, v * _ANGLE_DEG.get(units or "deg", 1.0)) @ point + off
         elif kind == "translation":
-            if units not in _LENGTH_MM:
+            if units not in LENGTH_MM:
                 raise FormatError(f"{f.filename}: {node.name} has length units {units!r}")
-            point = point + v * _LENGTH_MM[units] * vec / np.linalg.norm(vec) + off
+            point = point + v * LENGTH_MM[units] * vec / np.linalg.norm(vec) + off
         else:
             raise FormatError(f"{f.filename}: {node.name}: transformation_type {kind!r}")
         nxt = _text(a.get("depends_on", "."))
