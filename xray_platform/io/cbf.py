@@ -33,7 +33,6 @@ from fabio.cbfimage import CbfImage
 from xray_platform.io.compress import CompressionError, TooLarge, read_all
 from xray_platform.physics.geometry import HC_KEV_A
 from xray_platform.physics.limits import GeometryError, check_shape
-from xray_platform.physics.panels import rotation
 
 __all__ = [
     "CBFError",
@@ -96,6 +95,20 @@ def _load_bytes(path: Path) -> bytes:
         raise TooLarge(f"{path}: {exc}") from None
 
 
+def mime_fields(text: str) -> dict[str, str]:
+    """The fields of a binary section's MIME header (its text from the marker to the data
+    starter), with the Content-Type parameter ``conversions`` as a field of its own."""
+    mime: dict[str, str] = {}
+    for line in text.splitlines()[1:]:
+        key, sep, val = line.partition(":")
+        if sep:
+            mime[key.strip()] = val.strip().strip('"').strip()
+    conv = re.search(r'conversions\s*=\s*"?([\w-]+)', text)
+    if conv:
+        mime["conversions"] = conv.group(1)
+    return mime
+
+
 def _check_binary_section(path: Path, buf: bytes) -> dict[str, str]:
     """Validate the MIME-framed binary section; return its header fields."""
     marker = buf.find(_BINARY_MARKER)
@@ -107,15 +120,7 @@ def _check_binary_section(path: Path, buf: bytes) -> dict[str, str]:
     start = buf.find(_STARTER, marker)
     if start < 0:
         raise CBFError(f"{path}: truncated CBF (binary section header incomplete)")
-    mime: dict[str, str] = {}
-    text = buf[marker:start].decode("latin-1")
-    for line in text.splitlines()[1:]:
-        key, sep, val = line.partition(":")
-        if sep:
-            mime[key.strip()] = val.strip().strip('"').strip()
-    conv = re.search(r'conversions\s*=\s*"?([\w-]+)', text)  # a Content-Type parameter
-    if conv:
-        mime.setdefault("conversions", conv.group(1))
+    mime = mime_fields(buf[marker:start].decode("latin-1"))
     sections = buf.count(b"X-Binary-Size:")  # one per binary section
     depth = mime.get("X-Binary-Size-Third-Dimension", "1")
     if sections > 1 or depth.strip() not in ("1", ""):
@@ -257,7 +262,10 @@ def _axis_geometry(tables: Mapping[str, list[dict[str, str]]]) -> dict[str, Any]
     As dxtbx does, the position of array index 0 is taken as the first pixel's outer corner, so
     the beam centre in pixel-centre convention is the intersection point's index minus 0.5.
     """
-    axes = {r["id"]: r for r in tables.get("_axis", []) if "id" in r}
+    from xray_platform.io.imgcif import _Axes  # the axis chains and this frame's settings
+
+    ax = _Axes(tables)
+    axes = ax.rows
     lists = sorted(
         tables.get("_array_structure_list", []), key=lambda r: _num(r, "precedence", 0.0)
     )
@@ -270,46 +278,12 @@ def _axis_geometry(tables: Mapping[str, list[dict[str, str]]]) -> dict[str, Any]
         if la is None or la.get("axis_id") not in axes or lst.get("direction") == "decreasing":
             return {}
         elem.append((la["axis_id"], _num(la, "displacement"), _num(la, "displacement_increment")))
-
-    def is_rot(axis_id: str | None) -> bool:
-        return axes.get(axis_id or "", {}).get("type") == "rotation"
-
-    settings: dict[str, float] = {}  # the frame's axis settings (deg or mm)
-    for r in tables.get("_diffrn_scan_axis", []):
-        key = "angle_start" if is_rot(r.get("axis_id")) else "displacement_start"
-        settings[r.get("axis_id", "")] = _num(r, key)
-    frames = tables.get("_diffrn_scan_frame_axis", [])
-    frame0 = frames[0].get("frame_id") if frames else None
-    for r in frames:
-        if r.get("frame_id") == frame0:
-            key = "angle" if is_rot(r.get("axis_id")) else "displacement"
-            settings[r.get("axis_id", "")] = _num(r, key)
-
-    def chain(axis_id: str) -> list[str]:
-        out: list[str] = []
-        while axis_id in axes and axis_id not in out:
-            out.append(axis_id)
-            axis_id = axes[axis_id].get("depends_on", ".")
-        return out
-
-    involved = {a: len(chain(a)) for e in elem for a in chain(e[0])}
+    involved = {a: len(ax.chain(a)) for e in elem for a in ax.chain(e[0])}
     order = sorted(involved, key=lambda a: -involved[a])  # innermost first
 
     def position(i_fast: float, i_slow: float) -> np.ndarray:
-        local = dict(settings)
-        local[elem[0][0]] = elem[0][1] + i_fast * elem[0][2]
-        local[elem[1][0]] = elem[1][1] + i_slow * elem[1][2]
-        x = np.zeros(3)
-        for a in order:
-            row = axes[a]
-            vec = np.array([_num(row, f"vector[{i}]") for i in (1, 2, 3)])
-            off = np.array([_num(row, f"offset[{i}]") for i in (1, 2, 3)])
-            if row.get("type") == "rotation":
-                x = rotation(vec, local.get(a, 0.0)) @ x + off
-            else:
-                norm = np.linalg.norm(vec)
-                x = x + (local.get(a, 0.0) * vec / norm if norm else 0.0) + off
-        return x
+        return ax.position(order, {elem[0][0]: elem[0][1] + i_fast * elem[0][2],
+                                   elem[1][0]: elem[1][1] + i_slow * elem[1][2]})
 
     origin = position(0, 0)
     df = position(1, 0) - origin

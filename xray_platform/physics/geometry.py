@@ -31,7 +31,9 @@ def wavelength_A(energy_keV: float) -> float:
 
 @dataclass(frozen=True)
 class DetectorPreset:
-    """A flat pixel-array detector made of a regular grid of modules separated by gaps."""
+    """A flat pixel-array detector made of a regular grid of modules separated by gaps, or
+    (``layout``) of sensors placed as in physics/layouts/<layout>.json, rendered on a virtual
+    flat frame whose pixels outside every sensor are gaps."""
 
     name: str
     description: str
@@ -43,6 +45,7 @@ class DetectorPreset:
     gap_fast: int  # pixels between module columns (along fast)
     gap_slow: int  # pixels between module rows (along slow)
     max_counts: int  # counts at which a pixel saturates (overload)
+    layout: str | None = None  # a sensor layout (physics/layouts.py) instead of module gaps
 
     def __post_init__(self) -> None:
         nf = (self.n_fast + self.gap_fast) / (self.module_fast + self.gap_fast)
@@ -69,6 +72,10 @@ class DetectorPreset:
 
     def is_gap(self, fi: torch.Tensor, si: torch.Tensor) -> torch.Tensor:
         """Whether integer pixel indices (on the detector) are gap pixels."""
+        if self.layout is not None:
+            fl = fi.long().clamp(0, self.n_fast - 1)
+            sl = si.long().clamp(0, self.n_slow - 1)
+            return self.gap_mask_tensor(fi.device)[sl, fl]
         if not fi.is_floating_point():  # float remainder is much cheaper than integer
             fi, si = fi.float(), si.float()
         return (torch.remainder(fi, self.module_fast + self.gap_fast) >= self.module_fast) | (
@@ -81,6 +88,12 @@ class DetectorPreset:
 
 @lru_cache(maxsize=8)
 def _gap_mask(det: DetectorPreset) -> np.ndarray:
+    if det.layout is not None:
+        from xray_platform.physics.layouts import covered_mask
+
+        mask = ~covered_mask(det.layout)
+        mask.setflags(write=False)
+        return mask
     f = np.arange(det.n_fast)
     s = np.arange(det.n_slow)
     gap_f = (f % (det.module_fast + det.gap_fast)) >= det.module_fast
@@ -93,6 +106,16 @@ def _gap_mask(det: DetectorPreset) -> np.ndarray:
 @lru_cache(maxsize=8)
 def _gap_mask_tensor(det: DetectorPreset, device: str) -> torch.Tensor:
     return torch.from_numpy(_gap_mask(det).copy()).to(device)
+
+
+def _layout_preset(name: str, description: str, max_counts: int) -> DetectorPreset:
+    """A detector of the sensor layout ``name`` on its virtual flat frame."""
+    from xray_platform.physics.layouts import layout
+
+    lay = layout(name)
+    ns, nf = lay.frame_shape
+    return DetectorPreset(name, description, nf, ns, lay.pixel_mm, nf, ns, 0, 0, max_counts,
+                          layout=name)
 
 
 #: Detector presets with their real dimensions (manufacturer data sheets).
@@ -110,16 +133,12 @@ DETECTORS: dict[str, DetectorPreset] = {
         # (2068 x 2164 px); ~1e4 12-keV photons per pixel with gain switching.
         DetectorPreset("jungfrau4m", "PSI JUNGFRAU 4M (Jungfraujoch layout)", 2068, 2164,
                        0.075, 1030, 514, 8, 36, 10_000),
-        # LCLS ePix10k 2M, flat approximation: its 16 modules of 384 x 352 px at 100 um on a
-        # 4 x 4 grid spanning its ~167 mm (the real quads turn in a pinwheel around the beam:
-        # frames from files are placed panel by panel, physics/panels.py).
-        DetectorPreset("epix10k2m", "LCLS ePix10k 2M (flat 4 x 4-module approximation)", 1668,
-                       1672, 0.1, 384, 352, 44, 88, 10_000),
-        # LCLS CSPAD, flat approximation: its 32 sensors of 388 x 185 px (2 ASICs) at 109.92 um
-        # on a 4 x 8 grid spanning its ~191 mm (the real quadrants form a pinwheel); ~2,700
-        # 8-keV photons per pixel in low gain.
-        DetectorPreset("cspad", "LCLS CSPAD (flat 4 x 8-sensor approximation)", 1741, 1739,
-                       0.10992, 388, 185, 63, 37, 2_700),
+        # LCLS ePix10k 2M: 16 modules of 384 x 352 px at 100 um, four quadrants turned in a
+        # pinwheel (a schematic layout, physics/layouts/epix10k2m.json); ~1e4 photons per pixel.
+        _layout_preset("epix10k2m", "LCLS ePix10k 2M (schematic pinwheel)", 10_000),
+        # LCLS CSPAD: 64 ASICs of 194 x 185 px at 109.92 um as metrology placed them at LCLS
+        # (physics/layouts/cspad.json); ~2,700 8-keV photons per pixel in low gain.
+        _layout_preset("cspad", "LCLS CSPAD (64 ASICs, cxi78513 metrology)", 2_700),
         # Small 2 x 2-module detector for tests and laptop presets (PILATUS-like pixels).
         DetectorPreset("test", "small 2x2-module test detector", 256, 256, 0.172, 124, 124, 8, 8,
                        2**20),

@@ -212,3 +212,36 @@ def panels_of(geom: Geometry) -> PanelGeometry:
     panel = Panel((-f0 * p, -s0 * p, geom.distance_mm), (1, 0, 0), (0, 1, 0), p, det.n_fast,
                   det.n_slow, det.name)
     return PanelGeometry((panel,), geom.wavelength_A, det.name, det.max_counts)
+
+
+def layout_panels(geom: Geometry) -> PanelGeometry:
+    """The sensors of a layout detector (``geom.detector.layout``) in the lab frame of this
+    shot: its virtual flat frame puts the layout's beam position on its centre pixel, and
+    the shot's beam centre may sit off it."""
+    from xray_platform.physics.layouts import layout
+
+    det = geom.detector
+    if det.layout is None:
+        raise ValueError(f"detector {det.name} has no sensor layout")
+    lay = layout(det.layout)
+    f0, s0 = geom.beam_center_px
+    # lab x, y of the layout's own beam position (the virtual frame's centre)
+    cx = ((det.n_fast - 1) / 2 - f0) * det.pixel_mm
+    cy = ((det.n_slow - 1) / 2 - s0) * det.pixel_mm
+    panels = tuple(Panel((cx + x0, cy + y0, geom.distance_mm), (fx, fy, 0.0), (sx, sy, 0.0),
+                         lay.pixel_mm, lay.n_fast, lay.n_slow, f"{det.layout}:{k}")
+                   for k, (x0, y0, fx, fy, sx, sy) in enumerate(lay.array))
+    return PanelGeometry(panels, geom.wavelength_A, det.name, det.max_counts)
+
+
+def cut_into_panels(frame: np.ndarray, geom: Geometry) -> tuple[np.ndarray, PanelGeometry]:
+    """A layout detector's virtual flat frame (slow, fast) as its sensors record it:
+    ``(img[sensor, slow, fast], PanelGeometry)``, each sensor pixel taking the virtual pixel
+    its centre falls on (sensors turned by a fraction of a degree move by < 0.5 pixel)."""
+    pg = layout_panels(geom)
+    f0, s0 = geom.beam_center_px
+    p = geom.detector.pixel_mm
+    xyz = pg.lab_xyz()
+    fi = np.clip(np.rint(xyz[:, 0] / p + f0).astype(np.int64), 0, frame.shape[1] - 1)
+    si = np.clip(np.rint(xyz[:, 1] / p + s0).astype(np.int64), 0, frame.shape[0] - 1)
+    return np.asarray(frame)[si, fi].reshape(pg.shape), pg

@@ -137,7 +137,7 @@ _QUICK_GRID = QGrid(size=64)
 #: serves every grid size measured.
 ZOO_GRID = QGrid(256, 1.2)
 #: the full distribution's detectors: the synchrotron flat panels and the XFEL multi-module
-#: ones (ePix10k and CSPAD as flat approximations of their real, pinwheel layouts)
+#: ones (ePix10k 2M and CSPAD with their pinwheel sensor layouts, physics/layouts.py)
 ZOO_DETECTORS = ("pilatus6m", "eiger16m", "jungfrau4m", "epix10k2m", "cspad")
 _ZOO_SINGLE = SimConfig(n_lattices={0: 0.05, 1: 0.85, 2: 0.1},  # full distribution
                         detectors=ZOO_DETECTORS)
