@@ -74,7 +74,8 @@ def processes(pattern: str) -> list[tuple[int, int, int, str]]:
     return rows
 
 
-def _descendants(roots: set[int]) -> set[int]:
+def descendants(roots: set[int]) -> set[int]:
+    """The pids ``roots`` and every process they started, recursively."""
     table = [(int(p), int(pp)) for p, pp in (ln.split() for ln in subprocess.run(
         ["ps", "-ww", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.splitlines())]
     found, grew = set(roots), True
@@ -89,7 +90,7 @@ def kill_ray_cluster(temp_dir: str) -> None:
     """SIGKILL the processes of the Ray cluster whose temp dir is ``temp_dir`` (and every
     process they started); other Ray instances keep running."""
     roots = {pid for pid, *_ in processes(re.escape(temp_dir))}
-    for pid in _descendants(roots):
+    for pid in descendants(roots):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -18,7 +18,7 @@ import mlflow
 import numpy as np
 import pytest
 from helpers import LOOPBACK_ENV as LOOPBACK
-from helpers import RAY, free_port, processes, ray_head, xrp
+from helpers import RAY, descendants, free_port, processes, ray_head, xrp
 
 from xray_platform.core.forward import predict
 from xray_platform.core.models import load_model
@@ -76,8 +76,8 @@ def test_a_training_worker_killed_mid_run_restores_from_its_checkpoint(tmp_path:
            "quick-lattice", "--workers", "2", "--cpus-per-worker", "0.5", "--epochs", "3",
            "--shots-per-epoch", "32", "--val-shots", "16", "--batch-size", "8", "--name", "ft",
            "--out", str(tmp_path / "runs"), "--mlflow-uri", uri]
-    # this run's workers are the ones that were not there before it (pids can wrap around)
-    stale = {p for p, _ in _processes(r"ray::RayTrainWorker")}
+    # this run's workers: descendants of its driver (its local Ray), not those of another
+    # run on the machine (the suite runs test files in parallel)
     # verbose: the test reads Ray Train's own lines (checkpoint reported, failure policy)
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**LOOPBACK, "XRP_VERBOSE": "1"})
@@ -90,7 +90,8 @@ def test_a_training_worker_killed_mid_run_restores_from_its_checkpoint(tmp_path:
         while killed is None and proc.poll() is None and time.time() - t0 < 600:
             if any("Reporting training result 1:" in ln for ln in lines):  # checkpoint 1 saved
                 time.sleep(2)  # and registered by the controller
-                workers = [p for p, _ in _processes(r"ray::RayTrainWorker") if p not in stale]
+                mine = descendants({proc.pid})
+                workers = [p for p, _ in _processes(r"ray::RayTrainWorker") if p in mine]
                 if len(workers) == 2:
                     killed = workers[-1]
                     os.kill(killed, signal.SIGKILL)
