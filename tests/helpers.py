@@ -56,6 +56,13 @@ def xrp_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
     return subprocess.CompletedProcess(["xrp", *args], r.exit_code, r.stdout, r.stderr)
 
 
+def sigint_default() -> None:
+    """``preexec_fn`` for a process the test stops with SIGINT (Ctrl-C): a test run started in
+    the background of a non-interactive shell inherits SIGINT *ignored*, and Python then never
+    raises KeyboardInterrupt; a terminal's Ctrl-C reaches a foreground process."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import ROOT, free_port
+from helpers import ROOT, free_port, sigint_default
 
 from xray_platform.live.publisher import GridScan, Publisher, grid_scan_frames
 from xray_platform.live.store import RunStore
@@ -46,7 +46,7 @@ def _watch(port: int, ui: int, store: str, *extra: str) -> subprocess.Popen:
         [sys.executable, "-m", "xray_platform.cli", "watch", f"tcp://127.0.0.1:{port}",
          "--run", "scan", "--store", store, "--grid", f"{SCAN.rows}x{SCAN.cols}", "--snake",
          "--lattice-model", "none", "--resolution-model", "zoo", "--ui", str(ui), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=sigint_default)
 
 
 def _wait_for_page(url: str, proc: subprocess.Popen) -> None:

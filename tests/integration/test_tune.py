@@ -16,7 +16,15 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from helpers import LOOPBACK_ENV, RAY, ROOT, free_port, ray_head, xrp_here  # noqa: E402
+from helpers import (  # noqa: E402
+    LOOPBACK_ENV,
+    RAY,
+    ROOT,
+    free_port,
+    ray_head,
+    sigint_default,
+    xrp_here,
+)
 
 from xray_platform.core.models import build_model, load_model, save_model
 from xray_platform.core.preprocess import Preprocessing
@@ -49,7 +57,7 @@ def search(store) -> dict:
     args = ["tune", "resolution", "--depths", "18,34", "--max-concurrent", "1", *TINY,
             "--name", "s1", "--out", str(store["out"]), "--mlflow-uri", store["uri"]]
     proc = subprocess.Popen(xrp_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, cwd=store["root"])
+                            text=True, cwd=store["root"], preexec_fn=sigint_default)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")))
     reader.start()
