@@ -115,9 +115,10 @@ def test_crystfel_geometry_masks_and_errors(tmp_path) -> None:
         read_frame(h5, geometry=near).geometry()
 
 
-def _write_nxmx(path, geom, data) -> None:
-    """An NXmx master of one module per panel, the panels tiled into one image (2 x 2 here),
-    each placed by module_offset / fast / slow transformations (corner convention, metres)."""
+def _write_nxmx(path, geom, data, stacked: bool = False) -> None:
+    """An NXmx master of one module per panel, the panels tiled into one image (2 x 2 here) or
+    (``stacked``) one image per module, each placed by module_offset / fast / slow
+    transformations (corner convention, metres)."""
     n, ns, nf = geom.shape
     with h5py.File(path, "w") as fh:
         entry = fh.create_group("entry")
@@ -136,8 +137,8 @@ def _write_nxmx(path, geom, data) -> None:
         for k, p in enumerate(geom.panels):
             m = det.create_group(f"module{k}")
             m.attrs["NX_class"] = "NXdetector_module"
-            m["data_origin"] = np.array([(k // 2) * ns, (k % 2) * nf])
-            m["data_size"] = np.array([ns, nf])
+            m["data_origin"] = np.array([k, 0, 0] if stacked else [(k // 2) * ns, (k % 2) * nf])
+            m["data_size"] = np.array([1, ns, nf] if stacked else [ns, nf])
             corner = np.asarray(p.origin_mm) - 0.5 * p.pixel_mm * (np.asarray(p.fast)
                                                                    + np.asarray(p.slow))
             off = m.create_dataset("module_offset", data=np.linalg.norm(corner) / 1e3)
@@ -150,12 +151,15 @@ def _write_nxmx(path, geom, data) -> None:
         img = np.zeros((len(data), 2 * ns, 2 * nf), dtype=np.uint16)
         for k in range(n):
             img[:, (k // 2) * ns:(k // 2 + 1) * ns, (k % 2) * nf:(k % 2 + 1) * nf] = data[:, k]
+        if stacked:  # (frames, module, slow, fast), as written for unassembled modules
+            img = np.asarray(data, dtype=np.uint16)
         d = entry.create_group("data")
         d.attrs["NX_class"] = "NXdata"
         d["data"] = img
 
 
-def test_nxmx_modules_are_placed_by_their_transformations(tmp_path) -> None:
+@pytest.mark.parametrize("stacked", [False, True], ids=["one-image", "module-stack"])
+def test_nxmx_modules_are_placed_by_their_transformations(tmp_path, stacked) -> None:
     geom = layouts()["quads"]
     u = np.array([0.02, -0.2, 1.0])
     u /= np.linalg.norm(u)
@@ -163,7 +167,7 @@ def test_nxmx_modules_are_placed_by_their_transformations(tmp_path) -> None:
     data = np.random.default_rng(2).poisson(2.0, (2, n, ns, nf))
     data[1] = _spot_frame(geom, u)
     path = tmp_path / "quads_master.h5"
-    _write_nxmx(path, geom, data)
+    _write_nxmx(path, geom, data, stacked)
     f = read_frame(path, 1)
     read = f.geometry()
     assert f.info.format == "eiger-hdf5" and f.info.n_frames == 2

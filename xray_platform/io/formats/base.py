@@ -192,11 +192,13 @@ def checked_shape(path: Path | str, n_fast: int, n_slow: int) -> tuple[int, int]
     return int(n_fast), int(n_slow)
 
 
-def to_image(path: Path | str, raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Raw pixels -> float32 (slow, fast); wrong shape or non-finite values -> FormatError."""
-    if raw.shape != shape:
-        raise FormatError(f"{path}: frame has shape {raw.shape}, header says {shape} (slow, fast)")
-    checked_shape(path, shape[1], shape[0])
+def to_image(path: Path | str, raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Raw pixels -> float32 (slow, fast), or (module, slow, fast) for a stack of modules;
+    wrong shape or non-finite values -> FormatError."""
+    if raw.shape != tuple(shape):
+        raise FormatError(f"{path}: frame has shape {raw.shape}, header says {shape} "
+                          f"({'module, ' if len(shape) == 3 else ''}slow, fast)")
+    checked_shape(path, shape[-1], shape[-2])
     if raw.dtype.kind not in "biuf":
         raise FormatError(f"{path}: pixels of type {raw.dtype} are not detector counts")
     img = np.array(raw, dtype=np.float32, order="C")  # always a fresh, writable copy

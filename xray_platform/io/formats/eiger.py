@@ -36,6 +36,7 @@ from xray_platform.io.formats.base import (
     to_image,
 )
 from xray_platform.physics.geometry import HC_KEV_A
+from xray_platform.physics.limits import MAX_FRAME_PIXELS, GeometryError
 
 _WAVELENGTH_A = {"angstrom": 1.0, "angstroms": 1.0, "a": 1.0, "å": 1.0, "ang": 1.0, "nm": 10.0,
                  "m": 1e10, "pm": 1e-2}
@@ -221,7 +222,7 @@ class EigerHDF5Reader(Reader):
 
 
     def _dataset(self, path: Path, f: h5py.File, block: _Block,
-                 stack: ExitStack) -> h5py.Dataset:
+                 stack: ExitStack, image_ndim: int = 2) -> h5py.Dataset:
         """The block's dataset, opening its data file; DataFileMissing if that file is absent."""
         if block.file is None:
             ds = f.get(block.h5path)
@@ -241,8 +242,9 @@ class EigerHDF5Reader(Reader):
             where = block.file
         if not isinstance(ds, h5py.Dataset):
             raise FormatError(f"{where}: no dataset {block.h5path} (linked from {path.name})")
-        if ds.ndim not in (2, 3):
-            raise FormatError(f"{where}: {block.h5path} has shape {ds.shape}, not 2-D or 3-D")
+        if ds.ndim not in (image_ndim, image_ndim + 1):
+            raise FormatError(f"{where}: {block.h5path} has shape {ds.shape}, not "
+                              f"{image_ndim}-D or {image_ndim + 1}-D")
         if ds.is_virtual:  # NXmx VDS: HDF5 would return fill values for absent source files
             for src in ds.virtual_sources():
                 if src.file_name != "." and not (path.parent / src.file_name).exists() \
@@ -324,20 +326,21 @@ class EigerHDF5Reader(Reader):
                 return node[()]
         return None
 
-    def _scan(self, path: Path, f: h5py.File, stack: ExitStack
+    def _scan(self, path: Path, f: h5py.File, stack: ExitStack, image_ndim: int = 2
               ) -> tuple[dict[str, Any], list[tuple[h5py.Dataset | DataFileMissing, int]]]:
-        """Geometry, and per data block its dataset (or the DataFileMissing) and frame count."""
+        """Geometry, and per data block its dataset (or the DataFileMissing) and frame count
+        (``image_ndim`` 3: each frame is a stack of module images)."""
         geo = self._geometry(path, f)
         entry = self._entry(f)
         assert entry is not None
         blocks: list[tuple[h5py.Dataset | DataFileMissing, int]] = []
         for block in self._blocks(path, entry):
             try:
-                ds = self._dataset(path, f, block, stack)
+                ds = self._dataset(path, f, block, stack, image_ndim)
             except DataFileMissing as exc:
                 blocks.append((exc, 0))
                 continue
-            blocks.append((ds, 1 if ds.ndim == 2 else ds.shape[0]))
+            blocks.append((ds, 1 if ds.ndim == image_ndim else ds.shape[0]))
         return geo, blocks
 
     def _info(self, path: Path, geo: dict[str, Any],
@@ -373,11 +376,11 @@ class EigerHDF5Reader(Reader):
         path = existing(path)
         with ExitStack() as stack, _corrupt_is_format_error(path):
             f = self._open(path, stack)
-            geo, blocks = self._scan(path, f, stack)
             det = self._detector_group(f)
             if det is not None and nxmx_modules.modules(f, det):  # panels: as a source says
                 with self.open(path) as src:
                     return src.info
+            geo, blocks = self._scan(path, f, stack)
             return self._info(path, geo, blocks)
 
     def read(self, path: str | Path, index: int = 0) -> Frame:
@@ -397,17 +400,35 @@ class _EigerSource(FrameSource):
         try:
             with _corrupt_is_format_error(path):
                 f = reader._open(path, self._stack)
-                self.geo, self.blocks = reader._scan(path, f, self._stack)
-                self.info = reader._info(path, self.geo, self.blocks)
                 det = reader._detector_group(f)
-                self.mask = reader._pixel_mask(det) if det is not None else None
                 self.modules = nxmx_modules.modules(f, det) if det is not None else None
+                self.planes = None  # module images per frame (data_origin [module, slow, fast])
+                stacked = bool(self.modules) and len(self.modules[0][0]) == 3
+                self.geo, self.blocks = reader._scan(path, f, self._stack, 3 if stacked else 2)
+                self.info = reader._info(path, self.geo, self.blocks)
+                self.mask = reader._pixel_mask(det) if det is not None else None
                 self.image_info = self.info
+                if stacked:
+                    self.planes = self._stack_planes(path)
                 if self.modules:
                     self.info = self._module_info(path)
         except BaseException:
             self._stack.close()
             raise
+
+    def _stack_planes(self, path: Path) -> int:
+        """Module images per frame of a stacked detector, within the frame size limit."""
+        present = [ds for ds, _ in self.blocks if isinstance(ds, h5py.Dataset)]
+        if not present or present[0].ndim < 3:
+            raise FormatError(f"{path}: its modules index a stack of module images, but the "
+                              "data are not a stack (frames, module, slow, fast)")
+        n = int(present[0].shape[-3])
+        total = n * self.image_info.n_slow * self.image_info.n_fast
+        if total > MAX_FRAME_PIXELS:
+            raise GeometryError(f"{path}: {n} module images of {self.image_info.n_fast} x "
+                                f"{self.image_info.n_slow} px = {total:,} pixels per frame, "
+                                f"above the limit of {MAX_FRAME_PIXELS:,}")
+        return n
 
     def _module_info(self, path: Path) -> FrameInfo:
         """The FrameInfo of a detector of several NXdetector_modules (panels)."""
@@ -416,10 +437,14 @@ class _EigerSource(FrameSource):
         if len({(p.n_slow, p.n_fast) for p in panels}) != 1:
             raise FormatError(f"{path}: modules of different sizes; xrp stacks modules of "
                               "one size")
-        for (s0, f0), p in self.modules or ():
-            if s0 < 0 or f0 < 0 or s0 + p.n_slow > i.n_slow or f0 + p.n_fast > i.n_fast:
+        for origin, p in self.modules or ():
+            *plane, s0, f0 = origin
+            if s0 < 0 or f0 < 0 or s0 + p.n_slow > i.n_slow or f0 + p.n_fast > i.n_fast or (
+                    plane and not 0 <= plane[0] < (self.planes or 0)):
+                where = f"{self.planes} images of " if plane else "the "
                 raise FormatError(f"{path}: module {p.name} ({p.n_fast} x {p.n_slow} px from "
-                                  f"{f0}, {s0}) lies outside the {i.n_fast} x {i.n_slow} image")
+                                  f"{list(origin)}) lies outside {where}{i.n_fast} x "
+                                  f"{i.n_slow} px")
         return panel_info(panels, wavelength_A=i.wavelength_A, detector=i.detector,
                           format=i.format, n_frames=i.n_frames, exposure_s=i.exposure_s,
                           max_counts=i.max_counts)
@@ -445,7 +470,8 @@ class _EigerSource(FrameSource):
                 where = Path(ds.file.filename)  # the data file (or an in-memory master)
                 where = where if where.is_file() else path
                 try:
-                    return (ds[()] if ds.ndim == 2 else ds[first]), where
+                    return (ds[()] if ds.ndim == (3 if self.planes else 2) else ds[first]), \
+                        where
                 except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
                     raise FormatError(f"{where}: cannot decode frame {index} from "
                                       f"{ds.name} ({exc})") from exc
@@ -456,7 +482,8 @@ class _EigerSource(FrameSource):
 
     def frame(self, index: int = 0) -> Frame:
         raw, where = self._raw(index)
-        image = to_image(where, raw, (self.image_info.n_slow, self.image_info.n_fast))
+        shape = (self.image_info.n_slow, self.image_info.n_fast)
+        image = to_image(where, raw, (self.planes, *shape) if self.planes else shape)
         if raw.dtype.kind == "u":  # EIGER marks masked/defective pixels with the top value
             bad = raw == np.iinfo(raw.dtype).max
             bits = self.geo["bit_depth"]
@@ -467,6 +494,6 @@ class _EigerSource(FrameSource):
         if mask is not None and mask.shape == image.shape:  # (ROI-mode data: mask not applied)
             image[mask != 0] = -1
         if self.modules:  # one panel per module, stacked
-            image = np.stack([image[s0:s0 + p.n_slow, f0:f0 + p.n_fast]
-                              for (s0, f0), p in self.modules])
+            image = np.stack([image[(*o[:-2], slice(o[-2], o[-2] + p.n_slow),
+                                     slice(o[-1], o[-1] + p.n_fast))] for o, p in self.modules])
         return Frame(image, self.info, str(self.path), int(index))

@@ -1,7 +1,8 @@
 """NeXus/NXmx detectors of several modules: every NXdetector_module placed by its
 ``depends_on`` chain of NXtransformations (as DECTRIS, Jungfraujoch and DIALS write them).
 
-A module covers ``data_size`` (slow, fast) pixels from ``data_origin`` of the frame's image. Its
+A module covers ``data_size`` (slow, fast) pixels from ``data_origin`` of the frame's image (or
+``(1, slow, fast)`` from ``(module, slow, fast)`` when each frame is a stack of module images). Its
 first pixel's corner is at ``module_offset`` (following its chain), and ``fast_pixel_direction``
 / ``slow_pixel_direction`` are translations whose vector is the axis and whose value is the
 pixel size (dxtbx reads them so). A transformation moves a point: translation p + value *
@@ -76,8 +77,10 @@ def _apply(f: h5py.File, node: h5py.Dataset, point: np.ndarray,
 
 def modules(f: h5py.File, det: h5py.Group
             ) -> list[tuple[tuple[int, int], Panel]] | None:
-    """[((slow0, fast0), Panel)] of a detector with two or more NXdetector_module groups, None
-    for one module (the flat reader's case). FormatError names what a module lacks."""
+    """[(data_origin, Panel)] of a detector with two or more NXdetector_module groups, None
+    for one module (the flat reader's case). data_origin is (slow0, fast0) in a 2-D image or
+    (module, slow0, fast0) in a stack of module images. FormatError names what a module
+    lacks."""
     groups = [det[k] for k in det if isinstance(det.get(k), h5py.Group) and
               _text(det[k].attrs.get("NX_class", "")) == "NXdetector_module"]
     if len(groups) < 2:
@@ -91,9 +94,11 @@ def modules(f: h5py.File, det: h5py.Group
                                                  "slow_pixel_direction", "module_offset"))
         except KeyError as e:
             raise FormatError(f"{f.filename}: module {g.name} lacks {e}") from None
-        if len(origin) != 2 or len(size) != 2:
+        if not (len(origin) == len(size) == 2 or (len(origin) == len(size) == 3
+                                                    and size[0] == 1)):
             raise FormatError(f"{f.filename}: module {g.name}: data_origin {origin} / "
-                              f"data_size {size}; xrp places modules of 2-D images only")
+                              f"data_size {size}; xrp places modules of a 2-D image "
+                              "(slow, fast) or of a stack (module, slow, fast), one plane each")
         corner = _apply(f, offset, np.zeros(3))
         pf = _apply(f, fast, np.zeros(3)) - _apply(f, fast, np.zeros(3), 0.0)
         ps = _apply(f, slow, np.zeros(3)) - _apply(f, slow, np.zeros(3), 0.0)
@@ -102,6 +107,6 @@ def modules(f: h5py.File, det: h5py.Group
             raise FormatError(f"{f.filename}: module {g.name}: pixels of {p} x "
                               f"{np.linalg.norm(ps)} mm; xrp needs square pixels")
         centre = corner + 0.5 * (pf + ps)
-        out.append(((origin[0], origin[1]), Panel(tuple(centre), tuple(pf / p), tuple(ps / p),
-                                                  p, size[1], size[0], g.name.split("/")[-1])))
+        out.append((tuple(origin), Panel(tuple(centre), tuple(pf / p), tuple(ps / p), p,
+                                         size[-1], size[-2], g.name.split("/")[-1])))
     return out
