@@ -209,3 +209,16 @@ def test_xrp_watch_reads_a_folder_of_hdf5_arrays_through_a_geometry(tmp_path) ->
     answers = store.answers("jf")
     assert s.answered == 3 and len(answers) == 3
     assert all(a.get("error") in (None, "") and a["shape"] == [4, 400, 400] for a in answers)
+
+
+def test_a_module_stack_over_the_frame_size_limit_is_refused_before_reading(tmp_path) -> None:
+    geom = layouts()["quads"]
+    n, ns, nf = geom.shape
+    path = tmp_path / "big_master.h5"
+    _write_nxmx(path, geom, np.zeros((1, n, ns, nf), dtype=np.uint16), stacked=True)
+    with h5py.File(path, "a") as fh:  # 401 module images of 400 x 400: 64.2 M pixels a frame
+        del fh["/entry/data/data"]
+        fh.create_dataset("/entry/data/data", shape=(1, 401, ns, nf), dtype=np.uint16,
+                          chunks=(1, 1, ns, nf))  # never written: the file stays small
+    with pytest.raises(GeometryError, match="above the limit"):
+        read_frame(path)
