@@ -15,7 +15,7 @@ from helpers import REAL, needs_real
 from xray_platform.io.crystfel_geom import write_geom
 from xray_platform.io.formats.registry import read_frame
 from xray_platform.io.imgcif import read_panels, write_imgcif
-from xray_platform.physics.geometry import detector
+from xray_platform.physics.geometry import HC_KEV_A, detector
 from xray_platform.physics.layouts import LAYOUT_DIR, layout, layout_of_panels
 from xray_platform.physics.panels import cut_into_panels
 from xray_platform.physics.presets import preset
@@ -72,7 +72,7 @@ def test_a_simulated_layout_frame_reads_back_onto_the_same_cells(tmp_path, name:
     h5, geom = tmp_path / f"{name}.h5", tmp_path / f"{name}.geom"
     with h5py.File(h5, "w") as fh:
         fh["/entry/data/data"] = img.reshape(1, -1, img.shape[2])
-    geom.write_text(write_geom(pg.panels, p.distance_mm, 12398.419843320026 / p.wavelength_A))
+    geom.write_text(write_geom(pg.panels, p.distance_mm, 1e3 * HC_KEV_A / p.wavelength_A))
     for frame in (read_frame(cbf), read_frame(h5, geometry=geom)):
         got = frame.geometry()
         assert len(got.panels) == len(pg.panels)

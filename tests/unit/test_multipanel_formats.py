@@ -13,6 +13,7 @@ from test_panels import GRID, _spot_frame, layouts
 from xray_platform.core.answer import prepare_frame
 from xray_platform.io.crystfel_geom import GeomError, parse_geom, write_geom
 from xray_platform.io.formats import FormatError, expand_inputs, read_frame
+from xray_platform.physics.geometry import HC_KEV_A
 from xray_platform.physics.limits import GeometryError
 from xray_platform.physics.qgrid import frame_to_grid
 
@@ -58,7 +59,7 @@ def _write(tmp_path, geom, n_frames=2, spot_u=None):
     with h5py.File(h5, "w") as fh:
         fh["/entry/data/data"] = data.reshape(n_frames, n * ns, nf)
     gpath = tmp_path / "det.geom"
-    gpath.write_text(write_geom(geom.panels, 120.0, 12398.419843320026))
+    gpath.write_text(write_geom(geom.panels, 120.0, 1e3 * HC_KEV_A / geom.wavelength_A))
     return h5, gpath, data
 
 

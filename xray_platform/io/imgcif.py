@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xray_platform.io.atomic import atomic_open
 from xray_platform.io.cbf import _num, mime_fields
 from xray_platform.physics.panels import Panel, rotation
 
@@ -436,9 +437,6 @@ def write_imgcif(path: Path | str, img: np.ndarray, panels, *, wavelength_A: flo
     """Write ``img[panel, slow, fast]`` (int, gaps < 0) as a full imgCIF CBF, atomically: one
     array per panel, each placed by a slow and a fast translation axis (imgCIF's frame),
     byte-offset compressed. :func:`read_panels` reads it back."""
-    import os
-    import tempfile
-
     img = np.asarray(img)
     if img.ndim != 3 or img.shape[0] != len(panels) or not np.issubdtype(img.dtype, np.integer):
         raise ValueError(f"img must be integer (panel, slow, fast) with one plane per panel, "
@@ -478,13 +476,5 @@ def write_imgcif(path: Path | str, img: np.ndarray, panels, *, wavelength_A: flo
     body = "\n".join(head).encode()
     for k in range(len(panels)):
         body += f"\nA{k} {k + 1}\n;".encode() + _binary_section(k + 1, img[k]) + b";\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(body)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as fh:
+        fh.write(body)

@@ -89,9 +89,9 @@ class DetectorPreset:
 @lru_cache(maxsize=8)
 def _gap_mask(det: DetectorPreset) -> np.ndarray:
     if det.layout is not None:
-        from xray_platform.physics.layouts import covered_mask
+        from xray_platform.physics.layouts import layout
 
-        mask = ~covered_mask(det.layout)
+        mask = ~layout(det.layout).covered()
         mask.setflags(write=False)
         return mask
     f = np.arange(det.n_fast)

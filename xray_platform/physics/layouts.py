@@ -4,9 +4,10 @@ to the beam, each a rectangle of pixels placed by the position of its first pixe
 its fast and slow unit vectors (mm, lab x and y of design.md, the beam at (0, 0)).
 
 The simulator renders such a detector on a virtual flat pixel grid centred on the layout's beam
-position and masks every virtual pixel that no sensor covers; `panels.layout_panels` cuts those
-frames back into the sensors (frames as the detector writes them, placed panel by panel). The
-layouts are JSON files beside this module (layouts/<name>.json), each naming its source.
+position and masks every virtual pixel that no sensor covers; `panels.cut_into_panels` cuts
+those frames back into the sensors (frames as the detector writes them, placed panel by
+panel). The layouts are JSON files beside this module (layouts/<name>.json), each naming its
+source.
 """
 
 from __future__ import annotations
@@ -86,14 +87,6 @@ def layout(name: str) -> Layout:
     d = json.loads(path.read_text())
     return Layout(name, d["description"], d["source"], float(d["pixel_mm"]), int(d["n_fast"]),
                   int(d["n_slow"]), tuple(tuple(float(v) for v in row) for row in d["sensors"]))
-
-
-@lru_cache(maxsize=8)
-def covered_mask(name: str) -> np.ndarray:
-    """:meth:`Layout.covered` of a named layout, cached and read-only."""
-    m = layout(name).covered()
-    m.setflags(write=False)
-    return m
 
 
 def layout_of_panels(panels, description: str, source: str) -> dict:

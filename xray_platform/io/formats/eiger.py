@@ -417,12 +417,12 @@ class _EigerSource(FrameSource):
             raise
 
     def _stack_planes(self, path: Path) -> int:
-        """Module images per frame of a stacked detector, within the frame size limit."""
+        """Module images per frame of a stacked detector (as its modules say when no data
+        file is present: reading a frame then names the missing file), within the frame size
+        limit."""
         present = [ds for ds, _ in self.blocks if isinstance(ds, h5py.Dataset)]
-        if not present or present[0].ndim < 3:
-            raise FormatError(f"{path}: its modules index a stack of module images, but the "
-                              "data are not a stack (frames, module, slow, fast)")
-        n = int(present[0].shape[-3])
+        n = int(present[0].shape[-3]) if present else \
+            1 + max(o[0] for o, _ in self.modules or ())
         total = n * self.image_info.n_slow * self.image_info.n_fast
         if total > MAX_FRAME_PIXELS:
             raise GeometryError(f"{path}: {n} module images of {self.image_info.n_fast} x "

@@ -76,7 +76,7 @@ def _apply(f: h5py.File, node: h5py.Dataset, point: np.ndarray,
 
 
 def modules(f: h5py.File, det: h5py.Group
-            ) -> list[tuple[tuple[int, int], Panel]] | None:
+            ) -> list[tuple[tuple[int, ...], Panel]] | None:
     """[(data_origin, Panel)] of a detector with two or more NXdetector_module groups, None
     for one module (the flat reader's case). data_origin is (slow0, fast0) in a 2-D image or
     (module, slow0, fast0) in a stack of module images. FormatError names what a module
