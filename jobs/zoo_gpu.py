@@ -65,12 +65,12 @@ def simulate_chunk(args: tuple) -> dict:
     return {"x": x.half().numpy(), "y": y[keep], "shots": count}
 
 
-def lr_at(elapsed_s: float, budget_s: float, warm_s: float) -> float:
-    """Learning-rate factor at ``elapsed_s`` of a ``budget_s`` run: linear warm-up, cosine to 0."""
-    if elapsed_s < warm_s:
-        return max(elapsed_s / warm_s, 0.01)
-    t = min(1.0, (elapsed_s - warm_s) / max(budget_s - warm_s, 1e-9))
-    return 0.5 * (1.0 + math.cos(math.pi * t))
+def lr_at(elapsed_s: float, budget_s: float) -> float:
+    """Learning-rate factor at ``elapsed_s`` of a ``budget_s`` run: core.training's warm-up +
+    cosine schedule, with milliseconds of the budget as its steps."""
+    from xray_platform.core.training import lr_factor
+
+    return lr_factor(int(1000 * elapsed_s), max(1, int(1000 * budget_s)))
 
 
 class Stream:
@@ -120,14 +120,15 @@ def validation_set(pool, name: str, n: int, task: str, label, size: int, d_min: 
     return np.concatenate([p["x"] for p in parts]), np.concatenate([p["y"] for p in parts])
 
 
-def evaluate(model, x, y, task: str, batch: int) -> dict:
+def evaluate(model, x, y, task: str, batch: int) -> tuple:
+    """(validation metrics, raw outputs, targets) of ``model`` on inputs ``x``."""
     import torch
 
     from xray_platform.core.training import predict_batches, val_metrics
 
     batches = ({"x": x[i:i + batch].float(), "y": y[i:i + batch]} for i in range(0, len(x), batch))
     out, yy = predict_batches(model, batches, 1 if task == "lattice" else 2)
-    return {**val_metrics(task, out, yy), "_out": out, "_y": yy.to(torch.float32)}
+    return val_metrics(task, out, yy), out, yy.to(torch.float32)
 
 
 def _steps(model, opt, stream: Stream, a: argparse.Namespace, t0: float, budget: float,
@@ -146,7 +147,7 @@ def _steps(model, opt, stream: Stream, a: argparse.Namespace, t0: float, budget:
         if elapsed >= until:
             break
         for g in opt.param_groups:
-            g["lr"] = a.lr * lr_at(elapsed, budget, 0.03 * budget)
+            g["lr"] = a.lr * lr_at(elapsed, budget)
         loss = loss_fn(forward(model, random_flips(stream.x[idx].float()[:, None])),
                        stream.y[idx])
         opt.zero_grad(set_to_none=True)
@@ -174,11 +175,11 @@ def _fit(model, stream: Stream, vx, vy, a: argparse.Namespace) -> tuple[list[dic
             while stream.ready():  # take the shots simulated meanwhile, never waiting
                 stream.take(1)
         images += n
-        m = evaluate(model, vx, vy, a.task, 4 * a.batch_size)
+        m, _, _ = evaluate(model, vx, vy, a.task, 4 * a.batch_size)
         row = {"elapsed_s": round(time.perf_counter() - t0, 1), "train_shots": stream.shots,
                "train_rows": len(stream.y), "images": images,
                "img_per_s": round(n / max(time.perf_counter() - t0 - start, 1e-9), 1),
-               "train_loss": loss, **{k: v for k, v in m.items() if not k.startswith("_")}}
+               "train_loss": loss, **m}
         history.append(row)
         print("[zoo-gpu] " + json.dumps(row), flush=True)
         if m["val_score"] > best:
@@ -193,6 +194,7 @@ def train(a: argparse.Namespace) -> dict:
     from xray_platform import __version__
     from xray_platform.core.models import build_model, save_model
     from xray_platform.core.preprocess import Preprocessing
+    from xray_platform.core.targets import check_task_label
     from xray_platform.physics.qgrid import QGrid
     from xray_platform.zoo.recipes import RECIPES
 
@@ -220,8 +222,8 @@ def train(a: argparse.Namespace) -> dict:
         history, best_state = _fit(model, stream, vx, vy, a)
         pool.terminate()
     model.load_state_dict(best_state)
-    meta = {"task": a.task, "depth": model.depth, "init": init, "label": r.label or (
-        "is_multi" if a.task == "lattice" else "d_vis"),
+    meta = {"task": a.task, "depth": model.depth, "init": init,
+            "label": check_task_label(a.task, r.label),
         "preprocessing": Preprocessing.for_grid(QGrid(size, d_min)).to_dict(),
         "training_data": {"source": "simulated stream (jobs/zoo_gpu.py)", "path": r.train,
                           "n_shots": stream.shots, "val_data": f"{r.val} seed 1",
@@ -257,8 +259,8 @@ def _calibrate(model, vx, vy, batch: int) -> dict:
     )
     from xray_platform.core.models import p_multi
 
-    m = evaluate(model, vx, vy, "lattice", batch)
-    p, y = p_multi(m["_out"]).numpy(), m["_y"].numpy() > 0.5
+    _, out, yy = evaluate(model, vx, vy, "lattice", batch)
+    p, y = p_multi(out).numpy(), yy.numpy() > 0.5
     t = fit_temperature(p, y)
     return {"temperature": t, "data": "validation shots", "n": len(y),
             "ece_before": reliability(p, y)["ece"],
