@@ -95,6 +95,31 @@ def test_resume_continues_from_the_last_checkpoint(run: Path) -> None:
     assert [int(h.split(",")[0]) for h in history[1:]] == list(range(1, EPOCHS + 2))
 
 
+def test_lattice_on_a_data_set_judged_on_hits_and_resume_after_its_last_epoch(
+        tmp_path: Path) -> None:
+    """The zoo's lattice recipe in small (an HDF5 data set, label is_multi_hits): the final
+    validation report is written, and --resume of a run whose epochs are all done (killed
+    after the last epoch, before the report) finishes it without training again."""
+    data = tmp_path / "shots"
+    r = xrp(tmp_path, "simulate", "quick-lattice", "-n", "24", "--shard-size", "12",
+            "--out", str(data), "--num-cpus", "2")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    args = ["train", "lattice", "--data", str(data), "--label", "is_multi_hits", "--epochs",
+            "1", "--batch-size", "4", "--name", "lat"]
+    r = xrp(tmp_path, *args)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run = tmp_path / "runs" / "lat"
+    report = json.loads((run / "validation" / "report.json").read_text())
+    assert report["lattice"]["n"] > 0
+    (run / "summary.json").unlink()  # as if killed before the summary
+    first = (run / "model.pt").read_bytes()
+    r = xrp(tmp_path, *args, "--resume")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "resumed from the checkpoint of epoch 1" in r.stdout + r.stderr
+    assert (run / "summary.json").is_file() and (run / "model.pt").read_bytes() == first
+    assert len((run / "history.csv").read_text().splitlines()) == 2  # no epoch trained again
+
+
 def test_evaluate_writes_the_report_and_user_set_figures(run: Path) -> None:
     out = run / "eval"
     r = xrp(run, "evaluate", "runs/res/model.pt", "--data", "quick-user-sets", "-n", "6",

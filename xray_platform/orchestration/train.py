@@ -314,10 +314,11 @@ def _validation_report(model_path: Path, val_ds, task: str, label: str, history:
     x = np.stack([r["x"] for r in rows])
     y = np.array([r["y"] for r in rows], dtype=np.float64)
     preds = predict(model, x)
+    hit = np.ones(len(y), bool)  # the rows are the labelled shots only (is_multi_hits: hits)
     if task == "lattice":
-        table = {"is_multi": y > 0.5}
+        table = {"is_multi": y > 0.5, "hit": hit}
     else:  # y = 1/d of the label; evaluate_predictions re-derives d from the table
-        table = {label: 1.0 / y, "hit": np.ones(len(y), bool)}
+        table = {label: 1.0 / y, "hit": hit}
     res = evaluate_predictions(task, label, preds, table, out_dir, f"{task}: validation shots")
     files = [Path(res["report"]), Path(res["report"]).with_suffix(".json")]
     files += [Path(p) for p in res["plots"].values()]
@@ -333,7 +334,7 @@ def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val
     them to the run. A run with the same ``ray_name`` and ``out_dir`` continues from its saved
     Ray Train state (Train V2 restores it); ``resume_from`` names a checkpoint folder instead."""
     import mlflow
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from xray_platform.core.preprocess import Preprocessing
@@ -379,12 +380,19 @@ def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val
         client.set_terminated(run_id, "FAILED")
         raise
     wall = time.perf_counter() - t0
-    best = result.get_best_checkpoint("val_score", "max") or result.checkpoint
+    latest, best = result.checkpoint, None
+    if latest is None and resume_from:  # --resume of a run that had done all its epochs
+        latest = Checkpoint.from_directory(resume_from)
+        best = Checkpoint.from_directory(saved_checkpoints(out_dir)[-1][2])
+    elif latest is None:
+        raise RuntimeError("the training workers reported no checkpoint")
+    best = best or result.get_best_checkpoint("val_score", "max") or latest
     ckpt_dir = out_dir / "checkpoint"
-    with result.checkpoint.as_directory() as d:  # the latest state, for --resume
-        if ckpt_dir.exists():
-            shutil.rmtree(ckpt_dir)
-        shutil.copytree(d, ckpt_dir)
+    with latest.as_directory() as d:  # the latest state, for --resume
+        if Path(d).resolve() != ckpt_dir.resolve():
+            if ckpt_dir.exists():
+                shutil.rmtree(ckpt_dir)
+            shutil.copytree(d, ckpt_dir)
     with best.as_directory() as d:
         shutil.copy2(Path(d) / MODEL_FILE, out_dir / MODEL_FILE)
     history_path = _write_history(client, run_id, out_dir / "history.csv")
@@ -412,20 +420,27 @@ def log_params(client, run_id: str, s: TrainSettings, grid, data_desc: dict) -> 
         client.log_param(run_id, k, str(v)[:500])
 
 
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    """The newest state of a run: the checkpoint a finished run kept, or the last one Ray Train
-    wrote before the run was interrupted (killed, machine gone), whichever has the later epoch."""
+def saved_checkpoints(out_dir: Path, key: str = "val_score") -> list[tuple[float, float, Path]]:
+    """(metric ``key``, mtime, folder) of every complete checkpoint of a run, ascending: the one
+    a finished run kept and those Ray Train wrote (also before an interruption)."""
     found = []
     for state in [out_dir / "checkpoint" / STATE_FILE, *out_dir.glob(f"ray/*/checkpoint_*/"
                                                                       f"{STATE_FILE}")]:
         metrics = state.parent / "metrics.json"
         if state.is_file() and metrics.is_file():
             try:
-                found.append((int(json.loads(metrics.read_text())["epoch"]),
+                found.append((float(json.loads(metrics.read_text())[key]),
                               state.stat().st_mtime, state.parent))
             except (ValueError, KeyError):
                 continue  # a checkpoint cut short while being written
-    return max(found)[2] if found else None
+    return sorted(found)
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest state of a run: the checkpoint a finished run kept, or the last one Ray Train
+    wrote before the run was interrupted (killed, machine gone), whichever has the later epoch."""
+    found = saved_checkpoints(out_dir, "epoch")
+    return found[-1][2] if found else None
 
 
 def run_training(s: TrainSettings) -> dict:
