@@ -419,7 +419,8 @@ def run_search(s: SearchSettings) -> dict:
         client.set_terminated(parent, "KILLED")
         raise
     wall = time.perf_counter() - t0
-    if len(_ENDED.get(str(search_dir), ())) < len(results):  # Ctrl-C / SIGUSR1
+    # Ctrl-C / SIGUSR1; a stop between trials leaves the later ones out of ``results``
+    if len(_ENDED.get(str(search_dir), ())) < max(len(results), n_trials):
         client.set_terminated(parent, "KILLED")
         raise SearchInterrupted(f"search interrupted after {wall:.0f} s; its state is saved: "
                                 f"continue it with `xrp tune {s.task} --resume --name "
