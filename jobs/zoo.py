@@ -30,7 +30,7 @@ def xrp(*args: str) -> None:
 def local_cores() -> int:
     """The cores this process may use: a local run's one worker should train on all of them
     (xrp train's default of 1 CPU per worker is 1 torch thread: the lattice recipe trained at
-    6.3 img/s on 2 cores with it, 28.6 with both)."""
+    6.3 img/s on 2 cores with it, 24-26 img/s with both, history.csv's epoch averages)."""
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -58,13 +58,14 @@ def main() -> None:
     tracking = ["--mlflow-uri", a.mlflow_uri] if a.mlflow_uri else []
     for cmd in r.simulate_commands(data):
         xrp(*cmd, *cluster)
-    name = f"zoo-{a.task}"
-    run = Path(runs) / name
-    if not (run / "summary.json").exists():  # written when the run has finished
-        resume = ["--resume"] if list(run.glob("**/train_state.pt")) else []
-        cpus = a.cpus_per_worker or (1 if a.address else local_cores())
-        xrp(*r.train_command(data, runs, name), "--cpus-per-worker", f"{cpus:g}", *resume,
-            *cluster, *tracking)
+    for stage, name in enumerate(r.run_names(), start=1):
+        run = Path(runs) / name
+        if not (run / "summary.json").exists():  # written when the run has finished
+            resume = ["--resume"] if list(run.glob("**/train_state.pt")) else []
+            cpus = a.cpus_per_worker or (1 if a.address else local_cores())
+            xrp(*r.train_command(data, runs, stage), "--cpus-per-worker", f"{cpus:g}",
+                *resume, *cluster, *tracking)
+    name = r.run_names()[-1]
     model = Path(runs) / name / "model.pt"
     if r.calibrate:  # temperature-scale P(multi) on the validation shots (core/calibration.py)
         cal = model.with_name("model-calibrated.pt")

@@ -151,6 +151,17 @@ def test_transfer_from_lattice_model(tmp_path: Path) -> None:
     assert not torch.equal(model.trunk.layer1[0].conv1.weight, fresh.trunk.layer1[0].conv1.weight)
 
 
+def test_transfer_from_a_model_of_the_same_task_takes_its_head_too(tmp_path: Path) -> None:
+    src = build_model("lattice", 18)
+    torch.nn.init.normal_(src.head.weight)
+    path = save_model(tmp_path / "lattice.pt", src, _meta(label="is_multi"))
+    model = build_model("lattice", 18, "transfer", transfer_from=path)
+    assert torch.equal(model.head.weight, src.head.weight)
+    assert torch.equal(model.head.bias, src.head.bias)
+    other = build_model("resolution", 18, "transfer", transfer_from=path)
+    assert not torch.equal(other.head.weight[:1], src.head.weight[:1])
+
+
 def test_transfer_errors(tmp_path: Path) -> None:
     path = save_model(tmp_path / "m18.pt", build_model("lattice", 18), _meta())
     with pytest.raises(ValueError, match=r"ResNet-18.*ResNet-34"):

@@ -14,20 +14,30 @@ def _arg(cmd: list[str], flag: str) -> str:
 
 def test_lattice_trunk_is_the_zoo_run_or_else_the_shipped_resolution_model(tmp_path: Path) -> None:
     r = RECIPES["lattice"]
-    cmd = r.train_command("data", str(tmp_path), "zoo-lattice")
+    cmd = r.train_command("data", str(tmp_path))
     assert _arg(cmd, "--init") == "transfer" and _arg(cmd, "--label") == "is_multi_hits"
     assert _arg(cmd, "--transfer-from") == str(zoo_model("resolution").file)
     run = tmp_path / "zoo-resolution" / "model.pt"
     run.parent.mkdir()
     run.write_bytes(b"")
-    assert _arg(r.train_command("data", str(tmp_path), "x"), "--transfer-from") == str(run)
+    assert _arg(r.train_command("data", str(tmp_path)), "--transfer-from") == str(run)
 
 
 def test_every_recipe_names_its_grid_and_seeded_data_sets() -> None:
     for task, r in RECIPES.items():
-        cmd = r.train_command("data", "runs", f"zoo-{task}")
+        cmd = r.train_command("data", "runs")
         assert cmd[:2] == ["train", task]
         assert _arg(cmd, "--grid-size") == str(r.grid_size)
         assert _arg(cmd, "--d-min") == str(r.d_min_A)
         seeds = [_arg(c, "--seed") for c in r.simulate_commands("data")]
         assert seeds[:2] == ["0", "1"] and set(seeds[2:]) <= {"2"}
+
+
+def test_a_later_stage_continues_from_the_whole_network_of_the_stage_before() -> None:
+    r = RECIPES["lattice"]
+    assert r.stages >= 2 and r.run_names()[:2] == ["zoo-lattice", "zoo-lattice-2"]
+    first, second = r.train_command("data", "runs", 1), r.train_command("data", "runs", 2)
+    assert _arg(first, "--name") == "zoo-lattice" and _arg(second, "--name") == "zoo-lattice-2"
+    assert _arg(second, "--transfer-from") == "runs/zoo-lattice/model.pt"
+    assert _arg(second, "--seed") != _arg(first, "--seed")  # another shuffle and flips
+    assert _arg(second, "--data") == _arg(first, "--data")

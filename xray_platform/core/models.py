@@ -250,6 +250,8 @@ def _load_transfer_trunk(model: XrpNet, source: str | Path | None) -> None:
     trunk = {k[len("trunk."):]: v for k, v in sd.items() if k.startswith("trunk.")}
     try:
         model.trunk.load_state_dict(trunk, strict=True)
+        if meta["task"] == model.task:  # same task: the whole network (training continues)
+            model.head.load_state_dict({"weight": sd["head.weight"], "bias": sd["head.bias"]})
     except RuntimeError as e:
         raise ValueError(f"trunk weights in {source} do not fit: {e}") from e
 
@@ -257,7 +259,8 @@ def _load_transfer_trunk(model: XrpNet, source: str | Path | None) -> None:
 def build_model(task: str, depth: int, init: str = "scratch", *,
                 imagenet_weights: str | Path | None = None,
                 transfer_from: str | Path | None = None) -> XrpNet:
-    """New :class:`XrpNet`, trunk from scratch, local ImageNet weights, or another xrp model."""
+    """New :class:`XrpNet`, trunk from scratch, local ImageNet weights, or another xrp model
+    (its trunk; its head too when that model is of the same task)."""
     _check_choice("task", task, TASKS)
     _check_choice("depth", depth, DEPTHS)
     _check_choice("init", init, INITS)

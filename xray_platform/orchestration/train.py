@@ -383,7 +383,11 @@ def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val
     latest, best = result.checkpoint, None
     if latest is None and resume_from:  # --resume of a run that had done all its epochs
         latest = Checkpoint.from_directory(resume_from)
-        best = Checkpoint.from_directory(saved_checkpoints(out_dir)[-1][2])
+        scored = saved_checkpoints(out_dir)
+        if not scored:
+            raise RuntimeError(f"{out_dir}: no checkpoint of this run has its validation "
+                               "metrics (metrics.json); train it again without --resume")
+        best = Checkpoint.from_directory(scored[-1][2])
     elif latest is None:
         raise RuntimeError("the training workers reported no checkpoint")
     best = best or result.get_best_checkpoint("val_score", "max") or latest

@@ -27,10 +27,12 @@ def _card(task: str, name: str, version: str, meta: dict, reports: list[Path],
     r = RECIPES[task]
     cmds = [" ".join(["xrp", *c]) for c in r.simulate_commands("data")]  # (paths in the
     # package are written relative to the repository, not to this machine)
-    cmds.append(" ".join(["xrp", *r.train_command("data", "runs", f"zoo-{task}")]))
+    cmds += [" ".join(["xrp", *r.train_command("data", "runs", k)])
+             for k in range(1, r.stages + 1)]
+    last = f"runs/{r.run_names()[-1]}"
     if r.calibrate:
         cmds.append(" ".join(["xrp", *r.calibrate_command(
-            "data", f"runs/zoo-{task}/model.pt", f"runs/zoo-{task}/model-calibrated.pt")]))
+            "data", f"{last}/model.pt", f"{last}/model-calibrated.pt")]))
     data = meta.get("training_data", {})
     init = f"trunk from the {r.transfer_from} model" if r.transfer_from else "from scratch"
     lines = [f"# {name} {version}", "", f"**{model_summary(meta)}**", "",
@@ -46,8 +48,10 @@ def _card(task: str, name: str, version: str, meta: dict, reports: list[Path],
              f"{r.d_min_A} Å, log1p(counts)/10, random flips",
              f"- ResNet-{r.depth} {init}{', label ' + r.label if r.label else ''}, "
              f"AdamW lr {r.lr} (warm-up + cosine), batch "
-             f"{r.batch_size}, {r.epochs} epochs (the weights of epoch {meta.get('epoch', '?')}, "
-             f"the best on validation), seed {r.seed}",
+             f"{r.batch_size}, {r.epochs} epochs"
+             f"{f' x {r.stages} stages (warm restarts)' if r.stages > 1 else ''} (the weights "
+             f"of epoch {meta.get('epoch', '?')}{' of the last stage' if r.stages > 1 else ''}"
+             f", the best on validation), seed {r.seed}",
              f"- MLflow run {meta.get('mlflow_run_id', '?')}",
              *([f"- calibrated: temperature {cal['temperature']:.3f} fitted on {cal['n']} "
                 f"validation shots (expected calibration error {cal['ece_before']:.3f} -> "

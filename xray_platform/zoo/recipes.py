@@ -28,6 +28,10 @@ class Recipe:
     label: str | None = None  # the training label, when not the task's default
     #: the task whose zoo run gives the initial trunk (--init transfer), or None: from scratch
     transfer_from: str | None = None
+    #: training runs of ``epochs`` each, every later one starting from the whole network of
+    #: the one before (a warm restart of the schedule: a run that fits in one session and
+    #: continues in the next; run names zoo-<task>, zoo-<task>-2, ...)
+    stages: int = 1
     #: held-out evaluation sets (preset, shots), simulated with seed 2
     evaluations: tuple[tuple[str, int], ...] = field(default_factory=tuple)
 
@@ -42,16 +46,25 @@ class Recipe:
                          "--out", f"{root}/{preset}-test"])
         return cmds
 
-    def train_command(self, root: str, runs: str, name: str) -> list[str]:
-        """The `xrp train` argv (add --resume to continue from the last checkpoint)."""
+    def run_names(self) -> list[str]:
+        """The training run of each stage; the last one gives the model."""
+        return [f"zoo-{self.task}" + (f"-{k}" if k > 1 else "") for k in
+                range(1, self.stages + 1)]
+
+    def train_command(self, root: str, runs: str, stage: int = 1) -> list[str]:
+        """The `xrp train` argv of a stage (add --resume to continue from its last checkpoint):
+        stage 1 from the transfer trunk (or scratch), later stages from the stage before."""
+        names = self.run_names()
+        init = (["--init", "transfer", "--transfer-from", f"{runs}/{names[stage - 2]}/model.pt"]
+                if stage > 1 else
+                ["--init", "transfer", "--transfer-from", self.trunk(runs)]
+                if self.transfer_from else [])
         return ["train", self.task, "--data", f"{root}/{self.train}",
                 "--val-data", f"{root}/{self.val}-val", "--grid-size", str(self.grid_size),
                 "--d-min", str(self.d_min_A), "--depth", str(self.depth), "--epochs",
                 str(self.epochs), "--batch-size", str(self.batch_size), "--lr", str(self.lr),
-                "--seed", str(self.seed), "--out", runs, "--name", name,
-                *(["--label", self.label] if self.label else []),
-                *(["--init", "transfer", "--transfer-from", self.trunk(runs)]
-                  if self.transfer_from else [])]
+                "--seed", str(self.seed + stage - 1), "--out", runs, "--name", names[stage - 1],
+                *(["--label", self.label] if self.label else []), *init]
 
     def calibrate_command(self, root: str, model: str, out: str) -> list[str]:
         """The `xrp models calibrate` argv: the temperature fitted on the validation shots."""
@@ -80,7 +93,7 @@ RECIPES: dict[str, Recipe] = {
     # rising); not shipped yet: it leans multi on real frames (README, "The model zoo")
     "lattice": Recipe(
         "lattice", "zoo-lattice", 30_000, "zoo-lattice", 1_500, 128, 2.4, epochs=5, lr=5e-4,
-        label="is_multi_hits", transfer_from="resolution", calibrate=True,
+        stages=2, label="is_multi_hits", transfer_from="resolution", calibrate=True,
         evaluations=(("zoo-lattice-uniform", 1_000), ("zoo-lattice-g1", 1_000),
                      ("zoo-lattice-g5", 1_000), ("zoo-lattice-g20", 1_000))),
 }
