@@ -58,15 +58,14 @@ def main() -> None:
     tracking = ["--mlflow-uri", a.mlflow_uri] if a.mlflow_uri else []
     for cmd in r.simulate_commands(data):
         xrp(*cmd, *cluster)
+    cpus = a.cpus_per_worker or (1 if a.address else local_cores())
     for stage, name in enumerate(r.run_names(), start=1):
         run = Path(runs) / name
         if not (run / "summary.json").exists():  # written when the run has finished
             resume = ["--resume"] if list(run.glob("**/train_state.pt")) else []
-            cpus = a.cpus_per_worker or (1 if a.address else local_cores())
             xrp(*r.train_command(data, runs, stage), "--cpus-per-worker", f"{cpus:g}",
                 *resume, *cluster, *tracking)
-    name = r.run_names()[-1]
-    model = Path(runs) / name / "model.pt"
+    model = Path(runs) / name / "model.pt"  # the last stage's
     if r.calibrate:  # temperature-scale P(multi) on the validation shots (core/calibration.py)
         cal = model.with_name("model-calibrated.pt")
         if not cal.exists():

@@ -55,10 +55,9 @@ class Recipe:
         """The `xrp train` argv of a stage (add --resume to continue from its last checkpoint):
         stage 1 from the transfer trunk (or scratch), later stages from the stage before."""
         names = self.run_names()
-        init = (["--init", "transfer", "--transfer-from", f"{runs}/{names[stage - 2]}/model.pt"]
-                if stage > 1 else
-                ["--init", "transfer", "--transfer-from", self.trunk(runs)]
-                if self.transfer_from else [])
+        source = (f"{runs}/{names[stage - 2]}/model.pt" if stage > 1 else
+                  self.trunk(runs) if self.transfer_from else None)
+        init = ["--init", "transfer", "--transfer-from", source] if source else []
         return ["train", self.task, "--data", f"{root}/{self.train}",
                 "--val-data", f"{root}/{self.val}-val", "--grid-size", str(self.grid_size),
                 "--d-min", str(self.d_min_A), "--depth", str(self.depth), "--epochs",
@@ -72,12 +71,12 @@ class Recipe:
 
     def trunk(self, runs: str) -> str:
         """The model giving the initial trunk: the zoo run of ``transfer_from`` under ``runs``
-        if there is one, else the model the package ships for that task."""
+        (its last stage) if there is one, else the model the package ships for that task."""
         from pathlib import Path
 
         from xray_platform.zoo import zoo_model
 
-        run = Path(runs) / f"zoo-{self.transfer_from}" / "model.pt"
+        run = Path(runs) / RECIPES[str(self.transfer_from)].run_names()[-1] / "model.pt"
         shipped = zoo_model(str(self.transfer_from))
         return str(shipped.file) if not run.is_file() and shipped is not None else str(run)
 
