@@ -1,13 +1,25 @@
 """Learning curve of a training run: validation metric vs training images seen (per epoch), from
-the run's MLflow history; prints the table and writes a PNG.
+the run's MLflow history; prints the table and writes a PNG. Several runs (the stages of a zoo
+recipe, each continuing from the one before) give one curve, stage after stage.
 
     python benchmarks/learning_curve.py runs/zoo-resolution --mlflow-uri sqlite:///mlflow.db
+    python benchmarks/learning_curve.py runs/zoo-lattice runs/zoo-lattice-2 runs/zoo-lattice-3 \
+        --mlflow-uri sqlite:///mlflow.db
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+KEYS = ("val_mae_A", "val_pearson_r", "val_within_2sigma", "val_accuracy", "val_roc_auc")
+
+
+def history(client, run: Path) -> dict[str, dict[int, float]]:
+    """Per-epoch metrics of a run folder's MLflow run."""
+    run_id = (run / "mlflow_run_id").read_text().strip()
+    return {k: {m.step: m.value for m in client.get_metric_history(run_id, k)}
+            for k in ("train_images", *KEYS)}
 
 
 def main() -> None:
@@ -19,36 +31,39 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run", type=Path, help="a run folder of `xrp train` (has mlflow_run_id)")
+    ap.add_argument("runs", type=Path, nargs="+",
+                    help="run folders of `xrp train` (have mlflow_run_id), in training order")
     ap.add_argument("--mlflow-uri", required=True)
-    ap.add_argument("--out", type=Path, default=None, help="PNG (default: RUN/learning_curve.png)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="PNG (default: learning_curve.png in the last run folder)")
     a = ap.parse_args()
     client = mlflow.MlflowClient(a.mlflow_uri)
-    run_id = (a.run / "mlflow_run_id").read_text().strip()
-    hist = {k: {m.step: m.value for m in client.get_metric_history(run_id, k)}
-            for k in ("train_images", "val_mae_A", "val_pearson_r", "val_accuracy",
-                      "val_roc_auc", "val_within_2sigma")}
-    epochs = sorted(hist["train_images"])
-    seen, total = [], 0.0
-    for e in epochs:
-        total += hist["train_images"][e]
-        seen.append(total)
-    keys = [k for k in ("val_mae_A", "val_pearson_r", "val_within_2sigma", "val_accuracy",
-                        "val_roc_auc") if hist[k]]
-    print("| epoch | images seen | " + " | ".join(keys) + " |")
-    print("|---" * (2 + len(keys)) + "|")
-    for e, s in zip(epochs, seen, strict=True):
-        print(f"| {e} | {s:,.0f} | " + " | ".join(f"{hist[k].get(e, float('nan')):.4f}"
-                                               for k in keys) + " |")
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6))
-    for ax, k in zip(axes if len(keys) > 1 else [axes], keys, strict=True):
-        ax.plot(seen, [hist[k].get(e, float("nan")) for e in epochs], marker="o")
+    rows, total = [], 0.0  # (stage, epoch, images seen, {metric: value})
+    for stage, run in enumerate(a.runs, start=1):
+        h = history(client, run)
+        for e in sorted(h["train_images"]):
+            total += h["train_images"][e]
+            rows.append((stage, e, total, {k: h[k][e] for k in KEYS if e in h[k]}))
+    keys = [k for k in KEYS if any(k in r[3] for r in rows)]
+    print("| stage | epoch | images seen | " + " | ".join(keys) + " |")
+    print("|---" * (3 + len(keys)) + "|")
+    for stage, e, seen, m in rows:
+        print(f"| {stage} | {e} | {seen:,.0f} | " +
+              " | ".join(f"{m.get(k, float('nan')):.4f}" for k in keys) + " |")
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+    for ax, k in zip(axes[0], keys, strict=True):
+        for stage in range(1, len(a.runs) + 1):
+            pts = [(r[2], r[3].get(k, float("nan"))) for r in rows if r[0] == stage]
+            ax.plot(*zip(*pts, strict=True), marker="o",
+                    label=a.runs[stage - 1].name if len(a.runs) > 1 else None)
         ax.set_xlabel("training images seen")
         ax.set_title(k)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"learning curve: {a.run.name}")
+        if len(a.runs) > 1:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"learning curve: {', '.join(r.name for r in a.runs)}")
     fig.tight_layout()
-    out = a.out or a.run / "learning_curve.png"
+    out = a.out or a.runs[-1] / "learning_curve.png"
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
 

@@ -259,8 +259,11 @@ def test_model_summary() -> None:
     assert "\n" not in s
     for part in ("resolution", "34", "imagenet", "d_vis", "mae_A=0.1235"):
         assert part in s
-    assert "note" not in s
+    assert "note" not in s and "background" not in s
     assert json.dumps(meta)  # summary does not mutate / require anything exotic
+    meta["preprocessing"] = {**meta.get("preprocessing", {}), "grid_size": 128,
+                             "background": "radial-median"}
+    assert "background=radial-median" in model_summary(meta)
 
 
 # --------------------------------------------------------------------------- losses and outputs

@@ -7,7 +7,13 @@ import pytest
 import torch
 from helpers import REAL, needs_real
 
-from xray_platform.core.preprocess import Preprocessing, frame_to_counts, model_input, normalise
+from xray_platform.core.preprocess import (
+    Preprocessing,
+    frame_to_counts,
+    model_input,
+    normalise,
+    radial_background,
+)
 from xray_platform.physics.geometry import Geometry, detector
 
 PIL = detector("pilatus6m")
@@ -133,3 +139,53 @@ def test_the_fast_pixel_map_equals_the_trigonometric_one() -> None:
         want = torch.where(row >= 0, row * grid.size + col, grid.size**2).reshape(-1)
         got = _pixel_cells(g, grid, "cpu")
         assert (got != want).float().mean() < 1e-4, det
+
+
+def test_the_radial_background_is_each_rings_median_and_spares_the_spots() -> None:
+    size = 64
+    c = torch.arange(size, dtype=torch.float32) + 0.5 - size / 2
+    r = torch.sqrt(c[None, :] ** 2 + c[:, None] ** 2)
+    diffuse = 200.0 / (1.0 + r.floor())  # constant on each 1-cell ring, falling outwards
+    counts = diffuse.clone()
+    counts[10, 40] += 5000.0  # a Bragg spot
+    counts[:, :8] = -1.0  # a masked strip (off the detector)
+    prep = Preprocessing(size, 2.4, background="radial-median")
+    bg = radial_background(counts[None])[0]
+    on = counts >= 0
+    assert torch.allclose(bg[on], diffuse[on])  # the spot does not move its ring's median
+    x = normalise(counts, prep)[0, 0]
+    assert float(x[10, 40]) == pytest.approx(np.log1p(5000.0) / prep.scale)
+    others = on.clone()
+    others[10, 40] = False
+    assert float(x[others].abs().max()) == 0.0 and float(x[~on].abs().max()) == 0.0
+    # without the subtraction the diffuse level is the input
+    assert float(normalise(counts, Preprocessing(size, 2.4))[0, 0][others].max()) > 0.4
+    # a ring with no unmasked cell has no background (0), and masked cells stay masked
+    assert float(radial_background(torch.full((1, size, size), -1.0)).abs().max()) == 0.0
+
+
+def test_the_background_is_recorded_and_checked() -> None:
+    prep = Preprocessing(128, 2.4, background="radial-median")
+    assert Preprocessing.from_dict(prep.to_dict()) == prep
+    old = {k: v for k, v in prep.to_dict().items() if k != "background"}  # files before it
+    assert Preprocessing.from_dict(old).background == "none"
+    with pytest.raises(ValueError, match="unknown background"):
+        Preprocessing(128, 2.4, background="rolling-ball")
+
+
+def test_training_rows_carry_the_models_background_subtraction() -> None:
+    from xray_platform.orchestration.data import SimulateShots
+    from xray_platform.physics.presets import preset
+    from xray_platform.physics.sampling import sample_params, shot_seed
+    from xray_platform.physics.simulate import simulate
+
+    p = preset("quick-lattice")
+    rows = SimulateShots(p, "lattice", None, 3, fresh=False, background="radial-median")(
+        {"id": np.arange(2)})
+    raw = SimulateShots(p, "lattice", None, 3, fresh=False)({"id": np.arange(2)})
+    counts = np.stack([simulate(sample_params(shot_seed(3, i), p.sim), p.grid).inputs
+                       for i in range(2)])
+    prep = Preprocessing.for_grid(p.grid, "radial-median")
+    assert np.allclose(rows["x"], normalise(counts, prep)[:, 0].numpy())
+    assert np.allclose(raw["x"], normalise(counts, Preprocessing.for_grid(p.grid))[:, 0].numpy())
+    assert (rows["x"] < raw["x"] - 1e-3).any()  # the background came off

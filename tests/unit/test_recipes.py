@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xray_platform.core.preprocess import BACKGROUNDS
 from xray_platform.zoo import zoo_model
 from xray_platform.zoo.recipes import RECIPES
 
@@ -41,3 +42,12 @@ def test_a_later_stage_continues_from_the_whole_network_of_the_stage_before() ->
     assert _arg(second, "--transfer-from") == "runs/zoo-lattice/model.pt"
     assert _arg(second, "--seed") != _arg(first, "--seed")  # another shuffle and flips
     assert _arg(second, "--data") == _arg(first, "--data")
+
+
+def test_the_background_subtraction_starts_at_its_stage_and_is_the_models_input() -> None:
+    r = RECIPES["lattice"]
+    for stage in range(1, r.stages + 1):
+        cmd = r.train_command("data", "runs", stage)
+        bg = _arg(cmd, "--background") if "--background" in cmd else "none"
+        assert bg == (r.background if stage >= r.background_stage else "none")
+    assert r.stage_background(r.stages) in BACKGROUNDS

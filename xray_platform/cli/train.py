@@ -76,6 +76,10 @@ def train(
                                  "flips of the grid while training."),
     train_shots: int | None = typer.Option(None, "--train-shots", help="Data sets: train on "
                                            "the first N shots only (learning curves)."),
+    background: str = typer.Option("none", "--background", help="Subtracted from every "
+                                   "input cell before log1p: none, or radial-median (the "
+                                   "median count of the cell's resolution ring: spots above "
+                                   "the diffuse background). Recorded in the model file."),
 ) -> None:
     """Train a lattice classifier or a resolution regressor on Ray Train, tracked in MLflow."""
     from xray_platform.orchestration.env import prepare_ray_env
@@ -92,7 +96,8 @@ def train(
                       transfer_from=str(transfer_from) if transfer_from else None,
                       out=str(out), name=name, mlflow_uri=mlflow_uri, address=address,
                       resume=resume, seed=seed, val_data=val_data, grid_size=grid_size,
-                      d_min_A=d_min, augment=augment, train_shots=train_shots)
+                      d_min_A=d_min, augment=augment, train_shots=train_shots,
+                      background=background)
     try:
         s.validate()
         if depth not in DEPTHS:

@@ -387,6 +387,8 @@ def model_summary(metadata: dict) -> str:
     prep = metadata.get("preprocessing")
     if isinstance(prep, dict) and "grid_size" in prep:
         parts.append(f"grid={prep['grid_size']}")
+        if prep.get("background", "none") != "none":
+            parts.append(f"background={prep['background']}")
     metrics = metadata.get("metrics")
     if isinstance(metrics, dict):
         shown = []

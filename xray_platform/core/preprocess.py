@@ -6,12 +6,15 @@ Two steps:
    :mod:`xray_platform.physics.qgrid` (per-cell maximum, so Bragg spots survive; masked cells
    -1). The simulator's fast path produces this directly; shot data sets store it.
 2. :func:`normalise`: counts -> network input, x = log1p(counts) / scale, masked cells 0, one
-   channel (N, 1, H, W) float32.
+   channel (N, 1, H, W) float32; with background="radial-median", each ring's median count
+   (:func:`radial_background`) is first subtracted, so the network sees spots above the local
+   background, not the background's level (real crystals scatter diffusely; simulations less).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -22,6 +25,8 @@ from xray_platform.physics.qgrid import QGrid, frame_to_grid
 
 #: log1p of a saturated 20-bit PILATUS pixel is 13.9: dividing by 10 keeps inputs ~[0, 1.4].
 LOG_SCALE = 10.0
+#: what normalise subtracts before the transform
+BACKGROUNDS = ("none", "radial-median")
 
 
 @dataclass(frozen=True)
@@ -32,10 +37,14 @@ class Preprocessing:
     d_min_A: float = 1.2
     transform: str = "log1p"
     scale: float = LOG_SCALE
+    background: str = "none"  # one of BACKGROUNDS
 
     def __post_init__(self) -> None:
         if self.transform != "log1p":
             raise ValueError(f"unknown input transform {self.transform!r} (known: log1p)")
+        if self.background not in BACKGROUNDS:
+            raise ValueError(f"unknown background {self.background!r} (known: "
+                             f"{', '.join(BACKGROUNDS)})")
         QGrid(self.grid_size, self.d_min_A)  # validates
 
     @property
@@ -47,11 +56,12 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
-        return cls(**{k: d[k] for k in ("grid_size", "d_min_A", "transform", "scale") if k in d})
+        keys = ("grid_size", "d_min_A", "transform", "scale", "background")
+        return cls(**{k: d[k] for k in keys if k in d})  # older files: no background
 
     @classmethod
-    def for_grid(cls, grid: QGrid) -> Preprocessing:
-        return cls(grid.size, grid.d_min_A)
+    def for_grid(cls, grid: QGrid, background: str = "none") -> Preprocessing:
+        return cls(grid.size, grid.d_min_A, background=background)
 
 
 def frame_to_counts(frame: np.ndarray | torch.Tensor, geom: Geometry | PanelGeometry,
@@ -103,6 +113,34 @@ def regrid(counts: np.ndarray | torch.Tensor, src: QGrid, dst: QGrid) -> np.ndar
     return arr.reshape(*arr.shape[:-2], dst.size, f, dst.size, f).max(axis=(-3, -1))
 
 
+@lru_cache(maxsize=8)
+def _rings(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ring of every cell of a size² grid (integer radius in cells from the beam, flattened),
+    and each ring's cells as a (rings, longest) index matrix padded with size² (a NaN slot)."""
+    c = torch.arange(size, dtype=torch.float64) + 0.5 - size / 2
+    ring = torch.sqrt(c[None, :] ** 2 + c[:, None] ** 2).floor().long().flatten()
+    order = torch.argsort(ring, stable=True)
+    n = torch.bincount(ring)
+    idx = torch.full((len(n), int(n.max())), size * size, dtype=torch.long)
+    start = torch.cumsum(n, 0) - n
+    idx[ring[order], torch.arange(size * size) - start[ring[order]]] = order
+    return ring, idx
+
+
+def radial_background(counts: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Grid counts (N, H, W) (masked < 0) -> each cell's background: the median of the unmasked
+    cells of its ring (1 cell wide, i.e. one resolution shell; 0 where a ring is all masked).
+    Bragg spots fill a small part of a ring, so the median is the diffuse level (air, solvent,
+    the crystal's diffuse scattering, a powder ring), as in radial background models."""
+    x = torch.as_tensor(counts, dtype=torch.float32)
+    n, h, w = x.shape
+    ring, idx = _rings(h)
+    flat = torch.where(x.reshape(n, h * w) < 0, torch.nan, x.reshape(n, h * w))
+    flat = torch.cat([flat, torch.full((n, 1), torch.nan)], 1)
+    med = torch.nan_to_num(torch.nanmedian(flat[:, idx], dim=-1).values, nan=0.0)
+    return med[:, ring].reshape(n, h, w)
+
+
 def normalise(counts: np.ndarray | torch.Tensor, prep: Preprocessing) -> torch.Tensor:
     """Grid counts (H, W) or (N, H, W) -> network input (N, 1, H, W) float32."""
     x = torch.as_tensor(counts, dtype=torch.float32)
@@ -111,6 +149,8 @@ def normalise(counts: np.ndarray | torch.Tensor, prep: Preprocessing) -> torch.T
     if x.shape[-2:] != (prep.grid_size, prep.grid_size):
         raise ValueError(f"input grid {tuple(x.shape[-2:])} does not match the model's "
                          f"{prep.grid_size} x {prep.grid_size}")
+    if prep.background == "radial-median" and len(x):
+        x = torch.where(x >= 0, (x - radial_background(x)).clamp(min=0.0), x)
     x = torch.log1p(x.clamp(min=0.0)) / prep.scale  # masked (-1) -> 0
     return x[:, None]
 

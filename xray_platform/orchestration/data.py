@@ -21,11 +21,12 @@ from xray_platform.physics.sampling import sample_params, shot_seed
 from xray_platform.physics.simulate import simulate
 
 
-def _rows(inputs: list[np.ndarray], ys: list[float], seeds: list[int], size: int) -> dict:
+def _rows(inputs: list[np.ndarray], ys: list[float], seeds: list[int],
+          prep: Preprocessing) -> dict:
     if not inputs:
+        size = prep.grid_size
         return {"x": np.zeros((0, size, size), np.float32), "y": np.zeros(0, np.float32),
                 "seed": np.zeros(0, np.int64)}
-    prep = Preprocessing(size)
     x = normalise(np.stack(inputs), prep)[:, 0].numpy()
     return {"x": x, "y": np.asarray(ys, np.float32), "seed": np.asarray(seeds, np.int64)}
 
@@ -35,15 +36,16 @@ class SimulateShots:
 
     fresh=True draws a new random seed per shot at every call, so every epoch (every pass over
     the lazy data set) trains on shots never seen before; fresh=False derives the seeds from
-    (seed, id): a fixed set (validation)."""
+    (seed, id): a fixed set (validation). ``background``: see preprocess.Preprocessing."""
 
     def __init__(self, preset: DatasetPreset, task: str, label: str | None, seed: int,
-                 fresh: bool) -> None:
+                 fresh: bool, background: str = "none") -> None:
         import torch
 
         torch.set_num_threads(1)
         self.preset, self.task, self.label = preset, task, label
         self.seed, self.fresh = seed, fresh
+        self.prep = Preprocessing.for_grid(preset.grid, background)
         self.entropy = np.random.SeedSequence()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -61,25 +63,27 @@ class SimulateShots:
                 inputs.append(shot.inputs)
                 ys.append(float(y[0]))
                 kept.append(int(s))
-        return _rows(inputs, ys, kept, self.preset.grid.size)
+        return _rows(inputs, ys, kept, self.prep)
 
 
 def _simulate_batch(batch: dict[str, np.ndarray], preset: DatasetPreset, task: str,
-                    label: str | None, seed: int, fresh: bool) -> dict[str, np.ndarray]:
+                    label: str | None, seed: int, fresh: bool,
+                    background: str) -> dict[str, np.ndarray]:
     # a plain function, run as Ray tasks: worker processes (and their imports) are reused
     # across batches and epochs, where an actor pool would be rebuilt for every pass
-    return SimulateShots(preset, task, label, seed, fresh)(batch)
+    return SimulateShots(preset, task, label, seed, fresh, background)(batch)
 
 
 def simulated_dataset(preset: DatasetPreset, n_shots: int, task: str, label: str | None = None,
                       *, seed: int = 0, fresh: bool = True, batch_size: int = 8,
-                      num_cpus: float = 1.0) -> ray.data.Dataset:
+                      num_cpus: float = 1.0, background: str = "none") -> ray.data.Dataset:
     """A lazy data set of ``n_shots`` simulated shots per pass (fewer rows for resolution: shots
     without the label are dropped)."""
     blocks = max(1, min(200, n_shots // batch_size))
     return ray.data.range(n_shots, override_num_blocks=blocks).map_batches(
         _simulate_batch,
-        fn_kwargs={"preset": preset, "task": task, "label": label, "seed": seed, "fresh": fresh},
+        fn_kwargs={"preset": preset, "task": task, "label": label, "seed": seed, "fresh": fresh,
+                   "background": background},
         batch_size=batch_size, num_cpus=num_cpus)
 
 
@@ -88,12 +92,13 @@ class ReadShots:
     model's grid (derived from the stored grid by :func:`preprocess.regrid` when they differ)."""
 
     def __init__(self, path: str, task: str, label: str | None,
-                 grid: QGrid | None = None) -> None:
+                 grid: QGrid | None = None, background: str = "none") -> None:
         self.ds = ShotDataset(path)
         self.y, _ = training_target(self.ds.table, task, label)
         self.seed = np.asarray(self.ds.table["seed"], np.int64)
         self.src = dataset_grid(path)
         self.dst = grid or self.src
+        self.prep = Preprocessing.for_grid(self.dst, background)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         idx = [int(i) for i in batch["index"]]
@@ -101,13 +106,14 @@ class ReadShots:
         if inputs and self.dst != self.src:
             inputs = list(regrid(np.stack(inputs), self.src, self.dst))
         return _rows(inputs, [float(self.y[i]) for i in idx], [int(self.seed[i]) for i in idx],
-                     self.dst.size)
+                     self.prep)
 
 
 def hdf5_dataset(path: str | Path, task: str, label: str | None = None, *,
                  indices: np.ndarray | None = None, grid: QGrid | None = None,
                  shuffle: bool = False, seed: int = 0, batch_size: int = 16,
-                 concurrency: int = 2, num_cpus: float = 0.5) -> ray.data.Dataset:
+                 concurrency: int = 2, num_cpus: float = 0.5,
+                 background: str = "none") -> ray.data.Dataset:
     """A data set over an HDF5 shot data set (folder of shards or one shard), only the shots that
     carry the task's label (optionally a subset of global indices), on ``grid`` (default: the
     stored grid). ``shuffle``: a new block order at every pass (training epochs), reproducible
@@ -130,7 +136,8 @@ def hdf5_dataset(path: str | Path, task: str, label: str | None = None, *,
         items = items.randomize_block_order(
             seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
     return items.map_batches(ReadShots, fn_constructor_kwargs={"path": str(path), "task": task,
-                                                               "label": label, "grid": grid},
+                                                               "label": label, "grid": grid,
+                                                               "background": background},
                              batch_size=batch_size, concurrency=(1, concurrency),
                              num_cpus=num_cpus)
 

@@ -71,6 +71,7 @@ class TrainSettings(DataSettings):
     grid_size: int | None = None  # HDF5: model input grid (default: the stored grid)
     d_min_A: float | None = None  # HDF5: its resolution edge (default: the stored grid's)
     augment: bool = True  # random flips of the grid (qx -> -qx, qy -> -qy: same physics)
+    background: str = "none"  # subtracted from the input (preprocess.BACKGROUNDS)
     out: str = "runs"
     name: str | None = None
     experiment: str | None = None
@@ -106,6 +107,11 @@ class TrainSettings(DataSettings):
                              "data sets; a preset fixes its own grid and validation shots")
         if self.train_shots is not None and self.train_shots < 1:
             raise ValueError(f"train shots must be >= 1, got {self.train_shots}")
+        from xray_platform.core.preprocess import BACKGROUNDS
+
+        if self.background not in BACKGROUNDS:
+            raise ValueError(f"--background must be one of {', '.join(BACKGROUNDS)}, got "
+                             f"{self.background!r}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -234,9 +240,10 @@ def data_sources(s: TrainSettings, with_val: bool = True):
         preset = PRESETS[s.data]
         n_train = s.shots_per_epoch or preset.n_shots
         n_val = s.val_shots or max(32, n_train // 10)
-        train = simulated_dataset(preset, n_train, s.task, s.label, fresh=True)
+        bg = s.background
+        train = simulated_dataset(preset, n_train, s.task, s.label, fresh=True, background=bg)
         val = simulated_dataset(preset, n_val, s.task, s.label, seed=val_seed(s.seed),
-                                fresh=False).materialize() if with_val else None
+                                fresh=False, background=bg).materialize() if with_val else None
         desc = {"source": "simulated (fresh shots every epoch)", "preset": preset.name,
                 "shots_per_epoch": n_train, "train_rows": n_train, "val_shots": n_val,
                 "val_seed": val_seed(s.seed),
@@ -267,14 +274,15 @@ def data_sources(s: TrainSettings, with_val: bool = True):
         raise ValueError(f"{path} has {n} shots: too few to hold out a validation set")
     n_train = min(n - n_val, s.train_shots or n)
     _, keep = training_target(ShotDataset(path).table, s.task, s.label)
+    bg = s.background
     train = hdf5_dataset(path, s.task, s.label, indices=np.arange(n_train), grid=grid,
-                         shuffle=True, seed=s.seed)
+                         shuffle=True, seed=s.seed, background=bg)
     val = None
     if with_val and s.val_data:
-        val = hdf5_dataset(s.val_data, s.task, s.label, grid=grid).materialize()
+        val = hdf5_dataset(s.val_data, s.task, s.label, grid=grid, background=bg).materialize()
     elif with_val:
         val = hdf5_dataset(path, s.task, s.label, indices=np.arange(n - n_val, n),
-                           grid=grid).materialize()
+                           grid=grid, background=bg).materialize()
     desc = {"source": "HDF5 shot data set", "path": str(path.resolve()), "n_shots": n_train,
             "train_rows": int(keep[:n_train].sum()),
             "stored_grid": {"size": stored.size, "d_min_A": stored.d_min_A}}
@@ -342,7 +350,7 @@ def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val
 
     client = mlflow.MlflowClient(uri)
     metadata = {"task": s.task, "depth": s.depth, "init": s.init, "label": s.label,
-                "preprocessing": Preprocessing.for_grid(grid).to_dict(),
+                "preprocessing": Preprocessing.for_grid(grid, s.background).to_dict(),
                 "training_data": data_desc,
                 "mlflow_run_id": run_id, "mlflow_tracking_uri": uri, "xrp_version": __version__,
                 "target": "is_multi (logit)" if s.task == "lattice"

@@ -22,6 +22,15 @@ from xray_platform.zoo import INDEX, ZOO_DIR
 from xray_platform.zoo.recipes import RECIPES
 
 
+def _background(r, meta: dict) -> str:
+    """The card's words for what the model subtracts from its input (its file's record)."""
+    bg = meta.get("preprocessing", {}).get("background", "none")
+    if bg == "none":
+        return ""
+    since = f" from stage {r.background_stage} on" if r.background_stage > 1 else ""
+    return f"each ring's median count subtracted ({bg}{since}), "
+
+
 def _card(task: str, name: str, version: str, meta: dict, reports: list[Path],
           notes: str) -> str:
     r = RECIPES[task]
@@ -45,7 +54,7 @@ def _card(task: str, name: str, version: str, meta: dict, reports: list[Path],
              f"- data: `{data.get('path', '?')}` ({data.get('n_shots', '?')} shots; preset "
              f"`{r.train}`, seed 0), validation `{data.get('val_data', '?')}` (seed 1)",
              f"- input: {r.grid_size} x {r.grid_size} reciprocal-space grid to "
-             f"{r.d_min_A} Å, log1p(counts)/10, random flips",
+             f"{r.d_min_A} Å, {_background(r, meta)}log1p(counts)/10, random flips",
              f"- ResNet-{r.depth} {init}{', label ' + r.label if r.label else ''}, "
              f"AdamW lr {r.lr} (warm-up + cosine), batch "
              f"{r.batch_size}, {r.epochs} epochs"

@@ -32,6 +32,10 @@ class Recipe:
     #: the one before (a warm restart of the schedule: a run that fits in one session and
     #: continues in the next; run names zoo-<task>, zoo-<task>-2, ...)
     stages: int = 1
+    #: subtracted from the inputs (preprocess.BACKGROUNDS) from stage ``background_stage`` on
+    #: (earlier stages: raw inputs; a later stage then fine-tunes the network onto the new input)
+    background: str = "none"
+    background_stage: int = 1
     #: held-out evaluation sets (preset, shots), simulated with seed 2
     evaluations: tuple[tuple[str, int], ...] = field(default_factory=tuple)
 
@@ -58,12 +62,18 @@ class Recipe:
         source = (f"{runs}/{names[stage - 2]}/model.pt" if stage > 1 else
                   self.trunk(runs) if self.transfer_from else None)
         init = ["--init", "transfer", "--transfer-from", source] if source else []
+        bg = self.stage_background(stage)
         return ["train", self.task, "--data", f"{root}/{self.train}",
                 "--val-data", f"{root}/{self.val}-val", "--grid-size", str(self.grid_size),
                 "--d-min", str(self.d_min_A), "--depth", str(self.depth), "--epochs",
                 str(self.epochs), "--batch-size", str(self.batch_size), "--lr", str(self.lr),
                 "--seed", str(self.seed + stage - 1), "--out", runs, "--name", names[stage - 1],
-                *(["--label", self.label] if self.label else []), *init]
+                *(["--label", self.label] if self.label else []), *init,
+                *(["--background", bg] if bg != "none" else [])]
+
+    def stage_background(self, stage: int) -> str:
+        """What a stage subtracts from its inputs (the last stage's: the model's)."""
+        return self.background if stage >= self.background_stage else "none"
 
     def calibrate_command(self, root: str, model: str, out: str) -> list[str]:
         """The `xrp models calibrate` argv: the temperature fitted on the validation shots."""
@@ -93,7 +103,8 @@ RECIPES: dict[str, Recipe] = {
     # "The model zoo")
     "lattice": Recipe(
         "lattice", "zoo-lattice", 30_000, "zoo-lattice", 1_500, 128, 2.4, epochs=5, lr=5e-4,
-        stages=2, label="is_multi_hits", transfer_from="resolution", calibrate=True,
+        stages=3, background="radial-median", background_stage=3, label="is_multi_hits",
+        transfer_from="resolution", calibrate=True,
         evaluations=(("zoo-lattice-uniform", 1_000), ("zoo-lattice-g1", 1_000),
                      ("zoo-lattice-g5", 1_000), ("zoo-lattice-g20", 1_000))),
 }
