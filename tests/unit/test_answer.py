@@ -26,11 +26,13 @@ from xray_platform.physics.qgrid import QGrid
 HIT, MISS = REAL / "thau_3_2_0002.cbf.bz2", REAL / "thau_3_2_0017.cbf.bz2"
 
 
-def _model(tmp: Path, task: str, size: int, d_min: float = 1.2) -> Path:
+def _model(tmp: Path, task: str, size: int, d_min: float = 1.2,
+           background: str = "none") -> Path:
     torch.manual_seed(0)
     label = "is_multi" if task == "lattice" else "d_vis"
+    prep = Preprocessing(size, d_min, background=background)
     return save_model(tmp / f"{task}.pt", build_model(task, 18),
-                      {"preprocessing": Preprocessing(size, d_min).to_dict(), "label": label})
+                      {"preprocessing": prep.to_dict(), "label": label})
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,7 @@ def test_the_real_hit_and_miss_are_told_apart(frames) -> None:
     assert hit.hit and hit.n_spots > 100
     assert not miss.hit and miss.n_spots < 15
     for p in preps:
-        x = hit.inputs[(p.grid_size, p.d_min_A)]
+        x = hit.inputs[core_answer.key(p)]
         assert x.shape == (128, 128) and np.isfinite(x).all() and 0 <= x.min() <= x.max() < 1.5
     assert hit.info["wavelength_A"] == pytest.approx(0.96859, abs=1e-4)
     assert hit.timings_ms["grid_ms"] > 0
@@ -97,3 +99,23 @@ def test_predict_frames_answers_and_names_its_models(frames, tmp_path: Path) -> 
         assert 0.8 < hit["resolution_A"] < 12 and hit["resolution_sigma_A"] > 0
     with pytest.raises(ValueError, match="is a lattice model"):
         load_file("resolution", tmp_path / "lattice.pt")
+
+
+@needs_real
+def test_models_on_one_grid_get_their_own_background_subtraction(frames, tmp_path: Path
+                                                                 ) -> None:
+    """A lattice model reading background-subtracted inputs next to a resolution model reading
+    raw ones on the same grid: each is fed the input it was trained on."""
+    from xray_platform.core.preprocess import normalise
+
+    models = {"lattice": load_file("lattice", _model(tmp_path, "lattice", 64,
+                                                     background="radial-median")),
+              "resolution": load_file("resolution", _model(tmp_path, "resolution", 64))}
+    preps = [m.prep for m in models.values()]
+    prepared = prepare_frame(frames["hit"], preps)
+    counts = map_grids(frames["hit"].image, frames["hit"].geometry(), [preps[0].grid, HIT_GRID])
+    for task, m in models.items():
+        x = prepared.inputs[core_answer.input_key(m.describe())]
+        assert np.allclose(x, normalise(counts[m.prep.grid], m.prep)[0, 0].numpy()), task
+    lat, res = (prepared.inputs[core_answer.key(p)] for p in preps)
+    assert lat.sum() < res.sum()  # the background came off the lattice model's input

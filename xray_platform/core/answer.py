@@ -65,6 +65,7 @@ def describe_model(task: str, meta: dict, source: str, name: str | None = None,
     return {"task": task, "name": name, "version": version, "source": source,
             "architecture": f"ResNet-{meta.get('depth')}", "init": meta.get("init"),
             "label": meta.get("label"), "grid_size": prep.grid_size, "d_min_A": prep.d_min_A,
+            "background": prep.background,
             "metrics": meta.get("metrics", {}), "xrp_version": meta.get("xrp_version")}
 
 
@@ -143,13 +144,15 @@ def prepare_frame(frame: Frame, preps: list[Preprocessing],
                     n_no_ice, ice, rings, *d_spots)
 
 
-def key(prep: Preprocessing) -> tuple[int, float]:
-    return (prep.grid_size, prep.d_min_A)
+def key(prep: Preprocessing) -> tuple[int, float, str]:
+    """Models share an input only when their grid and their background subtraction agree."""
+    return (prep.grid_size, prep.d_min_A, prep.background)
 
 
-def input_key(described: dict) -> tuple[int, float]:
+def input_key(described: dict) -> tuple[int, float, str]:
     """The Prepared.inputs key of a model from its describe() record."""
-    return (int(described["grid_size"]), float(described["d_min_A"]))
+    return (int(described["grid_size"]), float(described["d_min_A"]),
+            str(described.get("background", "none")))
 
 
 @torch.no_grad()

@@ -134,9 +134,9 @@ def radial_background(counts: np.ndarray | torch.Tensor) -> torch.Tensor:
     the crystal's diffuse scattering, a powder ring), as in radial background models."""
     x = torch.as_tensor(counts, dtype=torch.float32)
     n, h, w = x.shape
-    ring, idx = _rings(h)
+    ring, idx = (t.to(x.device) for t in _rings(h))
     flat = torch.where(x.reshape(n, h * w) < 0, torch.nan, x.reshape(n, h * w))
-    flat = torch.cat([flat, torch.full((n, 1), torch.nan)], 1)
+    flat = torch.cat([flat, torch.full((n, 1), torch.nan, device=x.device)], 1)
     med = torch.nan_to_num(torch.nanmedian(flat[:, idx], dim=-1).values, nan=0.0)
     return med[:, ring].reshape(n, h, w)
 

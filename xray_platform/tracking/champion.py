@@ -53,8 +53,11 @@ def decide(task: str, cand: dict, inc: Incumbent | None, val_rows: Rows,
         rows = val_rows
         own = (prep.grid_size, prep.d_min_A)
         same = own == val_grid if val_grid else prep.grid_size == val_rows["x"].shape[-1]
+        same &= prep.background == "none"  # the search's rows are raw (trials subtract none)
         if not same and rows_for is not None:
             rows = rows_for(prep)
+        elif prep.background != "none":
+            raise ValueError(f"its inputs subtract the {prep.background} background")
         champ = score_model(inc.path, rows)
     except ValueError as e:  # e.g. another input grid the shots cannot be put on
         if force:
