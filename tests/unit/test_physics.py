@@ -14,10 +14,14 @@ from xray_platform.physics.labels import b_factor, d_B_from_b_factor, resolution
 from xray_platform.physics.qgrid import MASKED, QGrid, frame_to_grid
 from xray_platform.physics.sampling import SimConfig, sample_params, shot_seed
 from xray_platform.physics.simulate import (
+    expected_frame,
+    predict_reflections,
     render_frame,
     render_input,
     sample_max_poisson,
     simulate,
+    smeared_profile,
+    spot_widths,
 )
 
 PIL = detector("pilatus6m")
@@ -240,3 +244,58 @@ def test_same_code_runs_on_an_explicit_device(device: str) -> None:
         assert shot.record[k] == ref.record[k], k
     assert shot.record["d_vis"] == pytest.approx(ref.record["d_vis"], rel=1e-4, nan_ok=True)
     assert ((shot.inputs == MASKED) == (ref.inputs == MASKED)).mean() > 0.999
+
+
+# --- mosaic-smeared spots ------------------------------------------------------------------
+def _moments(w: torch.Tensor, f0: float, s0: float, lo_f: float, lo_s: float) -> np.ndarray:
+    """Second-moment matrix (fast, slow) of a box of weights about (f0, s0)."""
+    w = w.double().numpy()
+    ss, ff = np.mgrid[0:w.shape[0], 0:w.shape[1]]
+    d = np.stack([(ff + lo_f - f0).ravel(), (ss + lo_s - s0).ravel()])
+    return (d * w.ravel()) @ d.T / w.sum()
+
+
+@pytest.mark.parametrize("angle_deg", [0.0, 45.0, 120.0])
+def test_a_mosaic_spot_is_smeared_along_the_azimuth_by_rho_eta(angle_deg: float) -> None:
+    """sigma_t^2 = s0^2 + (rho eta)^2 (+ divergence): a spot 600 px from the beam with 1 deg of
+    mosaic spread is ~4.5 px long along the azimuth and stays narrow radially."""
+    base = sample_params(shot_seed(3, 0), CFG.with_(n_lattices={1: 1.0}))
+    p = replace(base, distance_mm=250.0, mosaic_deg=1.0, bandwidth=1e-4, divergence_mrad=0.01,
+                spot_sigma_px=0.8, spot_profile="mosaic")
+    geom = p.geometry
+    f0, s0 = geom.beam_center_px
+    a = math.radians(angle_deg)
+    f = torch.tensor([f0 + 600 * math.cos(a)], dtype=torch.float64)
+    s = torch.tensor([s0 + 600 * math.sin(a)], dtype=torch.float64)
+    sr, st = (float(t) for t in spot_widths(p, geom, f, s))
+    eta = math.radians(1.0) / 2.3548
+    assert st == pytest.approx(math.hypot(0.8, 600 * eta), rel=0.02) and sr < 1.0
+    n = 41
+    lo_f, lo_s = torch.round(f) - n // 2, torch.round(s) - n // 2
+    w = smeared_profile(p, geom, f, s, lo_f, lo_s, n)[0]
+    assert float(w.sum()) == pytest.approx(1.0, abs=2e-3)  # the whole spot is in the box
+    m = _moments(w, float(f), float(s), float(lo_f), float(lo_s))
+    radial = np.array([math.cos(a), math.sin(a)])
+    tangential = np.array([-math.sin(a), math.cos(a)])
+    assert radial @ m @ radial == pytest.approx(sr**2 + 1 / 12, rel=0.03)
+    assert tangential @ m @ tangential == pytest.approx(st**2 + 1 / 12, rel=0.03)
+
+
+def test_mosaic_spots_keep_their_photons_and_the_seed_keeps_its_other_numbers() -> None:
+    cfg = CFG.with_(n_lattices={1: 1.0}, p_ice=0.0)
+    p = sample_params(shot_seed(4, 0), cfg.with_(spot_profile="mosaic"))
+    assert replace(p, spot_profile="round") == sample_params(shot_seed(4, 0), cfg)
+    p = replace(p, mosaic_deg=0.8)
+    refl = predict_reflections(p)
+    spots, _ = expected_frame(p, refl=refl)
+    kept = refl.photons >= 0.05  # what is rendered
+    # (pixels expected to get < 0.05 spot photons are left out: a smeared weak spot loses more)
+    assert float(spots.sum()) == pytest.approx(float(refl.photons[kept].sum()), rel=0.05)
+    # the same shot's spots, round: the same photons on fewer pixels
+    round_spots, _ = expected_frame(replace(p, spot_profile="round"))
+    assert float(round_spots.sum()) == pytest.approx(float(spots.sum()), rel=0.05)
+    assert int((spots > 1).sum()) > int((round_spots > 1).sum())
+    with pytest.raises(ValueError, match="spot profile"):
+        replace(p, spot_profile="square")
+    with pytest.raises(ValueError, match="spot_profile"):
+        cfg.with_(spot_profile="square")

@@ -15,7 +15,7 @@ import numpy as np
 
 from xray_platform.physics import crystal as xtal
 from xray_platform.physics.geometry import Beamstop, detector
-from xray_platform.physics.simulate import ShotParams
+from xray_platform.physics.simulate import SPOT_PROFILES, ShotParams
 
 Range = tuple[float, float]
 
@@ -45,6 +45,7 @@ class SimConfig:
     log_bandwidth: Range = (1e-4, 3e-3)
     log_divergence_mrad: Range = (0.01, 0.3)
     spot_sigma_px: Range = (0.5, 1.4)
+    spot_profile: str = "round"  # simulate.SPOT_PROFILES ("mosaic": smeared by mosaic spread)
     log_spot_scale: Range = (5.0, 2e5)
     log_bg_level: Range = (0.2, 30.0)
     p_ice: float = 0.15
@@ -70,6 +71,9 @@ class SimConfig:
                     raise ValueError(f"{name}: bad range {value}")
                 if name.startswith("log_") and lo <= 0:
                     raise ValueError(f"{name}: log-uniform range must be positive, got {value}")
+        if self.spot_profile not in SPOT_PROFILES:
+            raise ValueError(f"spot_profile must be one of {SPOT_PROFILES}, got "
+                             f"{self.spot_profile!r}")
         if self.misorientation not in ("gaussian", "uniform", "mixed"):
             raise ValueError(f"misorientation must be 'gaussian', 'uniform' or 'mixed', "
                              f"got {self.misorientation!r}")
@@ -156,6 +160,7 @@ def sample_params(seed: int, cfg: SimConfig, **fixed) -> ShotParams:
         bandwidth=_logu(rng, cfg.log_bandwidth),
         divergence_mrad=_logu(rng, cfg.log_divergence_mrad),
         spot_sigma_px=_u(rng, cfg.spot_sigma_px),
+        spot_profile=cfg.spot_profile,  # not drawn: the other numbers of a seed stay the same
         spot_scale=_logu(rng, cfg.log_spot_scale),
         sf_seed=int(rng.integers(2**31)),
         bg_level=_logu(rng, cfg.log_bg_level),

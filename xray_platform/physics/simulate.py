@@ -20,7 +20,9 @@ Physics (per reflection hkl of lattice i, q = A_i (h, k, l), d = 1/|q|):
                     with Wilson acentric |F|^2 (mean 1), B = 4 d_B^2 + 12, s = 1/(2d),
                     P = (1 + cos^2 2t - K cos 2phi sin^2 2t) / 2 (Kahn polarisation, K = 0.99)
   spot              centred where the ray along k1 = k0 + q meets the detector; 2D Gaussian
-                    profile integrated over pixels (erf).
+                    profile integrated over pixels (erf) of sigma spot_sigma_px ("round"), or
+                    ("mosaic", :func:`spot_widths`) smeared along the azimuth by the mosaic
+                    spread and radially by bandwidth and divergence, as real stills show.
 Background (photons per pixel): level * profile(1/d) * P * (p / 0.172 mm)^2 * (200 mm / D)^2 *
 cos^3 2t (pixel solid angle), profile = air + water ring + plastic/loop + hexagonal ice rings.
 """
@@ -64,6 +66,14 @@ NORMAL_APPROX_MU = 12.0
 #: Spot pixels expected to get fewer spot photons than this are left to the background.
 MIN_PIXEL_PHOTONS = 0.05
 FWHM_TO_SIGMA = 1.0 / 2.3548200450309493
+#: spot profiles (ShotParams.spot_profile): "round", an isotropic Gaussian of spot_sigma_px; or
+#: "mosaic", that Gaussian smeared by the mosaic spread, bandwidth and divergence (spot_widths)
+SPOT_PROFILES = ("round", "mosaic")
+#: a smeared spot's sigma is capped here (px): it bounds the render box (FWHM 19 px, longer than
+#: the streaks of the real thaumatin still, ~10-15 px)
+MAX_SPOT_SIGMA_PX = 8.0
+#: spot pixels per rendering chunk of smeared spots (bounds the memory of one pass)
+SMEAR_CHUNK_PX = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,7 @@ class ShotParams:
     bandwidth: float = 1e-3  # dlambda/lambda FWHM
     divergence_mrad: float = 0.05  # FWHM
     spot_sigma_px: float = 0.8
+    spot_profile: str = "round"  # one of SPOT_PROFILES
     spot_scale: float = 1000.0  # photons of a full reflection with |F|^2 = 1, no falloff
     sf_seed: int = 0
     # background
@@ -101,6 +112,11 @@ class ShotParams:
     dead_pixels: int = 0
     gain: float = 1.0  # ADU per photon (photon counters: 1)
     read_noise: float = 0.0  # ADU rms (photon counters: 0)
+
+    def __post_init__(self) -> None:
+        if self.spot_profile not in SPOT_PROFILES:
+            raise ValueError(f"unknown spot profile {self.spot_profile!r} (known: "
+                             f"{', '.join(SPOT_PROFILES)})")
 
     @property
     def geometry(self) -> Geometry:
@@ -293,9 +309,14 @@ def predict_reflections(p: ShotParams, d_min_A: float | None = None,
 
     # label truth: S and Bg in the SPOT_BOX_PX box centred on the spot's pixel
     half = SPOT_BOX_PX // 2
-    fx = _box_fraction(f, torch.round(f) - half, SPOT_BOX_PX, p.spot_sigma_px).sum(1)
-    fy = _box_fraction(s, torch.round(s) - half, SPOT_BOX_PX, p.spot_sigma_px).sum(1)
-    S = photons * fx * fy
+    if p.spot_profile == "mosaic":
+        frac = smeared_profile(p, geom, f, s, torch.round(f) - half, torch.round(s) - half,
+                               SPOT_BOX_PX).sum((1, 2))
+    else:
+        fx = _box_fraction(f, torch.round(f) - half, SPOT_BOX_PX, p.spot_sigma_px).sum(1)
+        fy = _box_fraction(s, torch.round(s) - half, SPOT_BOX_PX, p.spot_sigma_px).sum(1)
+        frac = fx * fy
+    S = photons * frac
     x, y = geom.xy_mm(f, s)
     Bg = SPOT_BOX_PX**2 * background_per_pixel(p, geom, x, y)
     on_active = geom.is_active(f, s)
@@ -355,8 +376,53 @@ def _generator(p: ShotParams, device) -> torch.Generator:
 
 
 def render_box_px(p: ShotParams) -> int:
-    """Side of the box each spot is rendered in: +-3.5 sigma of its profile."""
+    """Side of the box each round spot is rendered in: +-3.5 sigma of its profile."""
     return 2 * math.ceil(3.5 * p.spot_sigma_px) + 1
+
+
+def spot_widths(p: ShotParams, geom: Geometry, f: torch.Tensor, s: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Radial and tangential sigma (px) of "mosaic" spots at detector positions (f, s).
+
+    A mosaic block turned by delta about the beam turns its spot by delta about the beam
+    centre, rho * delta along the azimuth (rho: the spot's distance from the beam), so
+    sigma_t^2 = s0^2 + (rho eta)^2 + (D div / cos 2t)^2 with eta, div the mosaic and divergence
+    sigmas (rad). Radially, Bragg's law gives d(2t) = 2 tan(t) dlambda/lambda, and d(rho) =
+    D / cos^2(2t) d(2t): sigma_r^2 = s0^2 + (D / cos^2 2t)^2 ((2 tan t bw)^2 + div^2), bw the
+    bandwidth sigma. s0 = spot_sigma_px (beam and crystal size, point spread); D, rho in px."""
+    x, y = geom.xy_mm(f, s)
+    px = geom.detector.pixel_mm
+    rho = torch.sqrt(x * x + y * y) / px
+    dist = geom.distance_mm / px
+    two_t = torch.atan2(rho, torch.full_like(rho, dist))
+    cos2t = torch.cos(two_t)
+    eta = math.radians(p.mosaic_deg) * FWHM_TO_SIGMA
+    div = p.divergence_mrad * 1e-3 * FWHM_TO_SIGMA
+    bw = p.bandwidth * FWHM_TO_SIGMA
+    s0 = p.spot_sigma_px
+    radial = dist / cos2t**2 * torch.sqrt((2 * torch.tan(two_t / 2) * bw) ** 2 + div**2)
+    tangential = torch.sqrt((rho * eta) ** 2 + (dist * div / cos2t) ** 2)
+    return (torch.sqrt(s0**2 + radial**2).clamp(max=MAX_SPOT_SIGMA_PX),
+            torch.sqrt(s0**2 + tangential**2).clamp(max=MAX_SPOT_SIGMA_PX))
+
+
+def smeared_profile(p: ShotParams, geom: Geometry, f: torch.Tensor, s: torch.Tensor,
+                    f_lo: torch.Tensor, s_lo: torch.Tensor, n: int) -> torch.Tensor:
+    """Fraction of each "mosaic" spot (centre f, s) on the pixels of an n x n box from (f_lo,
+    s_lo): (m, n, n) (slow, fast). The Gaussian is evaluated at pixel centres with the pixel's
+    own variance (1/12 px^2) added, the usual stand-in for integrating over the pixel."""
+    sr, st = spot_widths(p, geom, f, s)
+    x, y = geom.xy_mm(f, s)
+    rho = torch.sqrt(x * x + y * y).clamp(min=1e-9)
+    ef, es = x / rho, y / rho  # the radial direction (fast, slow); at the beam any will do
+    vr, vt = sr**2 + 1 / 12, st**2 + 1 / 12
+    ar = torch.arange(n, device=f.device, dtype=f.dtype)
+    df = (f_lo[:, None] + ar - f[:, None])[:, None, :]  # (m, 1, n)
+    ds = (s_lo[:, None] + ar - s[:, None])[:, :, None]  # (m, n, 1)
+    u = df * ef[:, None, None] + ds * es[:, None, None]
+    v = ds * ef[:, None, None] - df * es[:, None, None]
+    w = torch.exp(-0.5 * (u * u / vr[:, None, None] + v * v / vt[:, None, None]))
+    return w / (2 * math.pi * torch.sqrt(vr * vt))[:, None, None]
 
 
 def _render_spot_boxes(p: ShotParams, geom: Geometry, refl: Reflections):
@@ -367,6 +433,8 @@ def _render_spot_boxes(p: ShotParams, geom: Geometry, refl: Reflections):
     taken at the spot centre (it is smooth over a few pixels)."""
     keep = refl.photons >= MIN_RENDER_PHOTONS
     f, s, ph = refl.f[keep], refl.s[keep], refl.photons[keep]
+    if p.spot_profile == "mosaic":
+        return _render_smeared(p, geom, f, s, ph)
     n = render_box_px(p)
     half = n // 2
     nf, ns = geom.detector.n_fast, geom.detector.n_slow
@@ -385,6 +453,35 @@ def _render_spot_boxes(p: ShotParams, geom: Geometry, refl: Reflections):
     bg = background_per_pixel(p, geom, x, y).float()
     return ((f_lo[k] + i).long(), (s_lo[k] + j).long(), spot[k, j, i].to(ph.dtype),
             bg[k].to(ph.dtype))
+
+
+def _render_smeared(p: ShotParams, geom: Geometry, f: torch.Tensor, s: torch.Tensor,
+                    ph: torch.Tensor):
+    """_render_spot_boxes for "mosaic" spots: spots grouped by box size (+-3.5 sigma of their
+    longer axis), each group in chunks of at most SMEAR_CHUNK_PX pixels."""
+    nf, ns = geom.detector.n_fast, geom.detector.n_slow
+    half = torch.ceil(3.5 * torch.maximum(*spot_widths(p, geom, f, s))).long()
+    out = []
+    for h in torch.unique(half).tolist():
+        idx = torch.nonzero(half == h).squeeze(1)
+        n = 2 * h + 1
+        for c in torch.split(idx, max(1, SMEAR_CHUNK_PX // (n * n))):
+            fc, sc = f[c], s[c]
+            f_lo, s_lo = torch.round(fc) - h, torch.round(sc) - h
+            spot = ph[c].float()[:, None, None] * smeared_profile(p, geom, fc, sc, f_lo, s_lo,
+                                                                   n).float()
+            ar = torch.arange(n, device=f.device)
+            fi = (f_lo.long()[:, None] + ar)[:, None, :].expand(-1, n, -1)
+            si = (s_lo.long()[:, None] + ar)[:, :, None].expand(-1, -1, n)
+            ok = (spot >= MIN_PIXEL_PHOTONS) & (fi >= 0) & (fi < nf) & (si >= 0) & (si < ns)
+            k = torch.nonzero(ok, as_tuple=True)[0]
+            x, y = geom.xy_mm(fc, sc)
+            bg = background_per_pixel(p, geom, x, y).float()
+            out.append((fi[ok], si[ok], spot[ok].to(ph.dtype), bg[k].to(ph.dtype)))
+    if not out:
+        empty = torch.zeros(0, dtype=torch.long, device=f.device)
+        return empty, empty, ph[:0], ph[:0]
+    return tuple(torch.cat([o[i] for o in out]) for i in range(4))
 
 
 def sample_max_poisson(mu: torch.Tensor, n: torch.Tensor, generator: torch.Generator,
