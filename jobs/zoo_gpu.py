@@ -26,6 +26,10 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xray_platform.core.preprocess import InputOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -79,7 +83,7 @@ class Stream:
     tensors on the device (the oldest pending chunk is always the next one taken)."""
 
     def __init__(self, pool, name: str, seed: int, task: str, label, size: int, d_min: float,
-                 bg: str, chunk: int, ahead: int, device) -> None:
+                 bg: InputOptions, chunk: int, ahead: int, device) -> None:
         import torch
 
         self.torch, self.device, self.pool = torch, device, pool
@@ -112,7 +116,7 @@ class Stream:
 
 
 def validation_set(pool, name: str, n: int, task: str, label, size: int, d_min: float,
-                   bg: str, chunk: int) -> tuple:
+                   bg: InputOptions, chunk: int) -> tuple:
     """The recipe's validation shots (seed 1), all of them."""
     import numpy as np
 
@@ -202,7 +206,7 @@ def train(a: argparse.Namespace) -> dict:
 
     r = RECIPES[a.task]
     size, d_min = a.grid_size or r.grid_size, a.d_min or r.d_min_A
-    bg = r.stage_background(r.stages)  # the recipe's model input, from the start here
+    bg = r.stage_options(r.stages)  # the recipe's model input, from the start here
     device = torch.device(a.device)
     torch.manual_seed(r.seed)
     t_start = time.perf_counter()

@@ -27,10 +27,10 @@ HIT, MISS = REAL / "thau_3_2_0002.cbf.bz2", REAL / "thau_3_2_0017.cbf.bz2"
 
 
 def _model(tmp: Path, task: str, size: int, d_min: float = 1.2,
-           background: str = "none") -> Path:
+           background: str = "none", d_max: float | None = None) -> Path:
     torch.manual_seed(0)
     label = "is_multi" if task == "lattice" else "d_vis"
-    prep = Preprocessing(size, d_min, background=background)
+    prep = Preprocessing(size, d_min, background=background, d_max_A=d_max)
     return save_model(tmp / f"{task}.pt", build_model(task, 18),
                       {"preprocessing": prep.to_dict(), "label": label})
 
@@ -102,14 +102,15 @@ def test_predict_frames_answers_and_names_its_models(frames, tmp_path: Path) -> 
 
 
 @needs_real
-def test_models_on_one_grid_get_their_own_background_subtraction(frames, tmp_path: Path
-                                                                 ) -> None:
-    """A lattice model reading background-subtracted inputs next to a resolution model reading
-    raw ones on the same grid: each is fed the input it was trained on."""
+@pytest.mark.parametrize("options", [{"background": "radial-median"}, {"d_max": 10.0}])
+def test_models_on_one_grid_get_their_own_background_subtraction(frames, tmp_path: Path,
+                                                                 options: dict) -> None:
+    """A lattice model reading background-subtracted (or low-resolution masked) inputs next to
+    a resolution model reading raw ones on the same grid: each is fed the input it was trained
+    on."""
     from xray_platform.core.preprocess import normalise
 
-    models = {"lattice": load_file("lattice", _model(tmp_path, "lattice", 64,
-                                                     background="radial-median")),
+    models = {"lattice": load_file("lattice", _model(tmp_path, "lattice", 64, **options)),
               "resolution": load_file("resolution", _model(tmp_path, "resolution", 64))}
     preps = [m.prep for m in models.values()]
     prepared = prepare_frame(frames["hit"], preps)
@@ -118,4 +119,4 @@ def test_models_on_one_grid_get_their_own_background_subtraction(frames, tmp_pat
         x = prepared.inputs[core_answer.input_key(m.describe())]
         assert np.allclose(x, normalise(counts[m.prep.grid], m.prep)[0, 0].numpy()), task
     lat, res = (prepared.inputs[core_answer.key(p)] for p in preps)
-    assert lat.sum() < res.sum()  # the background came off the lattice model's input
+    assert lat.sum() < res.sum()  # the background (or the low-resolution cells) came off

@@ -8,6 +8,8 @@ import torch
 from helpers import REAL, needs_real
 
 from xray_platform.core.preprocess import (
+    LOG_SCALE,
+    InputOptions,
     Preprocessing,
     frame_to_counts,
     model_input,
@@ -15,6 +17,7 @@ from xray_platform.core.preprocess import (
     radial_background,
 )
 from xray_platform.physics.geometry import Geometry, detector
+from xray_platform.physics.qgrid import QGrid
 
 PIL = detector("pilatus6m")
 GEOM = Geometry(PIL, 250.0, 1.0, (1231.0, 1263.0))
@@ -180,12 +183,28 @@ def test_training_rows_carry_the_models_background_subtraction() -> None:
     from xray_platform.physics.simulate import simulate
 
     p = preset("quick-lattice")
-    rows = SimulateShots(p, "lattice", None, 3, fresh=False, background="radial-median")(
-        {"id": np.arange(2)})
+    opts = InputOptions("radial-median", d_max_A=12.0)
+    rows = SimulateShots(p, "lattice", None, 3, fresh=False, options=opts)({"id": np.arange(2)})
     raw = SimulateShots(p, "lattice", None, 3, fresh=False)({"id": np.arange(2)})
     counts = np.stack([simulate(sample_params(shot_seed(3, i), p.sim), p.grid).inputs
                        for i in range(2)])
-    prep = Preprocessing.for_grid(p.grid, "radial-median")
+    prep = Preprocessing.for_grid(p.grid, opts)
+    assert prep.options == opts
     assert np.allclose(rows["x"], normalise(counts, prep)[:, 0].numpy())
     assert np.allclose(raw["x"], normalise(counts, Preprocessing.for_grid(p.grid))[:, 0].numpy())
     assert (rows["x"] < raw["x"] - 1e-3).any()  # the background came off
+
+
+def test_d_max_masks_the_low_resolution_cells_and_only_those() -> None:
+    grid = QGrid(64, 2.4)
+    counts = np.full((64, 64), 50.0, np.float32)
+    prep = Preprocessing.for_grid(grid, InputOptions(d_max_A=10.0))
+    x = normalise(counts, prep)[0, 0].numpy()
+    gx, gy = (t.numpy() for t in grid.centres())
+    inv_d = np.sqrt(gx ** 2 + gy ** 2) * np.ones((64, 64))
+    assert (x[inv_d < 0.1] == 0).all() and (inv_d < 0.1).sum() > 20  # d > 10 Å: masked
+    assert np.allclose(x[inv_d >= 0.1], np.log1p(50.0) / LOG_SCALE)
+    assert Preprocessing.from_dict(prep.to_dict()) == prep
+    assert Preprocessing.from_dict({"grid_size": 64, "d_min_A": 2.4}).d_max_A is None
+    with pytest.raises(ValueError, match="must exceed the grid's d_min"):
+        Preprocessing(64, 2.4, d_max_A=2.0)

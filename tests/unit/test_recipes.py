@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from xray_platform.core.preprocess import BACKGROUNDS
@@ -34,8 +35,12 @@ def test_every_recipe_names_its_grid_and_seeded_data_sets() -> None:
         assert seeds[:2] == ["0", "1"] and set(seeds[2:]) <= {"2"}
 
 
+#: the lattice recipe as a three-stage one whose last stage subtracts the background
+STAGED = replace(RECIPES["lattice"], stages=3, background="radial-median", background_stage=3)
+
+
 def test_a_later_stage_continues_from_the_whole_network_of_the_stage_before() -> None:
-    r = RECIPES["lattice"]
+    r = STAGED
     assert r.stages >= 2 and r.run_names()[:2] == ["zoo-lattice", "zoo-lattice-2"]
     first, second = r.train_command("data", "runs", 1), r.train_command("data", "runs", 2)
     assert _arg(first, "--name") == "zoo-lattice" and _arg(second, "--name") == "zoo-lattice-2"
@@ -45,9 +50,19 @@ def test_a_later_stage_continues_from_the_whole_network_of_the_stage_before() ->
 
 
 def test_the_background_subtraction_starts_at_its_stage_and_is_the_models_input() -> None:
-    r = RECIPES["lattice"]
+    r = STAGED
     for stage in range(1, r.stages + 1):
         cmd = r.train_command("data", "runs", stage)
         bg = _arg(cmd, "--background") if "--background" in cmd else "none"
         assert bg == (r.background if stage >= r.background_stage else "none")
-    assert r.stage_background(r.stages) in BACKGROUNDS
+    assert r.stage_background(r.stages) == "radial-median" != r.stage_background(1)
+    assert r.stage_options(r.stages).background == "radial-median"
+    assert RECIPES["lattice"].stage_background(1) in BACKGROUNDS
+
+
+def test_the_low_resolution_mask_is_every_stages_input() -> None:
+    r = replace(STAGED, d_max_A=10.0)
+    for stage in range(1, r.stages + 1):
+        assert _arg(r.train_command("data", "runs", stage), "--d-max") == "10"
+        assert r.stage_options(stage).d_max_A == 10.0
+    assert "--d-max" not in RECIPES["resolution"].train_command("data", "runs")

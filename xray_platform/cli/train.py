@@ -80,6 +80,11 @@ def train(
                                    "input cell before log1p: none, or radial-median (the "
                                    "median count of the cell's resolution ring: spots above "
                                    "the diffuse background). Recorded in the model file."),
+    d_max: float | None = typer.Option(None, "--d-max", help="Mask the input cells at lower "
+                                       "resolution than this (d > d_max, Å): the beamstop's "
+                                       "surroundings, whose parasitic scatter, halos and "
+                                       "shadows simulations do not reproduce. Recorded in the "
+                                       "model file (default: keep every cell)."),
 ) -> None:
     """Train a lattice classifier or a resolution regressor on Ray Train, tracked in MLflow."""
     from xray_platform.orchestration.env import prepare_ray_env
@@ -97,7 +102,7 @@ def train(
                       out=str(out), name=name, mlflow_uri=mlflow_uri, address=address,
                       resume=resume, seed=seed, val_data=val_data, grid_size=grid_size,
                       d_min_A=d_min, augment=augment, train_shots=train_shots,
-                      background=background)
+                      background=background, d_max_A=d_max)
     try:
         s.validate()
         if depth not in DEPTHS:

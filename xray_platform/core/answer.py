@@ -65,7 +65,7 @@ def describe_model(task: str, meta: dict, source: str, name: str | None = None,
     return {"task": task, "name": name, "version": version, "source": source,
             "architecture": f"ResNet-{meta.get('depth')}", "init": meta.get("init"),
             "label": meta.get("label"), "grid_size": prep.grid_size, "d_min_A": prep.d_min_A,
-            "background": prep.background,
+            "background": prep.background, "d_max_A": prep.d_max_A,
             "metrics": meta.get("metrics", {}), "xrp_version": meta.get("xrp_version")}
 
 
@@ -144,15 +144,17 @@ def prepare_frame(frame: Frame, preps: list[Preprocessing],
                     n_no_ice, ice, rings, *d_spots)
 
 
-def key(prep: Preprocessing) -> tuple[int, float, str]:
-    """Models share an input only when their grid and their background subtraction agree."""
-    return (prep.grid_size, prep.d_min_A, prep.background)
+def key(prep: Preprocessing) -> tuple[int, float, str, float | None]:
+    """Models share an input only when their grid, background subtraction and low-resolution
+    mask agree."""
+    return (prep.grid_size, prep.d_min_A, prep.background, prep.d_max_A)
 
 
-def input_key(described: dict) -> tuple[int, float, str]:
+def input_key(described: dict) -> tuple[int, float, str, float | None]:
     """The Prepared.inputs key of a model from its describe() record."""
+    d_max = described.get("d_max_A")
     return (int(described["grid_size"]), float(described["d_min_A"]),
-            str(described.get("background", "none")))
+            str(described.get("background", "none")), None if d_max is None else float(d_max))
 
 
 @torch.no_grad()

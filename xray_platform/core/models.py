@@ -389,6 +389,8 @@ def model_summary(metadata: dict) -> str:
         parts.append(f"grid={prep['grid_size']}")
         if prep.get("background", "none") != "none":
             parts.append(f"background={prep['background']}")
+        if prep.get("d_max_A") is not None:
+            parts.append(f"d_max={prep['d_max_A']:g}A")
     metrics = metadata.get("metrics")
     if isinstance(metrics, dict):
         shown = []

@@ -8,7 +8,11 @@ Two steps:
 2. :func:`normalise`: counts -> network input, x = log1p(counts) / scale, masked cells 0, one
    channel (N, 1, H, W) float32; with background="radial-median", each ring's median count
    (:func:`radial_background`) is first subtracted, so the network sees spots above the local
-   background, not the background's level (real crystals scatter diffusely; simulations less).
+   background, not the background's level (real crystals scatter diffusely; simulations less);
+   with d_max_A, cells at lower resolution (1/d < 1/d_max) are masked first: the beamstop's
+   surroundings, where real frames carry parasitic scatter, halos and shadows that no
+   simulation reproduces well (the lattice zoo model's multi call on the real thaumatin hit
+   came from there: README, "The model zoo").
 """
 
 from __future__ import annotations
@@ -21,12 +25,20 @@ import torch
 
 from xray_platform.physics.geometry import Geometry
 from xray_platform.physics.panels import PanelGeometry
-from xray_platform.physics.qgrid import QGrid, frame_to_grid
+from xray_platform.physics.qgrid import MASKED, QGrid, frame_to_grid
 
 #: log1p of a saturated 20-bit PILATUS pixel is 13.9: dividing by 10 keeps inputs ~[0, 1.4].
 LOG_SCALE = 10.0
 #: what normalise subtracts before the transform
 BACKGROUNDS = ("none", "radial-median")
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """What a model does to its grid counts besides the grid (the rest of Preprocessing)."""
+
+    background: str = "none"  # one of BACKGROUNDS
+    d_max_A: float | None = None  # cells at lower resolution than this (Å) are masked
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,7 @@ class Preprocessing:
     transform: str = "log1p"
     scale: float = LOG_SCALE
     background: str = "none"  # one of BACKGROUNDS
+    d_max_A: float | None = None  # Å: cells with d > d_max masked (None: none)
 
     def __post_init__(self) -> None:
         if self.transform != "log1p":
@@ -46,22 +59,30 @@ class Preprocessing:
             raise ValueError(f"unknown background {self.background!r} (known: "
                              f"{', '.join(BACKGROUNDS)})")
         QGrid(self.grid_size, self.d_min_A)  # validates
+        if self.d_max_A is not None and not self.d_max_A > self.d_min_A:
+            raise ValueError(f"d_max {self.d_max_A} Å must exceed the grid's d_min "
+                             f"{self.d_min_A} Å (it masks the cells at lower resolution)")
 
     @property
     def grid(self) -> QGrid:
         return QGrid(self.grid_size, self.d_min_A)
+
+    @property
+    def options(self) -> InputOptions:
+        return InputOptions(self.background, self.d_max_A)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
-        keys = ("grid_size", "d_min_A", "transform", "scale", "background")
-        return cls(**{k: d[k] for k in keys if k in d})  # older files: no background
+        keys = ("grid_size", "d_min_A", "transform", "scale", "background", "d_max_A")
+        return cls(**{k: d[k] for k in keys if k in d})  # older files: no background, d_max
 
     @classmethod
-    def for_grid(cls, grid: QGrid, background: str = "none") -> Preprocessing:
-        return cls(grid.size, grid.d_min_A, background=background)
+    def for_grid(cls, grid: QGrid, options: InputOptions = InputOptions()) -> Preprocessing:
+        return cls(grid.size, grid.d_min_A, background=options.background,
+                   d_max_A=options.d_max_A)
 
 
 def frame_to_counts(frame: np.ndarray | torch.Tensor, geom: Geometry | PanelGeometry,
@@ -149,6 +170,9 @@ def normalise(counts: np.ndarray | torch.Tensor, prep: Preprocessing) -> torch.T
     if x.shape[-2:] != (prep.grid_size, prep.grid_size):
         raise ValueError(f"input grid {tuple(x.shape[-2:])} does not match the model's "
                          f"{prep.grid_size} x {prep.grid_size}")
+    if prep.d_max_A is not None:  # cells inside radius 1/d_max of the grid: masked
+        gx, gy = prep.grid.centres(x.device)
+        x = torch.where(gx ** 2 + gy ** 2 < prep.d_max_A ** -2, MASKED, x)
     if prep.background == "radial-median" and len(x):
         x = torch.where(x >= 0, (x - radial_background(x)).clamp(min=0.0), x)
     x = torch.log1p(x.clamp(min=0.0)) / prep.scale  # masked (-1) -> 0

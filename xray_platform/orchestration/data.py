@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from xray_platform.core.preprocess import Preprocessing, normalise, regrid
+from xray_platform.core.preprocess import InputOptions, Preprocessing, normalise, regrid
 from xray_platform.core.targets import training_target
 from xray_platform.io.shots import ShotDataset
 from xray_platform.physics.presets import DatasetPreset
@@ -36,16 +36,16 @@ class SimulateShots:
 
     fresh=True draws a new random seed per shot at every call, so every epoch (every pass over
     the lazy data set) trains on shots never seen before; fresh=False derives the seeds from
-    (seed, id): a fixed set (validation). ``background``: see preprocess.Preprocessing."""
+    (seed, id): a fixed set (validation). ``options``: see preprocess.InputOptions."""
 
     def __init__(self, preset: DatasetPreset, task: str, label: str | None, seed: int,
-                 fresh: bool, background: str = "none") -> None:
+                 fresh: bool, options: InputOptions = InputOptions()) -> None:
         import torch
 
         torch.set_num_threads(1)
         self.preset, self.task, self.label = preset, task, label
         self.seed, self.fresh = seed, fresh
-        self.prep = Preprocessing.for_grid(preset.grid, background)
+        self.prep = Preprocessing.for_grid(preset.grid, options)
         self.entropy = np.random.SeedSequence()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -68,22 +68,23 @@ class SimulateShots:
 
 def _simulate_batch(batch: dict[str, np.ndarray], preset: DatasetPreset, task: str,
                     label: str | None, seed: int, fresh: bool,
-                    background: str) -> dict[str, np.ndarray]:
+                    options: InputOptions) -> dict[str, np.ndarray]:
     # a plain function, run as Ray tasks: worker processes (and their imports) are reused
     # across batches and epochs, where an actor pool would be rebuilt for every pass
-    return SimulateShots(preset, task, label, seed, fresh, background)(batch)
+    return SimulateShots(preset, task, label, seed, fresh, options)(batch)
 
 
 def simulated_dataset(preset: DatasetPreset, n_shots: int, task: str, label: str | None = None,
                       *, seed: int = 0, fresh: bool = True, batch_size: int = 8,
-                      num_cpus: float = 1.0, background: str = "none") -> ray.data.Dataset:
+                      num_cpus: float = 1.0,
+                      options: InputOptions = InputOptions()) -> ray.data.Dataset:
     """A lazy data set of ``n_shots`` simulated shots per pass (fewer rows for resolution: shots
     without the label are dropped)."""
     blocks = max(1, min(200, n_shots // batch_size))
     return ray.data.range(n_shots, override_num_blocks=blocks).map_batches(
         _simulate_batch,
         fn_kwargs={"preset": preset, "task": task, "label": label, "seed": seed, "fresh": fresh,
-                   "background": background},
+                   "options": options},
         batch_size=batch_size, num_cpus=num_cpus)
 
 
@@ -92,13 +93,14 @@ class ReadShots:
     model's grid (derived from the stored grid by :func:`preprocess.regrid` when they differ)."""
 
     def __init__(self, path: str, task: str, label: str | None,
-                 grid: QGrid | None = None, background: str = "none") -> None:
+                 grid: QGrid | None = None,
+                 options: InputOptions = InputOptions()) -> None:
         self.ds = ShotDataset(path)
         self.y, _ = training_target(self.ds.table, task, label)
         self.seed = np.asarray(self.ds.table["seed"], np.int64)
         self.src = dataset_grid(path)
         self.dst = grid or self.src
-        self.prep = Preprocessing.for_grid(self.dst, background)
+        self.prep = Preprocessing.for_grid(self.dst, options)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         idx = [int(i) for i in batch["index"]]
@@ -113,7 +115,7 @@ def hdf5_dataset(path: str | Path, task: str, label: str | None = None, *,
                  indices: np.ndarray | None = None, grid: QGrid | None = None,
                  shuffle: bool = False, seed: int = 0, batch_size: int = 16,
                  concurrency: int = 2, num_cpus: float = 0.5,
-                 background: str = "none") -> ray.data.Dataset:
+                 options: InputOptions = InputOptions()) -> ray.data.Dataset:
     """A data set over an HDF5 shot data set (folder of shards or one shard), only the shots that
     carry the task's label (optionally a subset of global indices), on ``grid`` (default: the
     stored grid). ``shuffle``: a new block order at every pass (training epochs), reproducible
@@ -137,7 +139,7 @@ def hdf5_dataset(path: str | Path, task: str, label: str | None = None, *,
             seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
     return items.map_batches(ReadShots, fn_constructor_kwargs={"path": str(path), "task": task,
                                                                "label": label, "grid": grid,
-                                                               "background": background},
+                                                               "options": options},
                              batch_size=batch_size, concurrency=(1, concurrency),
                              num_cpus=num_cpus)
 

@@ -23,6 +23,7 @@ import torch
 
 from xray_platform import __version__
 from xray_platform.core.models import build_model, save_model
+from xray_platform.core.preprocess import InputOptions
 from xray_platform.core.targets import check_task_label, training_target
 from xray_platform.core.training import (
     optimiser,
@@ -72,6 +73,7 @@ class TrainSettings(DataSettings):
     d_min_A: float | None = None  # HDF5: its resolution edge (default: the stored grid's)
     augment: bool = True  # random flips of the grid (qx -> -qx, qy -> -qy: same physics)
     background: str = "none"  # subtracted from the input (preprocess.BACKGROUNDS)
+    d_max_A: float | None = None  # input cells at lower resolution (d > d_max, Å) masked
     out: str = "runs"
     name: str | None = None
     experiment: str | None = None
@@ -112,6 +114,12 @@ class TrainSettings(DataSettings):
         if self.background not in BACKGROUNDS:
             raise ValueError(f"--background must be one of {', '.join(BACKGROUNDS)}, got "
                              f"{self.background!r}")
+        if self.d_max_A is not None and not self.d_max_A > 0:
+            raise ValueError(f"--d-max must be a resolution in Å > 0, got {self.d_max_A}")
+
+    @property
+    def input_options(self) -> InputOptions:
+        return InputOptions(self.background, self.d_max_A)
 
 
 # ----------------------------------------------------------------------------------------
@@ -240,10 +248,10 @@ def data_sources(s: TrainSettings, with_val: bool = True):
         preset = PRESETS[s.data]
         n_train = s.shots_per_epoch or preset.n_shots
         n_val = s.val_shots or max(32, n_train // 10)
-        bg = s.background
-        train = simulated_dataset(preset, n_train, s.task, s.label, fresh=True, background=bg)
+        opts = s.input_options
+        train = simulated_dataset(preset, n_train, s.task, s.label, fresh=True, options=opts)
         val = simulated_dataset(preset, n_val, s.task, s.label, seed=val_seed(s.seed),
-                                fresh=False, background=bg).materialize() if with_val else None
+                                fresh=False, options=opts).materialize() if with_val else None
         desc = {"source": "simulated (fresh shots every epoch)", "preset": preset.name,
                 "shots_per_epoch": n_train, "train_rows": n_train, "val_shots": n_val,
                 "val_seed": val_seed(s.seed),
@@ -274,15 +282,15 @@ def data_sources(s: TrainSettings, with_val: bool = True):
         raise ValueError(f"{path} has {n} shots: too few to hold out a validation set")
     n_train = min(n - n_val, s.train_shots or n)
     _, keep = training_target(ShotDataset(path).table, s.task, s.label)
-    bg = s.background
+    opts = s.input_options
     train = hdf5_dataset(path, s.task, s.label, indices=np.arange(n_train), grid=grid,
-                         shuffle=True, seed=s.seed, background=bg)
+                         shuffle=True, seed=s.seed, options=opts)
     val = None
     if with_val and s.val_data:
-        val = hdf5_dataset(s.val_data, s.task, s.label, grid=grid, background=bg).materialize()
+        val = hdf5_dataset(s.val_data, s.task, s.label, grid=grid, options=opts).materialize()
     elif with_val:
         val = hdf5_dataset(path, s.task, s.label, indices=np.arange(n - n_val, n),
-                           grid=grid, background=bg).materialize()
+                           grid=grid, options=opts).materialize()
     desc = {"source": "HDF5 shot data set", "path": str(path.resolve()), "n_shots": n_train,
             "train_rows": int(keep[:n_train].sum()),
             "stored_grid": {"size": stored.size, "d_min_A": stored.d_min_A}}
@@ -350,7 +358,7 @@ def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val
 
     client = mlflow.MlflowClient(uri)
     metadata = {"task": s.task, "depth": s.depth, "init": s.init, "label": s.label,
-                "preprocessing": Preprocessing.for_grid(grid, s.background).to_dict(),
+                "preprocessing": Preprocessing.for_grid(grid, s.input_options).to_dict(),
                 "training_data": data_desc,
                 "mlflow_run_id": run_id, "mlflow_tracking_uri": uri, "xrp_version": __version__,
                 "target": "is_multi (logit)" if s.task == "lattice"

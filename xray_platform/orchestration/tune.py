@@ -302,7 +302,7 @@ def _val_rows_on(s: SearchSettings, prep, n: int) -> dict[str, np.ndarray]:
     if s.data in PRESETS:
         preset = PRESETS[s.data].with_grid(prep.grid)
         rows = SimulateShots(preset, s.task, s.label, val_seed(s.seed), fresh=False,
-                             background=prep.background)(
+                             options=prep.options)(
             {"id": np.arange(n)})
         return {"x": rows["x"], "y": rows["y"]}
     ds = ShotDataset(s.data)  # the search validated on the data set's last shots

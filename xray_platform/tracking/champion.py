@@ -13,7 +13,7 @@ import numpy as np
 
 from xray_platform.core.metrics import headline
 from xray_platform.core.models import model_metadata
-from xray_platform.core.preprocess import Preprocessing
+from xray_platform.core.preprocess import InputOptions, Preprocessing
 from xray_platform.core.training import score_model
 
 Rows = dict[str, np.ndarray]
@@ -53,11 +53,12 @@ def decide(task: str, cand: dict, inc: Incumbent | None, val_rows: Rows,
         rows = val_rows
         own = (prep.grid_size, prep.d_min_A)
         same = own == val_grid if val_grid else prep.grid_size == val_rows["x"].shape[-1]
-        same &= prep.background == "none"  # the search's rows are raw (trials subtract none)
+        raw = prep.options == InputOptions()  # the search's rows are raw (trials: no options)
+        same &= raw
         if not same and rows_for is not None:
             rows = rows_for(prep)
-        elif prep.background != "none":
-            raise ValueError(f"its inputs subtract the {prep.background} background")
+        elif not raw:
+            raise ValueError(f"its inputs are not raw ({prep.options})")
         champ = score_model(inc.path, rows)
     except ValueError as e:  # e.g. another input grid the shots cannot be put on
         if force:

@@ -31,6 +31,12 @@ def _background(r, meta: dict) -> str:
     return f"each ring's median count subtracted ({bg}{since}), "
 
 
+def _low_res_mask(meta: dict) -> str:
+    """The card's words for the input's low-resolution mask (its file's record)."""
+    d_max = meta.get("preprocessing", {}).get("d_max_A")
+    return "" if d_max is None else f"cells at d > {d_max:g} Å masked, "
+
+
 def _card(task: str, name: str, version: str, meta: dict, reports: list[Path],
           notes: str) -> str:
     r = RECIPES[task]
@@ -54,7 +60,8 @@ def _card(task: str, name: str, version: str, meta: dict, reports: list[Path],
              f"- data: `{data.get('path', '?')}` ({data.get('n_shots', '?')} shots; preset "
              f"`{r.train}`, seed 0), validation `{data.get('val_data', '?')}` (seed 1)",
              f"- input: {r.grid_size} x {r.grid_size} reciprocal-space grid to "
-             f"{r.d_min_A} Å, {_background(r, meta)}log1p(counts)/10, random flips",
+             f"{r.d_min_A} Å, {_low_res_mask(meta)}{_background(r, meta)}log1p(counts)/10, "
+             "random flips",
              f"- ResNet-{r.depth} {init}{', label ' + r.label if r.label else ''}, "
              f"AdamW lr {r.lr} (warm-up + cosine), batch "
              f"{r.batch_size}, {r.epochs} epochs"
