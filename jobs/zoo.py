@@ -36,6 +36,21 @@ def local_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def check_inputs(run: Path, r, stage: int) -> None:
+    """Refuse to reuse a run whose model reads other inputs than the recipe's stage (a run of
+    an earlier recipe under the same name would otherwise be continued or shipped)."""
+    from xray_platform.core.models import model_metadata
+    from xray_platform.core.preprocess import Preprocessing
+
+    if not (run / "model.pt").is_file():
+        return
+    prep = Preprocessing.from_dict(model_metadata(run / "model.pt")["preprocessing"])
+    want = (r.grid_size, r.d_min_A, r.stage_options(stage))
+    if (prep.grid_size, prep.d_min_A, prep.options) != want:
+        sys.exit(f"{run} was trained on other inputs ({prep}) than the recipe's stage {stage} "
+                 f"(grid {want[0]}² to {want[1]} Å, {want[2]}): move it away and run again")
+
+
 def main() -> None:
     from xray_platform.zoo.recipes import RECIPES
 
@@ -61,6 +76,7 @@ def main() -> None:
     cpus = a.cpus_per_worker or (1 if a.address else local_cores())
     for stage, name in enumerate(r.run_names(), start=1):
         run = Path(runs) / name
+        check_inputs(run, r, stage)
         if not (run / "summary.json").exists():  # written when the run has finished
             resume = ["--resume"] if list(run.glob("**/train_state.pt")) else []
             xrp(*r.train_command(data, runs, stage), "--cpus-per-worker", f"{cpus:g}",

@@ -257,8 +257,8 @@ def _moments(w: torch.Tensor, f0: float, s0: float, lo_f: float, lo_s: float) ->
 
 @pytest.mark.parametrize("angle_deg", [0.0, 45.0, 120.0])
 def test_a_mosaic_spot_is_smeared_along_the_azimuth_by_rho_eta(angle_deg: float) -> None:
-    """sigma_t^2 = s0^2 + (rho eta)^2 (+ divergence): a spot 600 px from the beam with 1 deg of
-    mosaic spread is ~4.5 px long along the azimuth and stays narrow radially."""
+    """sigma_t^2 = s0^2 + (rho eta / cos t)^2 (+ divergence): a spot 600 px from the beam with
+    1 deg of mosaic spread is ~4.5 px long along the azimuth and stays narrow radially."""
     base = sample_params(shot_seed(3, 0), CFG.with_(n_lattices={1: 1.0}))
     p = replace(base, distance_mm=250.0, mosaic_deg=1.0, bandwidth=1e-4, divergence_mrad=0.01,
                 spot_sigma_px=0.8, spot_profile="mosaic")
@@ -269,7 +269,9 @@ def test_a_mosaic_spot_is_smeared_along_the_azimuth_by_rho_eta(angle_deg: float)
     s = torch.tensor([s0 + 600 * math.sin(a)], dtype=torch.float64)
     sr, st = (float(t) for t in spot_widths(p, geom, f, s))
     eta = math.radians(1.0) / 2.3548
-    assert st == pytest.approx(math.hypot(0.8, 600 * eta), rel=0.02) and sr < 1.0
+    theta = 0.5 * math.atan(600 * PIL.pixel_mm / 250.0)
+    assert st == pytest.approx(math.hypot(0.8, 600 * eta / math.cos(theta)), rel=0.01)
+    assert sr < 1.0
     n = 41
     lo_f, lo_s = torch.round(f) - n // 2, torch.round(s) - n // 2
     w = smeared_profile(p, geom, f, s, lo_f, lo_s, n)[0]
@@ -299,3 +301,10 @@ def test_mosaic_spots_keep_their_photons_and_the_seed_keeps_its_other_numbers() 
         replace(p, spot_profile="square")
     with pytest.raises(ValueError, match="spot_profile"):
         cfg.with_(spot_profile="square")
+
+
+def test_a_round_profile_data_set_reads_as_one_written_before_spot_profiles() -> None:
+    """Data set manifests record SimConfig.to_dict(): the default profile adds no key, so older
+    data sets still resume and grow; a mosaic one is recorded."""
+    assert "spot_profile" not in CFG.to_dict()
+    assert CFG.with_(spot_profile="mosaic").to_dict()["spot_profile"] == "mosaic"

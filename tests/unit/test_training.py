@@ -96,3 +96,15 @@ def test_score_model_matches_val_metrics(tmp_path) -> None:
 
 def test_validation_seed_is_offset() -> None:
     assert val_seed(5) == 5 + VAL_SEED_OFFSET != 5
+
+
+def test_a_low_resolution_mask_inside_the_grid_is_refused_before_any_ray_work() -> None:
+    """--d-max must lie beyond the grid's d_min: said by the driver, not by a Ray worker."""
+    from xray_platform.orchestration.train import TrainSettings, data_sources
+
+    s = TrainSettings(task="lattice", data="quick-lattice", d_max_A=1.0)
+    s.validate()  # > 0: a resolution, so far fine
+    with pytest.raises(ValueError, match="must exceed the grid's d_min"):
+        data_sources(s)
+    with pytest.raises(ValueError, match="--d-max"):
+        TrainSettings(task="lattice", data="quick-lattice", d_max_A=-3.0).validate()

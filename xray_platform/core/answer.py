@@ -83,7 +83,7 @@ def load_file(task: str, path: str | Path, source: str | None = None, name: str 
 class Prepared:
     """One frame, ready for the models."""
 
-    inputs: dict[tuple[int, float], np.ndarray]  # (grid size, d_min) -> normalised (H, W)
+    inputs: dict[tuple, np.ndarray]  # key(prep) (grid, d_min, options) -> normalised (H, W)
     hit: bool
     n_spots: int
     info: dict[str, Any]

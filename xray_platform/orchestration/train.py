@@ -23,7 +23,7 @@ import torch
 
 from xray_platform import __version__
 from xray_platform.core.models import build_model, save_model
-from xray_platform.core.preprocess import InputOptions
+from xray_platform.core.preprocess import InputOptions, Preprocessing
 from xray_platform.core.targets import check_task_label, training_target
 from xray_platform.core.training import (
     optimiser,
@@ -246,6 +246,7 @@ def data_sources(s: TrainSettings, with_val: bool = True):
     path = Path(s.data)
     if s.data in PRESETS:
         preset = PRESETS[s.data]
+        Preprocessing.for_grid(preset.grid, s.input_options)  # e.g. --d-max inside the grid
         n_train = s.shots_per_epoch or preset.n_shots
         n_val = s.val_shots or max(32, n_train // 10)
         opts = s.input_options
@@ -269,6 +270,7 @@ def data_sources(s: TrainSettings, with_val: bool = True):
         raise ValueError(f"{path} stores a {stored.size}² grid to {stored.d_min_A} Å; a "
                          f"{grid.size}² grid to {grid.d_min_A} Å cannot be derived from it "
                          "(its cells must be whole blocks of the stored cells)")
+    Preprocessing.for_grid(grid, s.input_options)  # raises here, not inside a Ray worker
     n = len(ShotDataset(path))
     if s.val_data:
         n_val = 0
@@ -353,7 +355,6 @@ def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val
     from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from xray_platform.core.preprocess import Preprocessing
     from xray_platform.tracking.store import ui_command
 
     client = mlflow.MlflowClient(uri)

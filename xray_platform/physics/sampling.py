@@ -90,6 +90,8 @@ class SimConfig:
         d["n_lattices"] = {str(k): v for k, v in self.n_lattices.items()}
         if not self.misorientation_sigmas_deg:  # data sets written before "mixed" existed
             del d["misorientation_sigmas_deg"]
+        if self.spot_profile == "round":  # data sets written before spot profiles existed
+            del d["spot_profile"]
         return d
 
 

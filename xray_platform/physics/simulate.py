@@ -384,12 +384,15 @@ def spot_widths(p: ShotParams, geom: Geometry, f: torch.Tensor, s: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Radial and tangential sigma (px) of "mosaic" spots at detector positions (f, s).
 
-    A mosaic block turned by delta about the beam turns its spot by delta about the beam
-    centre, rho * delta along the azimuth (rho: the spot's distance from the beam), so
-    sigma_t^2 = s0^2 + (rho eta)^2 + (D div / cos 2t)^2 with eta, div the mosaic and divergence
-    sigmas (rad). Radially, Bragg's law gives d(2t) = 2 tan(t) dlambda/lambda, and d(rho) =
-    D / cos^2(2t) d(2t): sigma_r^2 = s0^2 + (D / cos^2 2t)^2 ((2 tan t bw)^2 + div^2), bw the
-    bandwidth sigma. s0 = spot_sigma_px (beam and crystal size, point spread); D, rho in px."""
+    A mosaic block turned by delta about the beam moves q by delta q cos(t) along the azimuth;
+    turned by epsilon about q's in-plane direction, by epsilon q sin(t), also along the azimuth
+    and tangent to the Ewald sphere (the excitation is unchanged to first order). With both of
+    sigma eta the spot turns about the beam centre by eta / cos(t), rho eta / cos(t) along the
+    azimuth (rho: the spot's distance from the beam), so sigma_t^2 = s0^2 + (rho eta / cos t)^2
+    + (D div / cos 2t)^2 with eta, div the mosaic and divergence sigmas (rad). Radially, Bragg's
+    law gives d(2t) = 2 tan(t) dlambda/lambda, and d(rho) = D / cos^2(2t) d(2t): sigma_r^2 =
+    s0^2 + (D / cos^2 2t)^2 ((2 tan t bw)^2 + div^2), bw the bandwidth sigma. s0 =
+    spot_sigma_px (beam and crystal size, point spread); D, rho in px."""
     x, y = geom.xy_mm(f, s)
     px = geom.detector.pixel_mm
     rho = torch.sqrt(x * x + y * y) / px
@@ -401,7 +404,7 @@ def spot_widths(p: ShotParams, geom: Geometry, f: torch.Tensor, s: torch.Tensor
     bw = p.bandwidth * FWHM_TO_SIGMA
     s0 = p.spot_sigma_px
     radial = dist / cos2t**2 * torch.sqrt((2 * torch.tan(two_t / 2) * bw) ** 2 + div**2)
-    tangential = torch.sqrt((rho * eta) ** 2 + (dist * div / cos2t) ** 2)
+    tangential = torch.sqrt((rho * eta / torch.cos(two_t / 2)) ** 2 + (dist * div / cos2t) ** 2)
     return (torch.sqrt(s0**2 + radial**2).clamp(max=MAX_SPOT_SIGMA_PX),
             torch.sqrt(s0**2 + tangential**2).clamp(max=MAX_SPOT_SIGMA_PX))
 
@@ -413,8 +416,10 @@ def smeared_profile(p: ShotParams, geom: Geometry, f: torch.Tensor, s: torch.Ten
     own variance (1/12 px^2) added, the usual stand-in for integrating over the pixel."""
     sr, st = spot_widths(p, geom, f, s)
     x, y = geom.xy_mm(f, s)
-    rho = torch.sqrt(x * x + y * y).clamp(min=1e-9)
-    ef, es = x / rho, y / rho  # the radial direction (fast, slow); at the beam any will do
+    rho = torch.sqrt(x * x + y * y)
+    at_beam = rho == 0  # (q > 0 keeps spots off the beam; any direction would do there)
+    ef = torch.where(at_beam, 1.0, x / rho.clamp(min=1e-12))  # the radial direction (fast,
+    es = torch.where(at_beam, 0.0, y / rho.clamp(min=1e-12))  # slow)
     vr, vt = sr**2 + 1 / 12, st**2 + 1 / 12
     ar = torch.arange(n, device=f.device, dtype=f.dtype)
     df = (f_lo[:, None] + ar - f[:, None])[:, None, :]  # (m, 1, n)
