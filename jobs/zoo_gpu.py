@@ -51,7 +51,7 @@ def simulate_chunk(args: tuple) -> dict:
     from xray_platform.physics.sampling import sample_params, shot_seed
     from xray_platform.physics.simulate import simulate
 
-    name, seed, start, count, task, label, size, d_min, bg = args
+    name, seed, start, count, task, label, size, d_min, opts = args
     torch.set_num_threads(1)
     p, grid = preset(name), QGrid(size, d_min)
     sim_grid = p.grid if regrid_plan(p.grid, grid) is not None else grid
@@ -65,7 +65,7 @@ def simulate_chunk(args: tuple) -> dict:
     c = np.stack(counts)[keep]
     if sim_grid != grid and len(c):
         c = regrid(c, sim_grid, grid)
-    prep = Preprocessing.for_grid(grid, bg)
+    prep = Preprocessing.for_grid(grid, opts)
     x = normalise(c, prep)[:, 0] if len(c) else torch.zeros(0, size, size)
     return {"x": x.half().numpy(), "y": y[keep], "shots": count}
 
@@ -83,11 +83,11 @@ class Stream:
     tensors on the device (the oldest pending chunk is always the next one taken)."""
 
     def __init__(self, pool, name: str, seed: int, task: str, label, size: int, d_min: float,
-                 bg: InputOptions, chunk: int, ahead: int, device) -> None:
+                 opts: InputOptions, chunk: int, ahead: int, device) -> None:
         import torch
 
         self.torch, self.device, self.pool = torch, device, pool
-        self.job = (name, seed, task, label, size, d_min, bg, chunk)
+        self.job = (name, seed, task, label, size, d_min, opts, chunk)
         self.x = torch.zeros(0, size, size, dtype=torch.float16, device=device)
         self.y = torch.zeros(0, dtype=torch.float32, device=device)
         self.shots, self.next_chunk, self.pending = 0, 0, []
@@ -95,8 +95,8 @@ class Stream:
             self._submit()
 
     def _submit(self) -> None:
-        name, seed, task, label, size, d_min, bg, chunk = self.job
-        args = (name, seed, self.next_chunk * chunk, chunk, task, label, size, d_min, bg)
+        name, seed, task, label, size, d_min, opts, chunk = self.job
+        args = (name, seed, self.next_chunk * chunk, chunk, task, label, size, d_min, opts)
         self.pending.append(self.pool.apply_async(simulate_chunk, (args,)))
         self.next_chunk += 1
 
@@ -116,11 +116,11 @@ class Stream:
 
 
 def validation_set(pool, name: str, n: int, task: str, label, size: int, d_min: float,
-                   bg: InputOptions, chunk: int) -> tuple:
+                   opts: InputOptions, chunk: int) -> tuple:
     """The recipe's validation shots (seed 1), all of them."""
     import numpy as np
 
-    jobs = [(name, 1, s, min(chunk, n - s), task, label, size, d_min, bg)
+    jobs = [(name, 1, s, min(chunk, n - s), task, label, size, d_min, opts)
             for s in range(0, n, chunk)]
     parts = pool.map(simulate_chunk, jobs)
     return np.concatenate([p["x"] for p in parts]), np.concatenate([p["y"] for p in parts])
@@ -206,7 +206,7 @@ def train(a: argparse.Namespace) -> dict:
 
     r = RECIPES[a.task]
     size, d_min = a.grid_size or r.grid_size, a.d_min or r.d_min_A
-    bg = r.stage_options(r.stages)  # the recipe's model input, from the start here
+    opts = r.stage_options(r.stages)  # the recipe's model input, from the start here
     device = torch.device(a.device)
     torch.manual_seed(r.seed)
     t_start = time.perf_counter()
@@ -217,9 +217,9 @@ def train(a: argparse.Namespace) -> dict:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     with mp.get_context("spawn").Pool(a.workers) as pool:
-        stream = Stream(pool, r.train, 0, a.task, r.label, size, d_min, bg, a.chunk,
+        stream = Stream(pool, r.train, 0, a.task, r.label, size, d_min, opts, a.chunk,
                         3 * a.workers, device)
-        vx, vy = validation_set(pool, r.val, a.n_val or r.n_val, a.task, r.label, size, d_min, bg,
+        vx, vy = validation_set(pool, r.val, a.n_val or r.n_val, a.task, r.label, size, d_min, opts,
                                 a.chunk)
         vx, vy = torch.from_numpy(vx).to(device), torch.from_numpy(vy).to(device)
         while len(stream.y) < a.min_start:
@@ -231,7 +231,7 @@ def train(a: argparse.Namespace) -> dict:
     model.load_state_dict(best_state)
     meta = {"task": a.task, "depth": model.depth, "init": init,
             "label": check_task_label(a.task, r.label),
-        "preprocessing": Preprocessing.for_grid(QGrid(size, d_min), bg).to_dict(),
+        "preprocessing": Preprocessing.for_grid(QGrid(size, d_min), opts).to_dict(),
         "training_data": {"source": "simulated stream (jobs/zoo_gpu.py)", "path": r.train,
                           "n_shots": stream.shots, "val_data": f"{r.val} seed 1",
                           "val_shots": len(vy)},

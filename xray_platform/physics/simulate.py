@@ -475,14 +475,16 @@ def _render_smeared(p: ShotParams, geom: Geometry, f: torch.Tensor, s: torch.Ten
             f_lo, s_lo = torch.round(fc) - h, torch.round(sc) - h
             spot = ph[c].float()[:, None, None] * smeared_profile(p, geom, fc, sc, f_lo, s_lo,
                                                                    n).float()
-            ar = torch.arange(n, device=f.device)
-            fi = (f_lo.long()[:, None] + ar)[:, None, :].expand(-1, n, -1)
-            si = (s_lo.long()[:, None] + ar)[:, :, None].expand(-1, -1, n)
-            ok = (spot >= MIN_PIXEL_PHOTONS) & (fi >= 0) & (fi < nf) & (si >= 0) & (si < ns)
-            k = torch.nonzero(ok, as_tuple=True)[0]
+            # as in _render_spot_boxes: off-detector pixels zeroed, indices only for survivors
+            ar = torch.arange(n, device=f.device, dtype=f.dtype)
+            on_f = (f_lo[:, None] + ar >= 0) & (f_lo[:, None] + ar < nf)
+            on_s = (s_lo[:, None] + ar >= 0) & (s_lo[:, None] + ar < ns)
+            spot = torch.where(on_s[:, :, None] & on_f[:, None, :], spot, 0.0)
+            k, j, i = torch.nonzero(spot >= MIN_PIXEL_PHOTONS, as_tuple=True)
             x, y = geom.xy_mm(fc, sc)
             bg = background_per_pixel(p, geom, x, y).float()
-            out.append((fi[ok], si[ok], spot[ok].to(ph.dtype), bg[k].to(ph.dtype)))
+            out.append(((f_lo[k] + i).long(), (s_lo[k] + j).long(), spot[k, j, i].to(ph.dtype),
+                        bg[k].to(ph.dtype)))
     if not out:
         empty = torch.zeros(0, dtype=torch.long, device=f.device)
         return empty, empty, ph[:0], ph[:0]
