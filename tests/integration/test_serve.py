@@ -122,7 +122,7 @@ def test_models_and_health(service) -> None:
 @needs_real
 def test_real_pilatus_hit_is_routed_past_the_regressor_when_multi(service) -> None:
     data = (REAL / "thau_3_2_0002.cbf.bz2").read_bytes()
-    r = _post(service, "thau_3_2_0002.cbf.bz2", data)
+    r = _post(service, "thau_3_2_0002.cbf.bz2", data, always_resolution="false")
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["hit"] is True and body["n_spots"] >= 15
@@ -132,8 +132,8 @@ def test_real_pilatus_hit_is_routed_past_the_regressor_when_multi(service) -> No
     assert body["wavelength_A"] == pytest.approx(0.96859, rel=1e-4)
     assert body["models"]["resolution"]["version"] == "1"
     assert {"decode_ms", "grid_ms", "lattice_ms", "total_ms"} <= set(body["timings_ms"])
-    # asked for: the multi-lattice hit is regressed too
-    body = _post(service, "thau.cbf.bz2", data, always_resolution="true").json()
+    # by default the multi-lattice hit is regressed too (d_vis pools the lattices)
+    body = _post(service, "thau.cbf.bz2", data).json()
     assert 0.8 < body["resolution_A"] < 12 and body["resolution_sigma_A"] > 0
 
 
@@ -319,6 +319,7 @@ def test_xrp_predict_writes_a_per_image_table(service, tmp_path: Path) -> None:
     out = tmp_path / "table.csv"
     r = subprocess.run([sys.executable, "-m", "xray_platform.cli", "predict", str(folder),
                         "--out", str(out), "--lattice-model", str(service["lattice"]),
+                        "--single-lattice-only",
                         "--resolution-model", "resolution@champion", "--mlflow-uri",
                         service["uri"], "--run", "batch", "--store",
                         f"sqlite:///{tmp_path}/runs.db"], capture_output=True, text=True,

@@ -88,7 +88,7 @@ def test_predict_frames_answers_and_names_its_models(frames, tmp_path: Path) -> 
               "resolution": load_file("resolution", _model(tmp_path, "resolution", 128),
                                       source="zoo:xrp-zoo-resolution/1", name="xrp-zoo",
                                       version="1")}
-    rows = predict_frames([frames["hit"], frames["miss"]], models)
+    rows = predict_frames([frames["hit"], frames["miss"]], models, always_resolution=False)
     hit, miss = rows
     assert hit["hit"] and not miss["hit"]
     assert 0 <= hit["p_multi"] <= 1 and miss["resolution_A"] is None
@@ -97,6 +97,10 @@ def test_predict_frames_answers_and_names_its_models(frames, tmp_path: Path) -> 
     assert hit["models"]["lattice"]["source"].endswith("lattice.pt")
     if hit["p_multi"] < 0.5:  # routed to the regressor
         assert 0.8 < hit["resolution_A"] < 12 and hit["resolution_sigma_A"] > 0
+    else:  # routed past it: only single-lattice hits were asked for
+        assert hit["resolution_A"] is None
+    hit, _ = predict_frames([frames["hit"], frames["miss"]], models)  # by default: every hit
+    assert 0.8 < hit["resolution_A"] < 12 and hit["resolution_sigma_A"] > 0
     with pytest.raises(ValueError, match="is a lattice model"):
         load_file("resolution", tmp_path / "lattice.pt")
 

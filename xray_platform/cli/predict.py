@@ -96,8 +96,10 @@ def predict(
     lattice_model: LatticeModel = "champion",
     resolution_model: ResolutionModel = "champion",
     mlflow_uri: MlflowUri = None,
-    always_resolution: bool = typer.Option(False, "--always-resolution", help="Also regress "
-                                           "the resolution of multi-lattice hits."),
+    always_resolution: bool = typer.Option(
+        True, "--always-resolution/--single-lattice-only",
+        help="Regress the resolution of every hit (d_vis pools all lattices, design.md), or "
+             "only of hits the lattice model calls single-lattice."),
     wavelength_a: float | None = typer.Option(None, "--wavelength", help="Override: "
                                               "wavelength (Å) for files with wrong or missing "
                                               "headers (and .npy)."),

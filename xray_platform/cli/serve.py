@@ -32,8 +32,8 @@ def serve(
     geometry: GeometryFile = None,
     address: Address = None,
 ) -> None:
-    """Serve the graph over HTTP: frame -> lattice classifier -> (single-lattice hits)
-    resolution regressor. POST /v1/predict, GET /healthz, GET /v1/models, docs at /docs;
+    """Serve the graph over HTTP: frame -> lattice classifier -> (hits) resolution
+    regressor. POST /v1/predict, GET /healthz, GET /v1/models, docs at /docs;
     the live page of `xrp watch` runs at /ui."""
     import time
 

@@ -4,8 +4,9 @@
    each model needs (its own Preprocessing, recorded in its model file) and the hit finder's
    verdict (>= 15 spots, the label definition of a hit).
 2. :meth:`Models.lattice` on a batch: P(multi-lattice).
-3. :meth:`Models.resolution` on a batch: d and sigma (Å), asked only for single-lattice hits
-   (or every hit with ``always_resolution``).
+3. :meth:`Models.resolution` on a batch: d and sigma (Å) of every hit (d_vis pools all
+   lattices, design.md; the zoo model is trained with two-lattice shots), or of the hits the
+   lattice model calls single-lattice only (``always_resolution=False``, resonet's routing).
 4. :func:`answer`: the per-frame record (hit, n_spots, n_spots_no_ice, ice, ice_rings, p_multi,
    is_multi, resolution_A and sigma, the classical d_min_spots_A and sigma, whether the two
    disagree, versions, timings).
@@ -196,14 +197,15 @@ def _round(v: float | None, digits: int = 4) -> float | None:
 
 
 def wants_resolution(prep: Prepared, p: float | None, always_resolution: bool) -> bool:
-    """The routing rule: resolution for single-lattice hits (every hit if asked)."""
+    """The routing rule: resolution for every hit, or (``always_resolution`` False) for the
+    hits the lattice model calls single-lattice."""
     if not prep.hit:
         return False
     return always_resolution or p is None or p < P_MULTI_THRESHOLD
 
 
 def predict_frames(frames: list[Frame], models: dict[str, LoadedModel],
-                   always_resolution: bool = False) -> list[dict[str, Any]]:
+                   always_resolution: bool = True) -> list[dict[str, Any]]:
     """The whole graph in one process (batch prediction, and the benchmark's in-process
     reference): prepare, classify all, regress the routed ones."""
     preps = [m.prep for m in models.values()]

@@ -32,8 +32,9 @@ ANSWER: dict[str, tuple[Any, str]] = {
                        "file says so); null without a lattice model."),
     "is_multi": (bool, "A hit with p_multi >= 0.5; null when no lattice model answered."),
     "confidence": (float, "max(p_multi, 1 - p_multi): how likely the lattice verdict is right."),
-    "resolution_A": (float, "Visible resolution d_vis of a single-lattice hit (Å) from the "
-                            "resolution model; null for misses and multi-lattice hits."),
+    "resolution_A": (float, "Visible resolution d_vis of a hit (Å, all lattices pooled) from "
+                            "the resolution model; null for misses, and for multi-lattice hits "
+                            "when only single-lattice hits were asked for."),
     "resolution_sigma_A": (float, "The model's 1-sigma uncertainty of resolution_A (Å)."),
     "d_min_spots_A": (float, "Classical d_min from the spots off the ice rings (Å, "
                              "core/dmin.py); null for misses."),

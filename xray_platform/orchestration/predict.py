@@ -96,7 +96,7 @@ class PredictFrames:
 
 def predict_files(items: list[tuple[Path, int]], specs: dict[str, str],
                   mlflow_uri: str | None = None, *, overrides: dict | None = None,
-                  always_resolution: bool = False, batch_size: int = 4,
+                  always_resolution: bool = True, batch_size: int = 4,
                   concurrency: int = 1, address: str | None = None,
                   on_progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
     """The table rows, in input order."""

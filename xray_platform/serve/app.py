@@ -389,7 +389,8 @@ class Ingress:
         self,
         file: UploadFile = File(..., description="A detector file (one frame is answered)."),
         frame: int = Form(0, description="Frame index in multi-frame files (HDF5, .npy)."),
-        always_resolution: bool = Form(False, description="Also regress multi-lattice hits."),
+        always_resolution: bool = Form(True, description="Regress every hit (false: only "
+                                       "hits the lattice model calls single-lattice)."),
         wavelength_A: float | None = Form(None, description="Override: wavelength (Å)."),
         distance_mm: float | None = Form(None, description="Override: distance (mm)."),
         pixel_size_mm: float | None = Form(None, description="Override: pixel size (mm)."),
