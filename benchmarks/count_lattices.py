@@ -2,7 +2,7 @@
 (core/indexing.py): the evidence for the real hit's lattice label, which no file states.
 
 Per frame: spots, the lattices found (spots each explains, what chance would explain, the
-refined cell, the misorientation from the first), the refined distance, seconds. Then, for the
+misorientation from the first), the refined distance, seconds. Then, for the
 first frame's first lattice, the spots it alone explains as the Ewald-sphere tolerance eps
 grows: if its mosaic spread (not further lattices) made the other spots, they would join it.
 
@@ -53,8 +53,7 @@ def report(path: Path, cell: tuple[float, float, float], known: str) -> None:
     for k, lat in enumerate(r.lattices, start=1):
         mis = f", {misorientation_deg(r.lattices[0].A, lat.A):.2f}° from lattice 1" if k > 1 \
             else ""
-        print(f"  lattice {k}: {lat.n_spots} spots (chance {lat.chance:.1f}); cell "
-              + " ".join(f"{x:.2f}" for x in lat.cell) + mis)
+        print(f"  lattice {k}: {lat.n_spots} spots (chance {lat.chance:.1f}){mis}")
 
 
 def eps_scan(path: Path, cell: tuple[float, float, float]) -> None:

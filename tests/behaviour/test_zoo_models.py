@@ -92,7 +92,7 @@ def test_a_second_lattice_at_20_degrees_raises_p_multi(zoo) -> None:
 def test_the_real_thaumatin_hit_and_miss(zoo) -> None:
     """The DLS I24 grid-scan hit (spots to about 2 Å, README of the data) is a hit near that
     resolution, called single or multi as indexing it with thaumatin's cell counts its lattices
-    (core/indexing.py: three, 1-2 deg apart; the issue took it for a single lattice); the miss
+    (core/indexing.py: four, 0.6-2 deg apart; the issue took it for a single lattice); the miss
     is a miss."""
     frame = read_frame(REAL / "thau_3_2_0002.cbf.bz2")
     hit, miss = predict_frames([frame, read_frame(REAL / "thau_3_2_0017.cbf.bz2")], zoo,

@@ -1,5 +1,5 @@
-"""The Ray Serve graph: detector file -> preprocessing -> lattice classifier -> (single-lattice
-hits) resolution regressor, over HTTP.
+"""The Ray Serve graph: detector file -> preprocessing -> lattice classifier -> resolution
+regressor (every hit, or single-lattice hits only on request), over HTTP.
 
 Deployments (thin wrappers around xray_platform.core.answer, which has no Ray):
 - ``Preprocessor``: decodes the upload (io/formats.py: CBF, EIGER/NeXus HDF5, SMV, .npy, also
