@@ -25,9 +25,11 @@ from xray_platform.core.indexing import (
     predict_spots,
 )
 from xray_platform.io.formats import read_frame
+from xray_platform.physics.crystal import CRYSTAL_FORMS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-THAUMATIN = (57.8, 57.8, 150.2)
+_CELL = CRYSTAL_FORMS["thaumatin"].cell
+THAUMATIN = (_CELL.a, _CELL.b, _CELL.c)
 
 
 def cases() -> list[tuple[Path, tuple[float, float, float], str]]:

@@ -18,7 +18,8 @@ from xray_platform.core.indexing import (
 from xray_platform.io.formats import read_frame
 from xray_platform.physics import crystal as xtal
 
-THAUMATIN = (57.8, 57.8, 150.2)
+_CELL = xtal.CRYSTAL_FORMS["thaumatin"].cell
+THAUMATIN = (_CELL.a, _CELL.b, _CELL.c)
 
 
 def ref(name: str) -> tuple[dict, object]:

@@ -48,16 +48,6 @@ class Lattice:
     n_spots: int  # spots it explains that no earlier lattice did
     chance: float  # how many of those random positions would explain
 
-    @property
-    def cell(self) -> tuple[float, ...]:
-        """a, b, c (Å), alpha, beta, gamma (deg) of the refined basis."""
-        a, b, c = self.A
-
-        def ang(u: np.ndarray, v: np.ndarray) -> float:
-            return math.degrees(math.acos(u @ v / np.linalg.norm(u) / np.linalg.norm(v)))
-
-        return (*np.linalg.norm(self.A, axis=1), ang(b, c), ang(a, c), ang(a, b))
-
 
 @dataclass(frozen=True)
 class Indexing:
@@ -287,14 +277,14 @@ def chance(pred: np.ndarray, yx: np.ndarray, n: int, radius: float, seed: int = 
 MIN_EXCESS = 4.0
 
 
-def _significant(n: int, chance: float, p: float = 1e-6, min_spots: int = 15) -> bool:
-    """n explained spots are more than chance: at least MIN_EXCESS x the expectation and
-    Poisson P(X >= n | chance) < p."""
-    if n < max(min_spots, MIN_EXCESS * chance):
+def _significant(n: int, expected: float, p: float = 1e-6, min_spots: int = 15) -> bool:
+    """n explained spots are more than chance: at least MIN_EXCESS x the ``expected`` by
+    chance and Poisson P(X >= n | expected) < p."""
+    if n < max(min_spots, MIN_EXCESS * expected):
         return False
     from scipy.stats import poisson
 
-    return bool(poisson.sf(n - 1, max(chance, 1e-3)) < p)
+    return bool(poisson.sf(n - 1, max(expected, 1e-3)) < p)
 
 
 def count_lattices(frame: Frame, cell: tuple[float, float, float], d_max_A: float = 30.0,
