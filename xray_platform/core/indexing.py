@@ -21,7 +21,7 @@ A classical cross-check of the lattice classifier on real frames, where no label
 Measured (benchmarks/count_lattices.py): nanoBragg's single-lattice shots: one lattice explains
 (almost) every spot; its 3-lattice cubic insulin: three lattices; spots at random azimuths:
 none. The real thaumatin grid-scan hit (DLS I24): four lattices 0.6-2 deg apart explain 473 +
-277 + 123 + 94 of 1,089 spots (chance 15 / 9 / 5 / 3), and the first alone never explains more
+281 + 122 + 94 of 1,089 spots (chance 15 / 9 / 5 / 3), and the first alone never explains more
 than ~460 above chance at any eps up to 0.024, so the rest is not its mosaic spread. Spot
 finding takes ~1 s, the search 1-15 s per frame.
 """
@@ -103,10 +103,14 @@ def spot_q(yx: np.ndarray, info: FrameInfo) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _indices(hmax: tuple[int, ...]) -> np.ndarray:
-    """Every hkl with |h| <= hmax[0], |k| <= hmax[1], |l| <= hmax[2] (float, for products)."""
-    return np.stack(np.meshgrid(*[np.arange(-m, m + 1) for m in hmax], indexing="ij"),
-                    -1).reshape(-1, 3).astype(np.float64)
+def _indices(hmax: tuple[int, ...], metric: tuple[float, ...], d_min: float) -> np.ndarray:
+    """Every hkl with |h| <= hmax[0], |k| <= hmax[1], |l| <= hmax[2] (float, for products)
+    inside the 1/d_min sphere (0.1 % margin), by the metric tensor G = A A^T (row-major 3 x 3):
+    |q|^2 = h^T G^-1 h whatever the orientation, so one set serves every rotation of a cell."""
+    hkl = np.stack(np.meshgrid(*[np.arange(-m, m + 1) for m in hmax], indexing="ij"),
+                   -1).reshape(-1, 3).astype(np.float64)
+    q2 = np.einsum("ij,jk,ik->i", hkl, np.linalg.inv(np.reshape(metric, (3, 3))), hkl)
+    return hkl[q2 < 1.002 * d_min ** -2]
 
 
 def predict_spots(A: np.ndarray, info: FrameInfo, d_min: float, eps: float,
@@ -114,7 +118,8 @@ def predict_spots(A: np.ndarray, info: FrameInfo, d_min: float, eps: float,
     """(slow, fast) of the lattice points of ``A`` within ``eps`` (1/Å) of the Ewald sphere
     (and their hkl with ``with_hkl``)."""
     s0 = np.array([0.0, 0.0, 1.0 / info.wavelength_A])
-    hkl = _indices(tuple(np.ceil(np.linalg.norm(A, axis=1) / d_min).astype(int)))
+    hmax = tuple(int(m) for m in np.ceil(np.linalg.norm(A, axis=1) / d_min))
+    hkl = _indices(hmax, tuple(np.round(A @ A.T, 3).ravel()), round(d_min, 6))
     k = hkl @ np.linalg.inv(A).T + s0  # q = A^-1 h; k1 = s0 + q
     keep = (np.abs(np.sqrt(np.einsum("ij,ij->i", k, k)) - 1 / info.wavelength_A) < eps) & (
         k[:, 2] > 0)
@@ -197,7 +202,8 @@ def _refine(A: np.ndarray, q: np.ndarray, tol: float = 0.15) -> tuple[np.ndarray
 def search_orientation(q: np.ndarray, cell: tuple[float, float, float], step_deg: float = 0.3,
                        keep: int = 10) -> list[np.ndarray]:
     """Bases (rows a, b, c) of the orthogonal cell ``cell`` (a, b, c in Å) that put the most
-    spots q on integer indices, the best ``keep`` first (empty when there are too few spots)."""
+    spots q on integer indices, the best ``keep`` distinct ones (more than 0.2 deg apart) first
+    (empty when there are too few spots)."""
     if len(q) < 12:
         return []
     a, b, c = cell
@@ -214,7 +220,13 @@ def search_orientation(q: np.ndarray, cell: tuple[float, float, float], step_deg
             A, n = _refine(np.stack([adir * a, np.cross(cdir, adir) * b, cdir * c]), q)
             found.append((n, A))
     found.sort(key=lambda t: -t[0])
-    return [A for _, A in found[:keep]]
+    distinct: list[np.ndarray] = []  # neighbouring grid directions refine to one orientation
+    for _, A in found:
+        if len(distinct) == keep:
+            break
+        if all(misorientation_deg(A, B) > 0.2 for B in distinct):
+            distinct.append(A)
+    return distinct
 
 
 def _explained(A: np.ndarray, yx: np.ndarray, info: FrameInfo, d_min: float, eps: float,
