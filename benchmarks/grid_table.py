@@ -7,6 +7,8 @@ training speed. Each model is then scored on the same held-out shots. Prints a m
 
     python benchmarks/grid_table.py resolution --data D --val-data V --minutes 8
     python benchmarks/grid_table.py lattice --data D --val-data V --grids 64@1.2,128@2.4
+    python benchmarks/grid_table.py lattice --cost-only --grids 64@1.2,128@2.4,256@1.2,512@0.6 \
+        --depths 18,34,50 --threads 2      # the cost side alone: img/s, ms, hours per epoch
 """
 
 from __future__ import annotations
@@ -48,6 +50,32 @@ def train_speed(task: str, depth: int, size: int, threads: int, batch: int = 32)
     return steps * batch / (time.perf_counter() - t0)
 
 
+@torch.no_grad()
+def infer_ms(task: str, depth: int, size: int, threads: int) -> float:
+    """Milliseconds of one model forward per shot (batch 1, as xrp predict answers a frame)."""
+    torch.set_num_threads(threads)
+    m = build_model(task, depth).eval()
+    x = torch.randn(1, 1, size, size)
+    m(x)
+    t0, n = time.perf_counter(), 5
+    for _ in range(n):
+        m(x)
+    return 1e3 * (time.perf_counter() - t0) / n
+
+
+def cost_table(task: str, grids: list[tuple[int, float]], depths: list[int], threads: int,
+               batch: int, epoch_shots: int) -> None:
+    """The cost side of the grid choice, no training: a markdown table per grid and depth."""
+    print(f"| depth | grid | d_min (Å) | train img/s ({threads} threads) | predict ms/shot | "
+          f"hours per epoch of {epoch_shots:,} shots |\n|---|---|---|---|---|---|")
+    for depth in depths:
+        for size, d_min in grids:
+            rate = train_speed(task, depth, size, threads, batch)
+            print(f"| {depth} | {size}² | {d_min:g} | {rate:.1f} | "
+                  f"{infer_ms(task, depth, size, threads):.1f} | "
+                  f"{epoch_shots / rate / 3600:.2f} |", flush=True)
+
+
 def score(task: str, model: Path, data: Path) -> tuple[dict, float]:
     t0 = time.perf_counter()
     preds, table, _ = predict_dataset(model, data)
@@ -64,8 +92,8 @@ def score(task: str, model: Path, data: Path) -> tuple[dict, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("task", choices=("resolution", "lattice"))
-    ap.add_argument("--data", required=True, help="training data set (xrp simulate)")
-    ap.add_argument("--val-data", required=True, help="held-out data set to score on")
+    ap.add_argument("--data", help="training data set (xrp simulate)")
+    ap.add_argument("--val-data", help="held-out data set to score on")
     ap.add_argument("--grids", default="64@1.2,128@1.2,256@1.2",
                     help="SIZE@D_MIN,... (Å)")
     ap.add_argument("--depths", default="18")
@@ -77,13 +105,23 @@ def main() -> None:
     ap.add_argument("--mlflow-uri", default=None)
     ap.add_argument("--speeds", default=None, help="SIZE=IMG_PER_S,... measured beforehand on "
                     "an idle machine (default: a probe now, which a busy machine skews)")
+    ap.add_argument("--cost-only", action="store_true",
+                    help="only the cost per grid and depth (no data sets, no training)")
+    ap.add_argument("--epoch-shots", type=int, default=30_000,
+                    help="shots per epoch for the hours column of --cost-only")
     a = ap.parse_args()
+    grids = [(int(g.split("@")[0]), float(g.split("@")[1])) for g in a.grids.split(",")]
+    if a.cost_only:
+        cost_table(a.task, grids, [int(d) for d in a.depths.split(",")], a.threads,
+                   a.batch_size, a.epoch_shots)
+        return
+    if not (a.data and a.val_data):
+        ap.error("--data and --val-data are needed (or --cost-only)")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for depth in (int(d) for d in a.depths.split(",")):
-        for spec in a.grids.split(","):
-            size, d_min = int(spec.split("@")[0]), float(spec.split("@")[1])
+        for size, d_min in grids:
             known = dict(kv.split("=") for kv in a.speeds.split(",")) if a.speeds else {}
             rate = float(known[str(size)]) if str(size) in known else \
                 train_speed(a.task, depth, size, a.threads, a.batch_size)

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import requests
 import torch
-from helpers import REAL, ROOT, free_port, needs_real, processes  # noqa: E402
+from helpers import REAL, ROOT, free_port, needs_real, processes, sigint_default  # noqa: E402
 
 from xray_platform.core.models import build_model, save_model
 from xray_platform.core.preprocess import Preprocessing
@@ -72,7 +72,8 @@ def service(tmp_path_factory):
          str(ROOT / "serve_configs" / "local.yaml"),
          "--lattice-model", str(lat), "--resolution-model", "champion", "--mlflow-uri", uri,
          "--port", str(port), "--max-upload-mb", "4"],
-        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=root, stdout=(root / "serve.log").open("w"), stderr=subprocess.STDOUT,
+        preexec_fn=sigint_default)
     url = f"http://127.0.0.1:{port}"
     t0 = time.time()
     while True:
@@ -83,14 +84,15 @@ def service(tmp_path_factory):
             pass
         if proc.poll() is not None or time.time() - t0 > 240:
             proc.kill()
-            pytest.fail("xrp serve did not come up:\n" + (proc.stdout.read() or ""))
+            pytest.fail("xrp serve did not come up:\n" + (root / "serve.log").read_text())
         time.sleep(1)
     yield {"url": url, "root": root, "uri": uri, "lattice": lat}
-    proc.send_signal(2)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C stops the service (in ~4 s)
     try:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
+        pytest.fail("xrp serve did not stop on Ctrl-C within 60 s")
 
 
 def _post(service, name: str, data: bytes, **form) -> requests.Response:
