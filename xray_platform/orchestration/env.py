@@ -8,7 +8,8 @@ it at import), connecting or starting Ray, and quiet output.
   needs RAY_AUTH_MODE=token and the token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
   ~/.ray/auth_token). We set the mode when a token is available and the user set none.
 - Quiet by default: users see xrp's own progress; Ray's logs and messages (raylet warnings,
-  Ray Train/Data chatter of the workers) go to a log file, unless XRP_VERBOSE=1 (`xrp -v`).
+  Ray Train/Data chatter of the workers, the C++ core's lines on file descriptor 2) go to a log
+  file, unless XRP_VERBOSE=1 (`xrp -v`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -93,6 +95,26 @@ def _quiet_ray_output(log: Path) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _native_stderr_to(log: Path) -> None:
+    """Ray's C++ core writes some warnings straight to file descriptor 2 (core_worker.cc, e.g.
+    "Actor ... has constructor arguments in the object store" for every Ray Data actor pool,
+    ray-project/ray#53727): point fd 2 at ``log`` and give Python's sys.stderr its own copy of
+    the terminal, so xrp's errors and progress still reach the user. Only where sys.stderr is
+    fd 2 itself (not under pytest's capture, not when already done)."""
+    try:
+        if sys.stderr.fileno() != 2:
+            return
+        sys.stderr.flush()
+        terminal = os.dup(2)
+    except (AttributeError, OSError, ValueError):  # no real stderr (captured or closed)
+        return
+    sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding=sys.stderr.encoding,
+                           errors=sys.stderr.errors)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def init_ray(address: str | None, num_cpus: int | None = None, *,
              log_to_driver: bool = True) -> None:
     """Connect to the cluster at ``address`` ("auto" for the one this machine belongs to) or
@@ -104,7 +126,9 @@ def init_ray(address: str | None, num_cpus: int | None = None, *,
         return
     kw = {"logging_level": "INFO" if verbose() else "ERROR", "log_to_driver": log_to_driver}
     if not verbose():
-        _quiet_ray_output(log_path())
+        log = log_path()
+        _quiet_ray_output(log)
+        _native_stderr_to(log)
     if address:
         ray.init(address=address, **kw)
     else:
