@@ -7,6 +7,7 @@ Ray's own output (otherwise it goes to a log file under the xrp cache folder).""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import typer
@@ -29,6 +30,9 @@ def _options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show R
                                           "logs and warnings (default: a log file).")) -> None:
     if verbose:
         os.environ["XRP_VERBOSE"] = "1"
+    else:  # MLflow's notes on creating and migrating a new sqlite store
+        for name in ("mlflow.store.db.utils", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @app.command()
