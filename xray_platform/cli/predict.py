@@ -17,6 +17,7 @@ from xray_platform.cli.options import (
     geometry_file,
     model_specs,
 )
+from xray_platform.core.schema import ALWAYS_RESOLUTION
 
 
 def _overrides(wavelength_a, distance_mm, pixel_size_mm, beam_center) -> dict:
@@ -97,7 +98,7 @@ def predict(
     resolution_model: ResolutionModel = "champion",
     mlflow_uri: MlflowUri = None,
     always_resolution: bool = typer.Option(
-        True, "--always-resolution/--single-lattice-only",
+        ALWAYS_RESOLUTION, "--always-resolution/--single-lattice-only",
         help="Regress the resolution of every hit (d_vis pools all lattices, design.md), or "
              "only of hits the lattice model calls single-lattice."),
     wavelength_a: float | None = typer.Option(None, "--wavelength", help="Override: "

@@ -28,6 +28,7 @@ from xray_platform.core.hitfinder import HIT_GRID, HitFinder
 from xray_platform.core.ice import IceFinder
 from xray_platform.core.models import XrpNet, load_model
 from xray_platform.core.preprocess import Preprocessing, normalise, regrid, regrid_plan
+from xray_platform.core.schema import ALWAYS_RESOLUTION
 from xray_platform.io.formats import Frame
 from xray_platform.physics.qgrid import QGrid, frame_to_grid
 
@@ -205,7 +206,7 @@ def wants_resolution(prep: Prepared, p: float | None, always_resolution: bool) -
 
 
 def predict_frames(frames: list[Frame], models: dict[str, LoadedModel],
-                   always_resolution: bool = True) -> list[dict[str, Any]]:
+                   always_resolution: bool = ALWAYS_RESOLUTION) -> list[dict[str, Any]]:
     """The whole graph in one process (batch prediction, and the benchmark's in-process
     reference): prepare, classify all, regress the routed ones."""
     preps = [m.prep for m in models.values()]

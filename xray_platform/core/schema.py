@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The routing default: every hit gets a resolution (d_vis pools all lattices, design.md);
+#: False routes multi-lattice hits past the regressor, resonet's way (xrp predict
+#: --single-lattice-only, the service's always_resolution=false).
+ALWAYS_RESOLUTION = True
+
 # name -> (JSON type, description)
 ANSWER: dict[str, tuple[Any, str]] = {
     "file": (str, "The detector file (HTTP: the upload's name)."),

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import ray
 
+from xray_platform.core.schema import ALWAYS_RESOLUTION
+
 COLUMNS = ["file", "frame", "format", "detector", "wavelength_A", "distance_mm",
            "pixel_size_mm", "beam_center_x_px", "beam_center_y_px", "hit", "n_spots",
            "n_spots_no_ice", "ice", "ice_rings_A", "p_multi", "is_multi", "confidence",
@@ -96,7 +98,7 @@ class PredictFrames:
 
 def predict_files(items: list[tuple[Path, int]], specs: dict[str, str],
                   mlflow_uri: str | None = None, *, overrides: dict | None = None,
-                  always_resolution: bool = True, batch_size: int = 4,
+                  always_resolution: bool = ALWAYS_RESOLUTION, batch_size: int = 4,
                   concurrency: int = 1, address: str | None = None,
                   on_progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
     """The table rows, in input order."""

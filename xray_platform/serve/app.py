@@ -33,6 +33,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from xray_platform import __version__
+from xray_platform.core.schema import ALWAYS_RESOLUTION
 from xray_platform.live.page import router as live_router
 from xray_platform.live.store import absolute_store_url
 from xray_platform.serve import config as serve_config
@@ -389,8 +390,9 @@ class Ingress:
         self,
         file: UploadFile = File(..., description="A detector file (one frame is answered)."),
         frame: int = Form(0, description="Frame index in multi-frame files (HDF5, .npy)."),
-        always_resolution: bool = Form(True, description="Regress every hit (false: only "
-                                       "hits the lattice model calls single-lattice)."),
+        always_resolution: bool = Form(ALWAYS_RESOLUTION, description="Regress every hit "
+                                       "(false: only hits the lattice model calls "
+                                       "single-lattice)."),
         wavelength_A: float | None = Form(None, description="Override: wavelength (Å)."),
         distance_mm: float | None = Form(None, description="Override: distance (mm)."),
         pixel_size_mm: float | None = Form(None, description="Override: pixel size (mm)."),
