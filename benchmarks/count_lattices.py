@@ -28,8 +28,7 @@ from xray_platform.io.formats import read_frame
 from xray_platform.physics.crystal import CRYSTAL_FORMS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-_CELL = CRYSTAL_FORMS["thaumatin"].cell
-THAUMATIN = (_CELL.a, _CELL.b, _CELL.c)
+THAUMATIN = CRYSTAL_FORMS["thaumatin"].cell.edges
 
 
 def cases() -> list[tuple[Path, tuple[float, float, float], str]]:

@@ -18,8 +18,7 @@ from xray_platform.core.indexing import (
 from xray_platform.io.formats import read_frame
 from xray_platform.physics import crystal as xtal
 
-_CELL = xtal.CRYSTAL_FORMS["thaumatin"].cell
-THAUMATIN = (_CELL.a, _CELL.b, _CELL.c)
+THAUMATIN = xtal.CRYSTAL_FORMS["thaumatin"].cell.edges
 
 
 def ref(name: str) -> tuple[dict, object]:

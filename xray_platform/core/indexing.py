@@ -11,8 +11,9 @@ A classical cross-check of the lattice classifier on real frames, where no label
    it, b = c x a (orthogonal cells only: tetragonal, orthorhombic, cubic).
 3. Matching, as a still predicts it: every lattice point within ``eps`` (1/Å) of the Ewald sphere
    is projected onto the detector; a spot within ``radius_px`` of a prediction is explained.
-   The orientation and cell are refined by least squares on the explained spots' indices, and
-   the beam centre and distance by a coordinate search on the first lattice's matches.
+   The orientation is refined (the rotation of the least-squares fit to the explained spots'
+   indices; the cell stays the known one), and the beam centre and distance by a coordinate
+   search on the first lattice's matches (bounded by MAX_BEAM_SHIFT_PX, MAX_DISTANCE_CHANGE).
 4. Further lattices are searched among the spots not yet explained. One is accepted only when
    it explains far more spots than random positions would (4 x as many, and a Poisson tail
    < 1e-6; the chance rate is measured by matching uniform random pixels to its predictions).

@@ -67,6 +67,11 @@ class UnitCell:
         return 1.0 - ca * ca - cb * cb - cg * cg + 2.0 * ca * cb * cg
 
     @property
+    def edges(self) -> tuple[float, float, float]:
+        """(a, b, c) in Å."""
+        return self.a, self.b, self.c
+
+    @property
     def volume(self) -> float:
         """V = abc sqrt(1 - cos^2 a - cos^2 b - cos^2 g + 2 cos a cos b cos g), in Å^3."""
         return self.a * self.b * self.c * math.sqrt(self._volume_factor_sq())
