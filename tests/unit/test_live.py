@@ -76,6 +76,24 @@ def test_watch_follows_a_folder_being_written_and_a_restart_answers_nothing_twic
     assert again.answered == 0 and len(store.answers("run")) == 3
 
 
+def test_watch_follows_links_only_inside_its_folder(tmp_path: Path) -> None:
+    folder, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    _cbf(folder / "f_0001.cbf", 1)
+    _cbf(elsewhere / "other_user.cbf", 2)
+    (folder / "f_0002.cbf").symlink_to(elsewhere / "other_user.cbf")
+    store = RunStore(f"sqlite:///{tmp_path}/runs.db")
+    opts = dict(poll_s=0.05, settle_s=0.0, give_up_s=0.0, exit_when_idle_s=0.3)
+    s = watch_folder(folder, store, "run", {}, **opts)
+    by = {Path(a["file"]).name: a for a in store.answers("run")}
+    assert s.answered == 2 and by["f_0001.cbf"].get("error") is None
+    assert "outside the watched folder (--allow-links-outside" in by["f_0002.cbf"]["error"]
+    assert str(elsewhere) not in by["f_0002.cbf"]["error"]
+    s = watch_folder(folder, store, "open", {}, allow_links_outside=True, **opts)
+    assert s.answered == 2 and s.errors == 0  # the user said so
+
+
 def test_a_backlog_beyond_its_bound_is_dropped_and_counted(tmp_path: Path) -> None:
     folder = tmp_path / "burst"
     folder.mkdir()

@@ -61,11 +61,13 @@ class FolderScan:
     folder: Path
     settle_s: float = 1.0
     geometry: str | None = None  # a CrystFEL .geom placing the HDF5 files' arrays
+    links_inside: Path | None = None  # symbolic and HDF5 links must stay in here (None: any)
     _seen: dict[Path, tuple[int, float, float, int]] = field(default_factory=dict)
 
     def frames(self) -> list[tuple[Path, int]]:
         """(file, frame) of every frame of the settled detector files, in file order."""
         from xray_platform.io.formats.base import HDF5_MAGIC, sniff
+        from xray_platform.io.formats.hdf5_links import check_links
         from xray_platform.io.formats.registry import n_frames, reader_for, understood_by
 
         out, now = [], time.time()
@@ -84,6 +86,8 @@ class FolderScan:
             n = old[3]
             if n < 0:  # settled: how many frames does it hold (0: not a detector file)?
                 try:
+                    if self.links_inside is not None:
+                        check_links(p, self.links_inside, upload=False)
                     if self.geometry is not None and sniff(p, 8).startswith(HDF5_MAGIC):
                         n = n_frames(p, self.geometry)
                     else:
@@ -158,19 +162,24 @@ def watch_folder(folder: Path, store: RunStore, run: str, models: dict, *,
                  overrides: dict | None = None, poll_s: float = 1.0, settle_s: float = 1.0,
                  give_up_s: float = 60.0, max_backlog: int = 1000, batch: int = 8,
                  exit_when_idle_s: float | None = None, raster: dict | None = None,
-                 thumb_every_s: float = 1.0,
+                 thumb_every_s: float = 1.0, allow_links_outside: bool = False,
                  on_update: Callable[[WatchStats], None] | None = None) -> WatchStats:
     """Follow ``folder`` until idle for ``exit_when_idle_s`` (None: until interrupted);
-    ``raster`` ({"rows", "cols", "snake"}) tells the live page the run is a grid scan."""
+    ``raster`` ({"rows", "cols", "snake"}) tells the live page the run is a grid scan. Symbolic
+    links and HDF5 links (external, virtual data sets) are followed only inside ``folder``
+    unless ``allow_links_outside``."""
     folder = Path(folder).resolve()  # answers name absolute paths: a restart elsewhere resumes
     if not folder.is_dir():
         raise ValueError(f"{folder}: no such folder")
+    if not allow_links_outside:
+        overrides = {**(overrides or {}), "links_inside": folder}
     run_id = store.open_run(run, f"folder:{folder}")
     if raster:
         store.set_live(run_id, raster=raster)
     done = store.answered(run_id)
     thumbs = _Thumbs(store, run_id, thumb_every_s)
-    scan = FolderScan(folder, settle_s, (overrides or {}).get("geometry"))
+    scan = FolderScan(folder, settle_s, (overrides or {}).get("geometry"),
+                      (overrides or {}).get("links_inside"))
     stats = WatchStats()
     failing: dict[tuple[str, int], float] = {}  # first failure time of frames being retried
     dropped: set[tuple[str, int]] = set()

@@ -19,6 +19,7 @@ from xray_platform.io.formats.base import (
 )
 from xray_platform.io.formats.cbf import CBFReader
 from xray_platform.io.formats.eiger import EigerHDF5Reader
+from xray_platform.io.formats.hdf5_links import check_links
 from xray_platform.io.formats.npy import NpyReader
 from xray_platform.io.formats.smv import SMVReader
 
@@ -101,13 +102,16 @@ class _Overridden(FrameSource):
         self.inner.close()
 
 
-def open_frames(path: str | Path, geometry: str | Path | None = None,
-                **overrides: Any) -> FrameSource:
+def open_frames(path: str | Path, geometry: str | Path | None = None, *,
+                links_inside: str | Path | None = None, **overrides: Any) -> FrameSource:
     """Open any known detector file once; ``src.frame(i)`` hands out frame i with the geometry
     overrides (wavelength_A, distance_mm, pixel_size_mm, beam_center_px) applied. With
     ``geometry`` (a CrystFEL .geom file) an HDF5 file's plain arrays are read panel by panel
-    (formats/geom_hdf5.py)."""
+    (formats/geom_hdf5.py). ``links_inside``: a folder the file's HDF5 links must stay in (a
+    watched folder; formats/hdf5_links.py), checked before anything reads the file."""
     checked = geometry_overrides(**overrides)
+    if links_inside is not None:
+        check_links(existing(path), links_inside, upload=False)
     if geometry is not None:
         src: FrameSource = _geom_source(path, geometry)
     else:
@@ -128,8 +132,12 @@ def _geom_source(path: str | Path, geometry: str | Path) -> FrameSource:
         raise FormatError(str(e)) from None
 
 
-def n_frames(path: Path, geometry: str | Path | None = None) -> int:
-    """Frames in a detector file (read through ``geometry`` when given)."""
+def n_frames(path: Path, geometry: str | Path | None = None, *,
+             links_inside: str | Path | None = None) -> int:
+    """Frames in a detector file (read through ``geometry`` when given; ``links_inside``: as
+    open_frames)."""
+    if links_inside is not None:
+        check_links(existing(path), links_inside, upload=False)
     if geometry is None:
         return reader_for(path).n_frames(path)
     with _geom_source(path, geometry) as src:
