@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from tokenize import TokenError
 
 import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4 filters EIGER data needs)
 import numpy as np
@@ -50,7 +51,7 @@ class NpyReader(Reader):
                 shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
             else:  # 3.0 exists only for structured dtypes with non-ASCII names
                 raise FormatError(f"{path}: unsupported .npy version {major}.{minor}")
-        except (ValueError, SyntaxError, EOFError) as exc:
+        except (ValueError, SyntaxError, EOFError, TokenError) as exc:  # numpy tokenizes it
             raise FormatError(f"{path}: truncated or corrupt .npy header ({exc})") from exc
         self._check(path, shape, dtype)
         return shape, dtype

@@ -121,7 +121,7 @@ class SMVReader(Reader):
             format=self.name,
             n_frames=1,
             exposure_s=_smv_float(header, "TIME"),
-            max_counts=int(saturated) if saturated and saturated > 0
+            max_counts=int(saturated) if saturated and 0 < saturated < 2**40  # inf: absurd
             else int(np.iinfo(dtype).max),  # a 16-bit CCD counter saturates at 65535
         )
 
