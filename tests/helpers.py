@@ -122,3 +122,42 @@ def ray_head(*args: str, env: dict, timeout: float = 180) -> Iterator[subprocess
     finally:
         kill_ray_cluster(temp)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def raw_upload(port: int, mib: int, chunked: bool) -> tuple[int | None, dict | None, int]:
+    """(status, JSON answer, bytes sent) of a multipart upload of ``mib`` MiB of zeros to
+    127.0.0.1:PORT/v1/predict, in chunks (no Content-Length) or with its length declared; the
+    sending stops where the server closes the connection."""
+    import http.client
+    import json
+
+    boundary = "xrpboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"frame.cbf\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    piece = bytes(64 << 10)
+    n_pieces = (mib << 20) // len(piece)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.putrequest("POST", "/v1/predict")
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+    if chunked:
+        conn.putheader("Transfer-Encoding", "chunked")
+    else:
+        conn.putheader("Content-Length", str(len(head) + n_pieces * len(piece) + len(tail)))
+    conn.endheaders()
+    sent = 0
+    try:
+        for part in (head, *(piece for _ in range(n_pieces)), tail):
+            conn.send(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
+            sent += len(part)
+        if chunked:
+            conn.send(b"0\r\n\r\n")
+    except OSError:  # the server answered and closed while we were still sending
+        pass
+    try:
+        r = conn.getresponse()
+        return r.status, json.loads(r.read()), sent
+    except (OSError, http.client.HTTPException):
+        return None, None, sent
+    finally:
+        conn.close()

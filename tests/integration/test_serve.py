@@ -25,7 +25,15 @@ import numpy as np
 import pytest
 import requests
 import torch
-from helpers import REAL, ROOT, free_port, needs_real, processes, sigint_default  # noqa: E402
+from helpers import (  # noqa: E402
+    REAL,
+    ROOT,
+    free_port,
+    needs_real,
+    processes,
+    raw_upload,
+    sigint_default,
+)  # noqa: E402
 
 from xray_platform.core.models import build_model, save_model
 from xray_platform.core.preprocess import Preprocessing
@@ -303,6 +311,71 @@ def _nxmx(path: Path, frames: np.ndarray, g) -> None:
         d = e.create_group("data")
         d.attrs["NX_class"] = "NXdata"
         d.create_dataset("data", data=frames, chunks=(1, *frames.shape[1:]), **comp)
+
+
+def _crafted_masters(tmp: Path) -> dict[str, bytes]:
+    """Masters that point at another user's data file on the server (design.md: an upload is
+    data, never a pointer): absolute and ../ external links, a VDS source, a link loop."""
+    from types import SimpleNamespace
+
+    g = SimpleNamespace(wavelength_A=1.0, distance_mm=200.0, beam_center_px=(100.0, 100.0),
+                        detector=SimpleNamespace(pixel_mm=0.172))
+    frames = np.full((1, 200, 200), 5, np.uint16)
+    secret = tmp / "elsewhere" / "other_user_data_000001.h5"
+    secret.parent.mkdir()
+    _nxmx(secret, frames, g)
+    out = {}
+
+    def master(name: str, make) -> None:
+        path = tmp / name
+        _nxmx(path, frames, g)
+        with h5py.File(path, "a") as f:
+            del f["entry/data/data"]
+            make(f["entry/data"])
+        out[name] = path.read_bytes()
+
+    def vds(d) -> None:
+        layout = h5py.VirtualLayout(frames.shape, frames.dtype)
+        layout[:] = h5py.VirtualSource(str(secret), "/entry/data/data", frames.shape)
+        d.create_virtual_dataset("data", layout)
+
+    master("abs.h5", lambda d: d.__setitem__("data", h5py.ExternalLink(
+        str(secret), "/entry/data/data")))
+    master("gone.h5", lambda d: d.__setitem__("data", h5py.ExternalLink(
+        str(secret.with_name("nothing.h5")), "/entry/data/data")))
+    master("dotdot.h5", lambda d: d.__setitem__("data", h5py.ExternalLink(
+        "../../../../../../.." + str(secret), "/entry/data/data")))
+    master("vds.h5", vds)
+    master("loop.h5", lambda d: d.__setitem__("data", h5py.ExternalLink(
+        "upload.h5", "/entry/data/data")))  # the server's own name for the upload
+    return out
+
+
+def test_uploads_cannot_reach_the_servers_files(service, tmp_path: Path) -> None:
+    messages = {}
+    for name, data in _crafted_masters(tmp_path).items():
+        r = _post(service, name, data)
+        print(f"{name}: {r.status_code} {r.json()['error']}")
+        # a loop back into the upload stays inside it: refused as what it reads, a link
+        _assert_error(r, 422, "no dataset" if name == "loop.h5" else "not uploaded with it",
+                      name)
+        assert str(tmp_path) not in r.json()["error"] and "other_user" not in r.json()["error"]
+        messages[name] = r.json()["error"].replace(name, "X")
+    assert messages["abs.h5"] == messages["gone.h5"]  # an existing file reads as a missing one
+    assert requests.get(f"{service['url']}/healthz", timeout=10).json()["status"] == "ok"
+
+
+def test_a_chunked_upload_is_refused_while_it_streams(service) -> None:
+    """200 MiB sent in chunks (no Content-Length) against the service's 4 MiB limit."""
+    port = int(service["url"].rsplit(":", 1)[1])
+    before = {pid: rss for pid, _, rss, _ in processes(r"ServeReplica:xrp:Ingress")}
+    status, answer, sent = raw_upload(port, 200, chunked=True)
+    after = {pid: rss for pid, _, rss, _ in processes(r"ServeReplica:xrp:Ingress")}
+    grown = max((after[p] - before.get(p, after[p])) / 1024 for p in after)
+    print(f"chunked 200 MiB: {status}, {sent / 2**20:.1f} MiB sent, Ingress RSS +{grown:.0f} MB")
+    assert status == 413 and "above the limit of 4.0 MiB" in answer["error"]
+    assert sent < 32 << 20 and grown < 100
+    assert requests.get(f"{service['url']}/healthz", timeout=10).json()["status"] == "ok"
 
 
 @needs_real

@@ -7,7 +7,9 @@ no internet (nothing from a CDN) and no frontend build. No Ray.
   resolution rings, counters); ``?rows=R&cols=C&snake=1`` gives a raster the run lacks.
 - ``GET /ui/api/runs/{run}?after=SEQ``: counters and the compact rows after SEQ (JSON);
   ``GET /ui/api/runs/{run}/events``: the same as Server-Sent Events, a few hundred bytes per
-  frame; ``GET /ui/runs/{run}/thumb.png``: the latest frame.
+  frame, at most MAX_EVENT_STREAMS at a time per process (then 503); ``GET
+  /ui/runs/{run}/thumb.png``: the latest frame.
+With an API key every route needs it (live/auth.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import asyncio
 import html
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 
@@ -30,6 +33,7 @@ ROW_FIELDS = ("seq", "frame", "hit", "n_spots", "p_multi", "is_multi", "resoluti
               "resolution_sigma_A", "ice", "error")
 EVENT_POLL_S = 0.25
 RATE_WINDOW_S = 10.0
+MAX_EVENT_STREAMS = 32  # open event streams per process (each polls the store 4 times a second)
 
 
 def compact(a: dict[str, Any]) -> dict[str, Any]:
@@ -58,13 +62,44 @@ def snapshot(store: RunStore, name: str, after: int = -1) -> dict[str, Any]:
             "thumb_updated": live["updated"] if live["thumb"] else None}
 
 
+class StreamSlots:
+    """A cap on concurrent event streams; a stream holds its slot until it ends or its client
+    goes (asyncio: one thread, no lock needed)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.open = limit, 0
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        if self.open >= self.limit:
+            raise HTTPException(503, f"{self.open} live event streams are open, the most this "
+                                "server keeps: close a live page or retry later")
+        self.open += 1
+        try:
+            yield
+        finally:
+            self.open -= 1
+
+
+async def _then(first: str, rest: AsyncGenerator[str, None]) -> AsyncIterator[str]:
+    """``first``, then the rest of a started stream (closed, freeing its slot, however this
+    ends)."""
+    try:
+        yield first
+        async for event in rest:
+            yield event
+    finally:
+        await rest.aclose()
+
+
 def _asset(name: str) -> str:
     return resources.files("xray_platform.live").joinpath("static", name).read_text()
 
 
-def router(store_of: Callable[[], RunStore]) -> APIRouter:
+def router(store_of: Callable[[], RunStore], max_streams: int | None = None) -> APIRouter:
     """The /ui routes over the store that ``store_of()`` returns."""
     r = APIRouter()
+    slots = StreamSlots(MAX_EVENT_STREAMS if max_streams is None else max_streams)
 
     @r.get("/ui", response_class=HTMLResponse, include_in_schema=False)
     def runs_page() -> str:
@@ -90,21 +125,25 @@ def router(store_of: Callable[[], RunStore]) -> APIRouter:
     @r.get("/ui/api/runs/{name}/events", include_in_schema=False)
     async def run_events(name: str, after: int = Query(-1)) -> StreamingResponse:
         store = store_of()
-        first = await asyncio.to_thread(snapshot, store, name, after)  # 404 before streaming
 
         async def events():
-            snap, last_counters, last_beat = first, None, 0.0
-            while True:
-                seq = snap["rows"][-1]["seq"] if snap["rows"] else snap.get("_after", after)
-                if snap["rows"] or snap["counters"] != last_counters or \
-                        time.time() - last_beat > 15:
-                    last_counters, last_beat = snap["counters"], time.time()
-                    yield f"data: {json.dumps({k: v for k, v in snap.items() if k[0] != '_'})}\n\n"
-                await asyncio.sleep(EVENT_POLL_S)
-                snap = await asyncio.to_thread(snapshot, store, name, seq)
-                snap["_after"] = seq
+            with slots.hold():  # 503 beyond the cap; the slot is freed when the stream ends
+                snap = await asyncio.to_thread(snapshot, store, name, after)  # 404 first
+                last_counters, last_beat = None, 0.0
+                while True:
+                    seq = snap["rows"][-1]["seq"] if snap["rows"] else snap.get("_after", after)
+                    if snap["rows"] or snap["counters"] != last_counters or \
+                            time.time() - last_beat > 15:
+                        last_counters, last_beat = snap["counters"], time.time()
+                        yield ("data: " + json.dumps({k: v for k, v in snap.items()
+                                                      if k[0] != "_"}) + "\n\n")
+                    await asyncio.sleep(EVENT_POLL_S)
+                    snap = await asyncio.to_thread(snapshot, store, name, seq)
+                    snap["_after"] = seq
 
-        return StreamingResponse(events(), media_type="text/event-stream",
+        stream = events()
+        first = await stream.__anext__()  # a 503 or 404 is answered before streaming starts
+        return StreamingResponse(_then(first, stream), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
     @r.get("/ui/runs/{name}/thumb.png", include_in_schema=False)
@@ -122,11 +161,15 @@ def router(store_of: Callable[[], RunStore]) -> APIRouter:
     return r
 
 
-def app(store_url: str | None = None):
-    """A FastAPI app of the page alone (`xrp watch --ui PORT`)."""
+def app(store_url: str | None = None, api_key: str | None = None):
+    """A FastAPI app of the page alone (`xrp watch --ui PORT`); with ``api_key``, every route
+    needs it (live/auth.py)."""
     from fastapi import FastAPI
+
+    from xray_platform.live.auth import RequireKey
 
     store = RunStore(store_url)
     a = FastAPI(title="xrp live", docs_url=None, redoc_url=None)
     a.include_router(router(lambda: store))
+    a.add_middleware(RequireKey, key_of=lambda: api_key)
     return a

@@ -34,9 +34,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from xray_platform import __version__
 from xray_platform.core.schema import ALWAYS_RESOLUTION
+from xray_platform.live.auth import KEY_ENV, RequireKey, clean_key
 from xray_platform.live.page import router as live_router
 from xray_platform.live.store import absolute_store_url
 from xray_platform.serve import config as serve_config
+from xray_platform.serve.body_limit import BodyLimit, too_large
 
 DEFAULTS: dict[str, Any] = {
     "lattice_model": "champion",  # champion (else the zoo), zoo, a file, a registry ref, null
@@ -48,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "request_timeout_s": 60.0,  # per request: decoding, mapping and the models
     "run_store": None,  # the live page's run store (default sqlite:///xrp-runs.db, absolute)
     "geometry": None,  # a CrystFEL .geom placing uploaded HDF5 files' plain arrays (JUNGFRAU)
+    "api_key": None,  # needed on all but /healthz and the docs; else $XRP_API_KEY (never in YAML)
 }
 UPLOAD_PIECE = 1 << 20  # bytes per piece of an upload on its way to the Preprocessor
 _SUFFIX = re.compile(r"(\.(?:cbf|img|smv|h5|hdf5|nxs|npy))?(\.(?:gz|bz2))?$", re.IGNORECASE)
@@ -86,7 +89,8 @@ def input_error(e: BaseException, tmp_path: str, filename: str) -> "BadInput | S
     from xray_platform.io.compress import TooLarge
     from xray_platform.io.formats import DataFileMissing, FormatError, GeometryMissing
 
-    msg = str(e).replace(tmp_path, filename)
+    msg = str(e).replace(tmp_path, filename)  # never a server path: the upload's own name,
+    msg = msg.replace(str(Path(tmp_path).parent) + os.sep, "")  # files beside it by name only
     if isinstance(e, TooLarge):
         return BadInput(msg, 413)
     if isinstance(e, GeometryMissing):
@@ -142,6 +146,7 @@ class Preprocessor:
 
         from xray_platform.core.answer import prepare_frame
         from xray_platform.io.formats import read_frame
+        from xray_platform.io.formats.hdf5_links import check_links
 
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="xrp-upload-") as d:
@@ -149,7 +154,8 @@ class Preprocessor:
             with open(path, "wb") as fh:
                 for ref in pieces:
                     fh.write(ray.get(ref))
-            try:
+            try:  # an upload is data: its HDF5 links may reach only itself (formats/hdf5_links)
+                check_links(path, d, upload=True, name=filename or "upload")
                 if self.geometry and _needs_geometry(path):
                     overrides = {**overrides, "geometry": self.geometry}
                 frame = read_frame(path, index, **overrides)
@@ -219,10 +225,6 @@ api = FastAPI(title="xrp", version=__version__, description=(
     "geometry; .gz/.bz2 accepted) to /v1/predict."))
 # the limits live in a module (shipped by reference): Serve sends the Ingress class to its
 # replica by value, so a dict defined here would be copied apart from what the middleware reads
-def _mib(n: float) -> str:
-    return f"{n / 2**20:.1f}"
-
-
 serve_config.LIMITS.setdefault("bytes", int(DEFAULTS["max_upload_mb"] * 2**20))
 serve_config.LIMITS.setdefault("seconds", float(DEFAULTS["request_timeout_s"]))
 
@@ -240,14 +242,11 @@ def _run_store():
 api.include_router(live_router(_run_store))  # /ui: the live page of `xrp watch` runs
 
 
-@api.middleware("http")
-async def _upload_limit(request: Request, call_next):
-    """Refuse bodies above the limit before anything reads them."""
-    size = request.headers.get("content-length")
-    if size is not None and size.isdigit() and int(size) > serve_config.LIMITS["bytes"]:
-        return _error_response(f"upload of {int(size) / 2**20:.1f} MiB is above the limit of "
-                               f"{_mib(serve_config.LIMITS['bytes'])} MiB (max_upload_mb)", 413)
-    return await call_next(request)
+def _upload_bytes() -> int:
+    return serve_config.LIMITS["bytes"]
+
+
+api.add_middleware(BodyLimit, limit_of=_upload_bytes)  # bodies bounded while they stream
 
 
 async def _call(method, *args, attempts: int = 3):
@@ -335,8 +334,7 @@ async def _read_upload(file: UploadFile) -> list:
     while piece := await file.read(UPLOAD_PIECE):
         size += len(piece)
         if size > serve_config.LIMITS["bytes"]:
-            raise BadInput(f"upload is above the limit of {_mib(serve_config.LIMITS['bytes'])} MiB "
-                           "(max_upload_mb)", 413)
+            raise BadInput(too_large(serve_config.LIMITS["bytes"]), 413)
         pieces.append(ray.put(piece))
         del piece
     if not size:
@@ -359,13 +357,21 @@ def _form_overrides(frame: int, wavelength_A, distance_mm, pixel_size_mm, beam_x
         raise BadInput(str(e), 400) from None
 
 
+def _api_key() -> str | None:
+    return serve_config.LIMITS.get("api_key")
+
+
+api.add_middleware(RequireKey, key_of=_api_key)  # added last: the outermost, checks first
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
 @serve.ingress(api)
 class Ingress:
     def __init__(self, pre: DeploymentHandle, lattice: DeploymentHandle | None,
                  resolution: DeploymentHandle | None, max_upload_mb: float,
                  models: dict[str, dict], request_timeout_s: float = 60.0,
-                 run_store: str | None = None) -> None:
+                 run_store: str | None = None, api_key: str | None = None) -> None:
+        serve_config.LIMITS["api_key"] = clean_key(api_key or os.environ.get(KEY_ENV))
         serve_config.LIMITS["bytes"] = int(max_upload_mb * 2**20)
         serve_config.LIMITS["run_store"] = run_store  # type: ignore[assignment]
         serve_config.LIMITS["seconds"] = float(request_timeout_s)
@@ -504,4 +510,4 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     return dep(Ingress, "Ingress").bind(pre, handles.get("lattice"), handles.get("resolution"),
                                         float(cfg["max_upload_mb"]), models,
                                         float(cfg["request_timeout_s"]),
-                                        absolute_store_url(cfg["run_store"]))
+                                        absolute_store_url(cfg["run_store"]), cfg["api_key"])

@@ -8,9 +8,10 @@ from typing import Any
 
 import yaml
 
-DEFAULT_HOST = "127.0.0.1"  # loopback unless the user says otherwise
+DEFAULT_HOST = "127.0.0.1"  # loopback unless --host (or the file's http_options) says otherwise
 DEFAULT_PORT = 8000
-#: the running Ingress's limits (bytes per upload, seconds per request), set by the replica
+#: the running Ingress's limits (bytes per upload, seconds per request) and API key, set by the
+#: replica
 LIMITS: dict[str, Any] = {}
 STORES: dict[str | None, Any] = {}  # the live page's open run store, by URL
 
