@@ -3,19 +3,25 @@
 data.py (presets, simulate, show), train.py, tune.py, models.py (zoo + registry), evaluate.py,
 serve.py, predict.py, runs.py (watch, runs); options.py declares the options several commands
 share, common.py the consoles, errors, progress bars and summary tables. `-v/--verbose` shows
-Ray's own output (otherwise it goes to a log file under the xrp cache folder)."""
+Ray's own output (otherwise it goes to a log file under the xrp cache folder). Ray's usage
+statistics and MLflow's telemetry are off unless the user's environment turns them on
+(orchestration/env.py)."""
 
 from __future__ import annotations
 
 import logging
 import os
 
-import typer
+from xray_platform.orchestration.env import privacy_defaults
 
-from xray_platform import __version__
-from xray_platform.cli import data, evaluate, predict, runs, serve, train, tune
-from xray_platform.cli.common import console
-from xray_platform.cli.models import models_app
+privacy_defaults()  # Ray's usage stats, MLflow's telemetry: off before either is imported
+
+import typer  # noqa: E402
+
+from xray_platform import __version__  # noqa: E402
+from xray_platform.cli import data, evaluate, predict, runs, serve, train, tune  # noqa: E402
+from xray_platform.cli.common import console  # noqa: E402
+from xray_platform.cli.models import models_app  # noqa: E402
 
 app = typer.Typer(
     help="xrp: is this X-ray diffraction shot a hit, one lattice or several, and to what "

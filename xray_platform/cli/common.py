@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -15,10 +17,20 @@ console = Console()
 err = Console(stderr=True)
 
 
-def fail(msg: str) -> None:
-    """Print ``error: msg`` on stderr and exit with status 2."""
-    err.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
-    raise typer.Exit(code=2)
+def fail(msg: str, code: int = 2) -> NoReturn:
+    """Print ``error: msg`` on stderr and exit with status ``code`` (2: a bad argument or a
+    missing input; 1: the work itself came to nothing)."""
+    err.print(f"[bold red]error:[/] {escape(msg)}", soft_wrap=True)  # msg: plain text
+    raise typer.Exit(code=code)
+
+
+def positive(value: float | None, option: str) -> float | None:
+    """``value`` if it is None or a finite number > 0; fail otherwise."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        fail(f"{option} must be a number > 0, got {value}")
+    return value
 
 
 def csv(text: str | None, kind: type, what: str) -> tuple | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from xray_platform.cli.common import console, fail, progress, summary
+from xray_platform.cli.common import console, fail, positive, progress, summary
 from xray_platform.cli.options import Address
 
 
@@ -53,7 +53,7 @@ def simulate(
                                      "frames (int32, big: ~25 MB raw per PILATUS 6M frame)."),
     shard_size: int | None = typer.Option(None, "--shard-size", help="Shots per shard file "
                                           "(one Ray task each)."),
-    num_cpus: int | None = typer.Option(None, "--num-cpus", help="CPUs for a local Ray "
+    num_cpus: int | None = typer.Option(None, "--num-cpus", min=1, help="CPUs for a local Ray "
                                         "(default: all)."),
     detector: str | None = typer.Option(None, "--detector", help="Use only this detector "
                                         "preset (pilatus6m, eiger16m, test); needed with "
@@ -113,7 +113,10 @@ def _show_detector_file(path: Path, index: int, png: Path, size: int, d_min: flo
         fail(str(e))
     import torch
 
-    grid = QGrid(size, d_min)
+    try:
+        grid = QGrid(size, d_min)
+    except ValueError as e:
+        fail(f"--size/--d-min: {e}")
     inputs = frame_to_grid(torch.as_tensor(frame.image), geom, grid).numpy()
     record = {"detector": frame.info.detector or frame.info.format,
               "distance_mm": geom.distance_mm, "wavelength_A": geom.wavelength_A,
@@ -169,11 +172,13 @@ def show(
     out: Path | None = typer.Option(None, "--out", "-o", help="PNG to write (default: "
                                     "<name>_<index>.png in the current folder)."),
     d_min: float = typer.Option(1.2, "--d-min", help="For detector files: grid edge (Å)."),
-    size: int = typer.Option(512, "--size", help="For detector files: grid size (cells)."),
+    size: int = typer.Option(512, "--size", min=8, help="For detector files: grid size "
+                             "(cells)."),
 ) -> None:
     """Write a PNG of a shot: model input and detector frame with resolution rings, and labels."""
     if not path.exists():
         fail(f"{path} does not exist")
+    positive(d_min, "--d-min")
     name = path.name.split(".")[0] if path.is_file() else path.name
     png = out or Path(f"{name}_{index}.png")
     if _is_dataset(path):

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+
+def _no_credentials(value: str | None) -> str | None:
+    """--mlflow-uri, or else $MLFLOW_TRACKING_URI, without user:password@ (tracking/store.py)."""
+    from xray_platform.cli.common import fail
+    from xray_platform.tracking.store import check_uri
+
+    try:
+        if value:
+            return check_uri(value, "--mlflow-uri")
+        check_uri(os.environ.get("MLFLOW_TRACKING_URI"), "$MLFLOW_TRACKING_URI")
+    except ValueError as e:
+        fail(str(e))
+    return value
+
+
 MlflowUri = Annotated[str | None, typer.Option(
-    "--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite "
-    "./mlflow.db; a server: http://host:5000, credentials only from the environment).")]
+    "--mlflow-uri", callback=_no_credentials, help="MLflow tracking URI (default: "
+    "$MLFLOW_TRACKING_URI or sqlite ./mlflow.db; a server: http://host:5000, credentials only "
+    "from the environment: MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN).")]
 Address = Annotated[str | None, typer.Option(
     "--address", help="Ray cluster address (auto, host:6379, ray://host:10001); default: a "
     "private local Ray.")]
@@ -25,9 +42,9 @@ ImagenetWeights = Annotated[Path | None, typer.Option(
     "--imagenet-weights", help="Local torchvision ResNet weights file (.pth); xrp never "
     "downloads weights.")]
 ShotsPerEpoch = Annotated[int | None, typer.Option(
-    "--shots-per-epoch", help="Presets: fresh shots simulated per epoch.")]
+    "--shots-per-epoch", min=1, help="Presets: fresh shots simulated per epoch.")]
 ValShots = Annotated[int | None, typer.Option(
-    "--val-shots", help="Presets: fixed, seeded validation shots.")]
+    "--val-shots", min=1, help="Presets: fixed, seeded validation shots.")]
 
 GeometryFile = Annotated[Path | None, typer.Option(
     "--geometry", help="A CrystFEL geometry file (.geom) placing the panels of HDF5 files that "

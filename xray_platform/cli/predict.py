@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from xray_platform.cli.common import console, csv, err, fail, progress, summary
 from xray_platform.cli.options import (
@@ -60,6 +61,10 @@ def _pinned(specs: dict[str, str], mlflow_uri: str | None) -> dict[str, str]:
     return pinned
 
 
+#: Failed frames listed one by one on stderr (the table holds all of them).
+_SHOW_ERRORS = 20
+
+
 def _summary(rows: list[dict], wall: float, out: Path) -> None:
     import numpy as np
 
@@ -74,9 +79,36 @@ def _summary(rows: list[dict], wall: float, out: Path) -> None:
     lines += [("throughput", f"{len(rows) / wall:.2f} frames/s ({wall:.1f} s incl. start-up)"),
               ("table", str(out))]
     summary("xrp predict: summary", lines)
-    for r in rows:
-        if r.get("error"):
-            err.print(f"[yellow]{r['file']}[{r['frame']}][/]: {r['error']}", soft_wrap=True)
+    failed = [r for r in rows if r.get("error")]
+    for r in failed[:_SHOW_ERRORS]:
+        err.print(f"[yellow]{escape(str(r['file']))}\\[{r['frame']}][/]: {escape(r['error'])}",
+                  soft_wrap=True)
+    if len(failed) > _SHOW_ERRORS:
+        err.print(f"... and {len(failed) - _SHOW_ERRORS} more (the error column of {out})",
+                  soft_wrap=True, markup=False)
+
+
+def _outcome(rows: list[dict], out: Path) -> None:
+    """Exit 1 when no frame was answered; say how many failed when some did."""
+    failed = sum(1 for r in rows if r.get("error"))
+    if rows and failed == len(rows):
+        fail(f"no frame answered: all {failed} failed (the error column of {out} says why)",
+             code=1)
+    if failed:
+        err.print(f"[yellow]{failed} of {len(rows)} frames failed[/] (the error column of "
+                  f"{escape(str(out))} says why); {len(rows) - failed} answered",
+                  soft_wrap=True)
+
+
+def _open_run(store: str | None, run: str, paths: list[str]) -> tuple:
+    """(run store, run id) for --run, opened before the work so a bad URL fails at once."""
+    from xray_platform.live.store import RunStore
+
+    try:
+        rs = RunStore(store)
+        return rs, rs.open_run(run, "predict:" + " ".join(paths))
+    except ValueError as e:
+        fail(str(e))
 
 
 def _print_columns(value: bool) -> None:
@@ -120,15 +152,18 @@ def predict(
                                    "of the run store (`xrp runs show RUN`)."),
     store: str | None = typer.Option(None, "--store", help="The run store for --run (a "
                                      "SQLAlchemy URL; default sqlite:///xrp-runs.db)."),
-    batch_size: int = typer.Option(4, "--batch-size", help="Frames per model batch."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Frames per model batch."),
     columns: bool = typer.Option(False, "--columns", is_eager=True, callback=_print_columns,
                                  help="Print what every column of the table means, and exit."),
-    workers: int = typer.Option(1, "--workers", help="Parallel predictor actors (1 CPU "
-                                "each)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Parallel predictor actors (1 "
+                                "CPU each)."),
     address: Address = None,
 ) -> None:
     """Predict every frame of files/folders with Ray Data and write a per-image table (file,
-    frame, geometry, hit, p_multi, resolution_A, sigma, timings, the models that answered)."""
+    frame, geometry, hit, p_multi, resolution_A, sigma, timings, the models that answered).
+
+    Exit status: 0 when at least one frame was answered (frames that failed keep their row,
+    with the error, and are counted), 1 when none was, 2 for bad arguments or inputs."""
     import time
 
     from xray_platform.io.formats import FormatError, expand_inputs
@@ -155,6 +190,7 @@ def predict(
         fail("no model answers: train one (`xrp tune resolution`) or pass --resolution-model")
     if min_confidence is not None and "lattice" not in pinned:
         fail("--min-confidence needs a lattice model (its p_multi is the confidence)")
+    target = _open_run(store, run, paths) if run is not None else None
     from xray_platform.orchestration.predict import confident_rows, predict_files, write_table
 
     t0 = time.perf_counter()
@@ -163,19 +199,18 @@ def predict(
                              always_resolution=always_resolution, batch_size=batch_size,
                              concurrency=workers, address=address, on_progress=update)
     wall = time.perf_counter() - t0
-    n_all = len(rows)
+    all_rows, n_all = rows, len(rows)
     if min_confidence is not None:
         rows = confident_rows(rows, min_confidence)
         console.print(f"--min-confidence {min_confidence}: {n_all - len(rows)} of {n_all} "
                       "frames below it, not written")
     write_table(rows, out)
-    if run is not None:
-        from xray_platform.live.store import RunStore
+    if target is not None:
+        from xray_platform.live.store import shown_url
 
-        try:
-            rs = RunStore(store)
-            added = rs.add(rs.open_run(run, "predict:" + " ".join(paths)), rows)
-        except ValueError as e:
-            fail(str(e))
-        console.print(f"run {run!r} in {rs.url}: {added} new frames (of {len(rows)})")
+        rs, run_id = target
+        added = rs.add(run_id, rows)
+        console.print(f"run {run!r} in {shown_url(rs.url)}: {added} new frames (of "
+                      f"{len(rows)})", soft_wrap=True)
     _summary(rows, wall, out)
+    _outcome(all_rows, out)

@@ -17,6 +17,7 @@ from xray_platform.cli.options import (
     geometry_file,
     model_specs,
 )
+from xray_platform.cli.serve import ApiKey, Insecure, checked_key
 
 Store = typer.Option(None, "--store", help="The run store: a SQLAlchemy URL (default "
                      "sqlite:///xrp-runs.db in the working directory).")
@@ -24,11 +25,13 @@ runs_app = typer.Typer(help="The run store: every answer of every `xrp watch` ru
                        no_args_is_help=True)
 
 
-def _store(url: str | None):
+def _store(url: str | None, create: bool = True):
+    """The run store at ``url``; read-only commands (``create=False``) fail when it is not
+    there instead of creating it."""
     from xray_platform.live.store import RunStore
 
     try:
-        return RunStore(url)
+        return RunStore(url, create=create)
     except ValueError as e:
         fail(str(e))
 
@@ -68,8 +71,15 @@ def watch(
     ui: int | None = typer.Option(None, "--ui", min=1, max=65535, help="Also serve the live "
                                   "page on this port (http://127.0.0.1:PORT/ui/runs/RUN)."),
     ui_host: str = typer.Option("127.0.0.1", "--ui-host", help="Address the live page "
-                                "listens on (0.0.0.0: the beamline network)."),
+                                "listens on (0.0.0.0: the beamline network; needs --api-key "
+                                "or --insecure)."),
+    api_key: ApiKey = None,
+    insecure: Insecure = False,
     geometry: GeometryFile = None,
+    allow_links_outside: bool = typer.Option(
+        False, "--allow-links-outside", help="Follow symbolic links and HDF5 links (external "
+        "links, virtual data sets) that lead out of the watched folder (default: such a file "
+        "gets an error answer)."),
     server: str | None = typer.Option(None, "--server", help="Answer with a running `xrp "
                                       "serve` at this URL (e.g. http://gpu-node:8000) instead "
                                       "of models in this process."),
@@ -77,10 +87,14 @@ def watch(
     """Follow a run as the detector writes it (a folder) or sends it (the DECTRIS stream):
     answer every new frame (hit, lattices, resolution, ice, classical d_min) in this process
     and append it to the run store; --ui serves the live page."""
+    from xray_platform.live.store import shown_url
     from xray_platform.live.watch import watch_folder
 
+    page_key = checked_key(ui_host, api_key, insecure, "--ui-host") if ui is not None else None
     is_stream = "://" in source
     folder = None if is_stream else Path(source)
+    if folder is not None and not folder.is_dir():  # before any model or store is opened
+        fail(f"{source}: no such folder" if not folder.exists() else f"{source}: not a folder")
     if is_stream and geometry is not None:
         fail("--geometry is for folders of HDF5 files; the DECTRIS stream's header gives "
              "its geometry")
@@ -100,9 +114,9 @@ def watch(
     name = run or (_stream_name(source) if is_stream else folder.resolve().name)
     update = _printer(name)
     if ui is not None:
-        _serve_page(rs.url, ui_host, ui, name)
-    console.print(f"watching {source} as run {name!r} in {rs.url} (Ctrl-C stops; rerun to "
-                  "resume)", soft_wrap=True)
+        _serve_page(rs.url, ui_host, ui, name, page_key)
+    console.print(f"watching {source} as run {name!r} in {shown_url(rs.url)} (Ctrl-C stops; "
+                  "rerun to resume)", soft_wrap=True)
     try:
         if is_stream:
             from xray_platform.live.stream import watch_stream
@@ -114,7 +128,8 @@ def watch(
             s = watch_folder(folder, rs, name, models, poll_s=poll_s, settle_s=settle_s,
                              overrides={"geometry": geom} if geom else None,
                              give_up_s=give_up_s, max_backlog=max_backlog,
-                             exit_when_idle_s=exit_when_idle, raster=raster, on_update=update)
+                             exit_when_idle_s=exit_when_idle, raster=raster, on_update=update,
+                             allow_links_outside=allow_links_outside)
     except ValueError as e:
         fail(str(e))
     except KeyboardInterrupt:
@@ -174,17 +189,21 @@ def _printer(name: str):
     return update
 
 
-def _serve_page(url: str, host: str, port: int, name: str) -> None:
-    """The live page in a background thread of this process (uvicorn)."""
+def _serve_page(url: str, host: str, port: int, name: str, api_key: str | None) -> None:
+    """The live page in a background thread of this process (uvicorn); with ``api_key``,
+    every route needs it."""
     import threading
 
     import uvicorn
 
     from xray_platform.live.page import app
 
-    server = uvicorn.Server(uvicorn.Config(app(url), host=host, port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app(url, api_key), host=host, port=port,
+                                           log_level="warning"))
     threading.Thread(target=server.run, name="xrp-live-page", daemon=True).start()
-    console.print(f"live page: http://{host}:{port}/ui/runs/{name}")
+    console.print(f"live page: http://{host}:{port}/ui/runs/{name}"
+                  + ("  (API key required: open it once with ?key=KEY)" if api_key else ""),
+                  soft_wrap=True)
 
 
 @runs_app.command("list")
@@ -192,10 +211,23 @@ def runs_list(store: str | None = Store) -> None:
     """Every run in the store: source, frames, hits, unreadable, dropped, last update."""
     import datetime as dt
 
-    t = Table(title=f"runs in {_store(store).url}")
+    from xray_platform.live.store import NoStore, RunStore, shown_url
+
+    try:
+        rs = RunStore(store, create=False)
+    except NoStore as e:  # nothing watched here yet: no runs, and no store made for that
+        console.print(f"no runs: {e}", soft_wrap=True)
+        return
+    except ValueError as e:
+        fail(str(e))
+    runs = rs.runs()
+    if not runs:
+        console.print(f"no runs in {shown_url(rs.url)}", soft_wrap=True)
+        return
+    t = Table(title=f"runs in {shown_url(rs.url)}")
     for c in ("run", "source", "frames", "hits", "unreadable", "dropped", "updated"):
         t.add_column(c)
-    for r in _store(store).runs():
+    for r in runs:
         t.add_row(r["name"], r["source"], str(r["frames"]), str(r["hits"]), str(r["errors"]),
                   str(r["dropped"]), dt.datetime.fromtimestamp(r["updated"]).isoformat(" ",
                                                                                     "seconds"))
@@ -209,7 +241,7 @@ def runs_show(run: str = typer.Argument(..., help="The run's name."),
     """A run's summary and its last frames."""
     import numpy as np
 
-    rs = _store(store)
+    rs = _store(store, create=False)
     try:
         r, answers = rs.run(run), rs.answers(run)
     except ValueError as e:
@@ -243,7 +275,9 @@ def runs_export(run: str = typer.Argument(..., help="The run's name."),
     """Write a run's answers as the per-image table of `xrp predict`."""
     from xray_platform.orchestration.predict import _flat, write_table
 
-    rs = _store(store)
+    if out.suffix not in (".csv", ".tsv", ".parquet"):
+        fail(f"--out {out}: use a .csv, .tsv or .parquet file")
+    rs = _store(store, create=False)
     try:
         answers = rs.answers(run)
         write_table([_flat(a) for a in answers], out)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from xray_platform.cli.common import console, fail, summary
+from xray_platform.cli.common import console, fail, positive, summary
 from xray_platform.cli.options import (
     Address,
     CpusPerWorker,
@@ -63,19 +63,19 @@ def train(
     address: Address = None,
     resume: bool = typer.Option(False, "--resume", help="Continue the run --name from its "
                                 "last checkpoint (--epochs may grow)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the validation set (presets) or of "
-                             "the shuffling (data sets)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the validation set (presets) "
+                             "or of the shuffling (data sets)."),
     val_data: str | None = typer.Option(None, "--val-data", help="Data sets: a separate "
                                         "validation data set (default: the last 10 %)."),
-    grid_size: int | None = typer.Option(None, "--grid-size", help="Data sets: the model's "
-                                         "input grid (cells per side), derived from the "
-                                         "stored grid (default: the stored size)."),
+    grid_size: int | None = typer.Option(None, "--grid-size", min=8, help="Data sets: the "
+                                         "model's input grid (cells per side), derived from "
+                                         "the stored grid (default: the stored size)."),
     d_min: float | None = typer.Option(None, "--d-min", help="Data sets: the model grid's "
                                        "edge resolution in Å (default: the stored grid's)."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Data sets: random "
                                  "flips of the grid while training."),
-    train_shots: int | None = typer.Option(None, "--train-shots", help="Data sets: train on "
-                                           "the first N shots only (learning curves)."),
+    train_shots: int | None = typer.Option(None, "--train-shots", min=1, help="Data sets: "
+                                           "train on the first N shots only (learning curves)."),
     background: str = typer.Option("none", "--background", help="Subtracted from every "
                                    "input cell before log1p: none, or radial-median (the "
                                    "median count of the cell's resolution ring: spots above "
@@ -90,6 +90,7 @@ def train(
     from xray_platform.orchestration.env import prepare_ray_env
 
     prepare_ray_env(address)
+    positive(d_min, "--d-min")
     from xray_platform.core.models import DEPTHS
     from xray_platform.orchestration.train import TrainSettings, run_training
 

@@ -39,10 +39,11 @@ def tune(
     cpus_per_worker: CpusPerWorker = 1.0,
     data: str | None = typer.Option(None, "--data", help="A data preset or an HDF5 shot data "
                                     "set (default: quick-<task> / resmos2 / master-baxter)."),
-    shots_per_epoch: int | None = typer.Option(None, "--shots-per-epoch", help="Presets: fresh "
-                                               "shots per epoch. quick: 256."),
-    val_shots: int | None = typer.Option(None, "--val-shots", help="Presets: fixed validation "
-                                         "shots shared by all trials. quick: 128."),
+    shots_per_epoch: int | None = typer.Option(None, "--shots-per-epoch", min=1,
+                                               help="Presets: fresh shots per epoch. quick: "
+                                               "256."),
+    val_shots: int | None = typer.Option(None, "--val-shots", min=1, help="Presets: fixed "
+                                         "validation shots shared by all trials. quick: 128."),
     label: Label = None,
     imagenet_weights: Path | None = typer.Option(None, "--imagenet-weights", help="Local "
                                                  "torchvision ResNet weights: adds init "
@@ -57,7 +58,7 @@ def tune(
                                 "finished trials."),
     force: bool = typer.Option(False, "--force", help="Make the best trial the champion even "
                                "if it does not beat the current one."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the validation shots."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the validation shots."),
 ) -> None:
     """Search ResNet depth x initialisation x learning rate x batch size with Ray Tune (ASHA
     early stopping, each trial a Ray Train run), track every trial in MLflow, and register the

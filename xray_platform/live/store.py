@@ -94,21 +94,56 @@ def _clean(v: Any) -> Any:
     return v
 
 
-class RunStore:
-    """Runs and their answers in the database at ``url`` (created on first use)."""
+class NoStore(ValueError):
+    """A read-only look at a run store that is not there (it is not created for that)."""
 
-    def __init__(self, url: str | None = None) -> None:
+
+def shown_url(url: str) -> str:
+    """The URL for messages: a password in it is hidden."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<a string that is not a database URL>"
+
+
+def _sqlite_file(url: sa.engine.URL) -> Path | None:
+    """The file of a SQLite URL (None: another database, or one in memory)."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database).expanduser()
+
+
+class RunStore:
+    """Runs and their answers in the database at ``url``: created on first use, or with
+    ``create=False`` (read-only commands) NoStore when it is not there."""
+
+    def __init__(self, url: str | None = None, *, create: bool = True) -> None:
         self.url = url or DEFAULT_URL
+        shown = shown_url(self.url)
         try:
-            self.engine = sa.create_engine(self.url)
+            parsed = sa.engine.make_url(self.url)
+            self.engine = sa.create_engine(parsed)
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as e:
-            raise ValueError(f"run store {self.url!r}: not a database URL SQLAlchemy can "
-                             f"open ({e})") from None
-        if self.url.startswith("sqlite:///"):
-            Path(self.url.removeprefix("sqlite:///")).expanduser().parent.mkdir(
-                parents=True, exist_ok=True)
+            why = "" if isinstance(e, sa.exc.ArgumentError) else f" ({e})"
+            raise ValueError(f"run store {shown!r}: not a database URL SQLAlchemy can "
+                             f"open{why}") from None
+        path = _sqlite_file(parsed)
+        if not create and path is not None and not path.is_file():
+            raise NoStore(f"no run store at {path.resolve()} (`xrp watch` or `xrp predict "
+                          "--run` makes one; --store names another)")
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if parsed.get_backend_name() == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_live)
-        _meta.create_all(self.engine)
+        try:
+            if create:
+                _meta.create_all(self.engine)
+            elif not sa.inspect(self.engine).has_table(RUNS.name):
+                raise NoStore(f"no run store at {shown}: the database holds no xrp runs")
+        except sa.exc.DBAPIError as e:
+            first = str(e.orig).strip().splitlines()[0] if str(e.orig).strip() else ""
+            raise ValueError(f"run store {shown}: cannot open it ({type(e.orig).__name__}"
+                             f"{': ' + first if first else ''})") from None
 
     def open_run(self, name: str, source: str) -> int:
         """The run's id: a new run, or the existing one of that name (resumed) if its source
@@ -228,7 +263,8 @@ class RunStore:
     def run(self, name: str) -> dict[str, Any]:
         found = self.runs(name)
         if not found:
-            raise ValueError(f"no run {name!r} in {self.url} (xrp runs list shows them)")
+            raise ValueError(f"no run {name!r} in {shown_url(self.url)} (`xrp runs list` "
+                             "shows them)")
         return found[0]
 
     def answers(self, name: str) -> list[dict[str, Any]]:

@@ -7,6 +7,10 @@ it at import), connecting or starting Ray, and quiet output.
 - Token auth: clusters started with `ray start` use token auth (Ray >= 2.59); a client then
   needs RAY_AUTH_MODE=token and the token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
   ~/.ray/auth_token). We set the mode when a token is available and the user set none.
+- Private by default: Ray's usage statistics (RAY_USAGE_STATS_ENABLED=0) and MLflow's telemetry
+  (MLFLOW_DISABLE_TELEMETRY=true) are off unless the user turns them on: a value already in the
+  environment wins, and so does `ray enable-usage-stats` (~/.ray/config.json). The workers of a
+  cluster get the same values through the job's runtime env (they do not inherit ours).
 - Quiet by default: users see xrp's own progress; Ray's logs and messages (raylet warnings,
   Ray Train/Data chatter of the workers, the C++ core's lines on file descriptor 2) go to a log
   file, unless XRP_VERBOSE=1 (`xrp -v`).
@@ -14,6 +18,7 @@ it at import), connecting or starting Ray, and quiet output.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -22,6 +27,39 @@ import time
 from pathlib import Path
 
 LOOPBACK_PREFIXES = ("127.", "localhost", "[::1]", "::1")
+#: Off unless the user turns them on (module doc).
+PRIVACY_DEFAULTS = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def _ray_usage_opted_in() -> bool:
+    """Whether the user ran `ray enable-usage-stats` (Ray's own config file says so)."""
+    path = os.environ.get("RAY_USAGE_STATS_CONFIG_PATH") or \
+        os.path.expanduser("~/.ray/config.json")
+    try:
+        with open(path) as fh:
+            return json.load(fh).get("usage_stats") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def privacy_defaults() -> None:
+    """Ray's usage statistics and MLflow's telemetry off unless the user turned them on; call
+    before `import ray` / `import mlflow` (both read these at import)."""
+    for name, value in PRIVACY_DEFAULTS.items():
+        if name == "RAY_USAGE_STATS_ENABLED" and _ray_usage_opted_in():
+            continue
+        os.environ.setdefault(name, value)
+
+
+def worker_env_vars() -> dict[str, str]:
+    """The privacy settings for a cluster's workers (the job's runtime env), less those the
+    submitted job's own runtime env sets (Ray refuses the same key twice)."""
+    try:
+        job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+        theirs = (job.get("runtime_env") or {}).get("env_vars") or {}
+    except (ValueError, AttributeError):
+        theirs = {}
+    return {k: os.environ[k] for k in PRIVACY_DEFAULTS if k in os.environ and k not in theirs}
 
 
 def is_loopback(address: str | None) -> bool:
@@ -32,6 +70,7 @@ def is_loopback(address: str | None) -> bool:
 
 
 def prepare_ray_env(address: str | None) -> None:
+    privacy_defaults()
     if address is None or is_loopback(address):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if address:
@@ -130,6 +169,8 @@ def init_ray(address: str | None, num_cpus: int | None = None, *,
         _quiet_ray_output(log)
         _native_stderr_to(log)
     if address:
+        if env_vars := worker_env_vars():  # a cluster's workers do not inherit our environment
+            kw["runtime_env"] = {"env_vars": env_vars}
         ray.init(address=address, **kw)
     else:
         # keep the dashboard: without it Ray Train's controller floods the logs with errors

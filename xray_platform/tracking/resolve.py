@@ -78,8 +78,9 @@ def _registry(task: str, ref: str, uri: str) -> Resolved:
 def resolve(task: str, spec: str | None, mlflow_uri: str | None = None) -> Resolved:
     """The model file ``spec`` names for ``task`` (module doc)."""
     from xray_platform.tracking.registry import CHAMPION, model_name
-    from xray_platform.tracking.store import tracking_uri
+    from xray_platform.tracking.store import check_uri, tracking_uri
 
+    check_uri(mlflow_uri)  # refused even where a model file makes the registry unneeded
     spec = spec or CHAMPION
     path = Path(spec)
     if path.is_file():

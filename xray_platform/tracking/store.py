@@ -1,21 +1,44 @@
-"""MLflow tracking: where runs go (a local sqlite file by default, a server by URI)."""
+"""MLflow tracking: where runs go (a local sqlite file by default, a server by URI).
+
+A tracking URI never holds credentials (user:password@host): xrp writes the URI into model
+files and runs, so :func:`check_uri` refuses such a URI wherever one comes in (--mlflow-uri,
+$MLFLOW_TRACKING_URI, a serve config, a model file); MLflow reads them from the environment."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 #: Default store: a sqlite file in the working folder (`mlflow ui --backend-store-uri` it).
 DEFAULT_DB = "mlflow.db"
+#: scheme://userinfo@host...: the userinfo is whatever precedes the first @ before a / ? #
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][\w+.-]*)://[^/?#]*@(?P<rest>.*)$", re.DOTALL)
+
+
+def check_uri(uri: str | None, what: str = "the MLflow tracking URI") -> str | None:
+    """``uri`` unchanged when it holds no credentials; otherwise a ValueError that says where
+    they go instead and does not repeat them."""
+    m = _USERINFO.match(uri or "")
+    if m is None:
+        return uri
+    bare = f"{m['scheme']}://{m['rest']}"
+    where = ("MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+             if m["scheme"].lower().startswith("http") else
+             "the database client's own environment (e.g. PGPASSWORD, ~/.pgpass)")
+    raise ValueError(f"{what} holds credentials (user:password@): give the URI as {bare} and "
+                     f"the credentials in {where} instead")
 
 
 def tracking_uri(uri: str | None = None) -> str:
     """The tracking URI: explicit, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db.
     Credentials for a server come only from the environment (MLFLOW_TRACKING_USERNAME/PASSWORD
-    or MLFLOW_TRACKING_TOKEN), never from arguments or files."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    or MLFLOW_TRACKING_TOKEN), never from arguments or files: a URI with them is a ValueError."""
     if uri:
-        return uri
+        return check_uri(uri)
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return check_uri(env, "$MLFLOW_TRACKING_URI")
     return f"sqlite:///{(Path.cwd() / DEFAULT_DB).resolve()}"
 
 
