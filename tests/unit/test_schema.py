@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from helpers import REAL, needs_real, xrp_here
 
 from xray_platform.core.schema import ANSWER, TABLE
@@ -23,7 +22,6 @@ def test_every_answer_field_and_table_column_is_documented_and_nothing_else() ->
 
 
 def test_the_openapi_answer_model_and_predict_columns_come_from_it() -> None:
-    pytest.importorskip("ray.serve")
     from xray_platform.serve.app import FrameAnswer
 
     props = FrameAnswer.model_json_schema()["properties"]
