@@ -6,10 +6,16 @@ shipped models on simulated frames of each detector preset.
     python benchmarks/detectors.py --no-sim        # the real frames only
 
 Real frames: ../shared/data/real (or --real DIR). "map, first" is the first frame of a geometry
-(the pixel -> cell maps are built, then cached); "map" a later frame of the same geometry.
+(the pixel -> cell maps are built, then cached); "map" a later frame of the same geometry;
+"edge" the finest resolution anywhere on the detector (its farthest corner).
+
 Simulated: single-lattice shots of the zoo's distribution (ice, beamstop, weak to strong) on
 each detector; the resolution model is scored on the hits against d_vis (Pearson r, MAE), the
 hit finder on all shots against the label.
+
+README figures it prints: the Detectors section's table (decode, map ms and answers of the real
+frames), the detectors' edge resolutions beside it, and the simulated per-detector figures
+(Pearson r / MAE / bias / hit-finder accuracy).
 """
 
 from __future__ import annotations
@@ -33,6 +39,14 @@ from xray_platform.physics.simulate import simulate
 from xray_platform.tracking.resolve import load
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def edge_resolution_A(geom) -> float:
+    """Finest d (Å) on the detector: a flat one's farthest corner, a multi-panel one's largest
+    scattering angle over its panels' corners."""
+    if hasattr(geom, "corner_resolution_A"):
+        return float(geom.corner_resolution_A)
+    return float(geom.wavelength_A / (2 * np.sin(geom.two_theta_range()[1] / 2)))
 
 
 def real_frames(folder: Path, models: dict) -> None:
@@ -60,11 +74,13 @@ def real_frames(folder: Path, models: dict) -> None:
         n_panels = len(frame.info.panels) if frame.info.panels else 1
         res = f"{a['resolution_A']:.2f} ± {a['resolution_sigma_A']:.2f} Å" \
             if a.get("resolution_A") else "-"
-        dmin = f"{a['d_min_spots_A']:.2f} Å" if a.get("d_min_spots_A") else "-"
+        dmin = f"{a['d_min_spots_A']:.2f} ± {a['d_min_spots_sigma_A']:.2f} Å" \
+            if a.get("d_min_spots_A") else "-"
         print(f"{path.name:34} {n_panels:>6} {1e3 * (t1 - t0):>9.0f} {1e3 * (t2 - t1):>10.0f} "
               f"{1e3 * (t3 - t2):>7.0f}  hit={a['hit']} spots={a['n_spots']} "
               f"resolution={res} classical d_min={dmin} "
-              f"(D {geom.distance_mm:.1f} mm, λ {geom.wavelength_A:.4f} Å)")
+              f"(D {geom.distance_mm:.1f} mm, λ {geom.wavelength_A:.4f} Å, "
+              f"edge {edge_resolution_A(geom):.2f} Å)")
 
 
 def simulated(n_shots: int, models: dict) -> None:

@@ -1,11 +1,22 @@
-"""`xrp predict` figures: frames/s and per-step ms (decode, grid, hit finder, models) over
-(a) many frames of one geometry and (b) frames of distinct geometries, as plain .cbf and as
-.cbf.bz2, through the real command (Ray Data actors); and the cost of building the pixel ->
-grid map of a new geometry (PILATUS 6M, EIGER 16M).
+"""`xrp predict` figures: frames/s and per-step ms over (a) many frames of one geometry and
+(b) frames of distinct geometries, as plain .cbf and as .cbf.bz2, through the real command (Ray
+Data actors); and the cost of building the pixel -> grid map of a new geometry (PILATUS 6M,
+EIGER 16M).
+
+Per set it prints the wall-clock frames/s of the whole command (Ray start-up included), each
+step's median and max ms from the table's timing columns, and "steady frames/s (1 core)":
+1000 / the median over frames of the sum of every step the per-frame answer path of
+`xrp predict` times (core/answer.py, orchestration/predict.py): decode, grid (mapping onto
+every model's grid and the hit finder's), hit finder, ice rings, classical d_min, lattice model
+and resolution model (the models per frame of their batch). Left out: Ray Data's scheduling
+and the table writing, which are not per frame. The README figure "With both zoo models
+`xrp predict` answers a plain-CBF PILATUS 6M frame in ~N ms" is the "one geometry, .cbf" set's
+steady figure.
 
     python benchmarks/predict.py                     # 16 frames per set, the zoo models
     python benchmarks/predict.py --frames 48 --models random --grid 128
     python benchmarks/predict.py --map-only
+    python benchmarks/predict.py --frames 8 --sets one-cbf   # the README's steady figure only
 
 Frames are simulated PILATUS 6M shots (full frames, xrp's physics) written as PILATUS miniCBF.
 """
@@ -21,6 +32,10 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+#: the frame sets: (one geometry?, .cbf.bz2?)
+SETS = {"one-cbf": (True, False), "one-bz2": (True, True), "distinct-cbf": (False, False),
+        "distinct-bz2": (False, True)}
 
 
 def write_set(folder: Path, n: int, same_geometry: bool, compress: bool, seed: int) -> Path:
@@ -69,12 +84,15 @@ def run_predict(folder: Path, models: dict[str, str], out: Path) -> dict[str, fl
         raise SystemExit(r.stdout[-2000:] + r.stderr[-2000:])
     rows = list(csv.DictReader(out.open()))
     res = {"frames": len(rows), "wall_s": wall, "frames_per_s": len(rows) / wall}
-    steps = ("decode_ms", "grid_ms", "hitfinder_ms", "lattice_ms", "resolution_ms")
+    # every step of the per-frame answer (orchestration/predict.py's timing columns)
+    steps = ("decode_ms", "grid_ms", "hitfinder_ms", "ice_ms", "d_min_spots_ms", "lattice_ms",
+             "resolution_ms")
     for k in steps:
         vals = [float(x[k]) for x in rows if x[k]]
         res[f"{k} p50"] = statistics.median(vals)
         res[f"{k} max"] = max(vals)
     per_frame = [sum(float(x[k]) for k in steps if x[k]) for x in rows]
+    res["steady ms per frame (sum of the steps)"] = statistics.median(per_frame)
     res["steady frames/s (1 core)"] = 1e3 / statistics.median(per_frame)
     return res
 
@@ -106,7 +124,13 @@ def main() -> None:
     ap.add_argument("--models", default="zoo", help="zoo, or random (random-weight ResNet-18s)")
     ap.add_argument("--grid", type=int, default=128, help="random models: input grid")
     ap.add_argument("--map-only", action="store_true")
+    ap.add_argument("--sets", default=",".join(SETS),
+                    help=f"comma-separated subset of {', '.join(SETS)}")
     a = ap.parse_args()
+    sets = a.sets.split(",")
+    unknown = set(sets) - set(SETS)
+    if unknown:
+        ap.error(f"unknown sets {sorted(unknown)}; known: {', '.join(SETS)}")
     for k, v in map_build_ms().items():
         print(f"{k}: {v:.0f}")
     if a.map_only:
@@ -117,17 +141,16 @@ def main() -> None:
 
         models = random_models(tmp, a.grid) if a.models == "random" else \
             {t: "zoo" if zoo_model(t) else "none" for t in ("lattice", "resolution")}
-        for same in (True, False):
-            for comp in (False, True):
-                name = f"{'one geometry' if same else 'distinct geometries'}, " \
-                       f"{'.cbf.bz2' if comp else '.cbf'}"
-                folder = write_set(tmp / name.replace(" ", "_").replace(",", ""), a.frames,
-                                   same, comp, seed=1)
-                res = run_predict(folder, models, tmp / "t.csv")
-                print(f"\n{name}: {res['frames']} frames")
-                for k, v in res.items():
-                    if k != "frames":
-                        print(f"  {k}: {v:.2f}")
+        for key in sets:
+            same, comp = SETS[key]
+            name = f"{'one geometry' if same else 'distinct geometries'}, " \
+                   f"{'.cbf.bz2' if comp else '.cbf'}"
+            folder = write_set(tmp / key, a.frames, same, comp, seed=1)
+            res = run_predict(folder, models, tmp / "t.csv")
+            print(f"\n{name}: {res['frames']} frames")
+            for k, v in res.items():
+                if k != "frames":
+                    print(f"  {k}: {v:.2f}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,12 @@ Prints shots/s on one CPU core (torch limited to 1 thread) or on a CUDA device, 
 path (model input only) and the full-frame path, the split between reflection prediction and
 rendering, and peak memory. Not a test: it prints figures.
 
+README figures it prints: the Benchmarks section's shots/s on the fast path (median, max ms per
+shot) and for full PILATUS 6M frames; with --spot-profile mosaic, the cost of mosaic spots
+against the default round ones (same seeds).
+
     python benchmarks/simulate.py [--n 40] [--size 512] [--device cpu|cuda] [--full 3]
+    python benchmarks/simulate.py --full 0 --spot-profile mosaic
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--detector", default="pilatus6m")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (per core: 1)")
+    ap.add_argument("--spot-profile", default="round", choices=("round", "mosaic"),
+                    help="spot shape (physics/simulate.py; the presets use round)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    cfg = SimConfig(detectors=(args.detector,))
+    cfg = SimConfig(detectors=(args.detector,), spot_profile=args.spot_profile)
     grid = QGrid(args.size)
     params = [sample_params(shot_seed(123, i), cfg) for i in range(args.n + 2)]
     for p in params[:2]:  # warm-up (caches, kernels)
@@ -55,10 +62,12 @@ def main() -> None:
         n_refl.append(len(refl))
     total = sum(t_all)
     print(f"device {dev}, torch threads {torch.get_num_threads()}, detector {args.detector}, "
-          f"grid {args.size}x{args.size}, {args.n} shots (random crystals, 5 % blanks)")
+          f"grid {args.size}x{args.size}, {args.n} shots (random crystals, 5 % blanks), "
+          f"{args.spot_profile} spots")
     print(f"fast path (model input): {args.n / total:.1f} shots/s, "
           f"median {1000 * statistics.median(t_all):.1f} ms/shot, "
-          f"p90 {1000 * sorted(t_all)[int(0.9 * len(t_all))]:.1f} ms "
+          f"p90 {1000 * sorted(t_all)[int(0.9 * len(t_all))]:.1f} ms, "
+          f"max {1000 * max(t_all):.0f} ms "
           f"(reflection prediction {1000 * statistics.median(t_pred):.1f} ms median, "
           f"{statistics.median(n_refl):.0f} reflections median)")
     if args.full:
