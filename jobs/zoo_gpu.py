@@ -13,7 +13,8 @@ annealed whenever the budget runs out. OUT receives model.pt (fp16; also cut int
 most 15 MiB, model.pt.part0..., for transfers with a file-size limit), history.json (one row per
 pass: shots so far, images trained, img/s, validation metrics) and summary.json. Join the parts
 with `cat model.pt.part* > model.pt`, then `xrp evaluate` and `python -m xray_platform.zoo.export`
-as for a CPU run.
+as for a CPU run. With ``--deadline`` (epoch seconds) the whole run ends by then: a slow start
+shortens the training (benchmarks/device.sh runs it so, beside its device figures).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ sys.path.insert(0, str(ROOT))
 
 #: the largest part of the model file written beside it (the device tool returns files <= 16 MiB)
 PART_BYTES = 15 * 2**20
+#: seconds kept before --deadline for the last validation, calibration and writing the model
+FINISH_S = 25.0
+#: the least training a run gets, however late it starts (seconds)
+MIN_TRAIN_S = 6.0
 
 
 def simulate_chunk(args: tuple) -> dict:
@@ -68,6 +73,14 @@ def simulate_chunk(args: tuple) -> dict:
     prep = Preprocessing.for_grid(grid, opts)
     x = normalise(c, prep)[:, 0] if len(c) else torch.zeros(0, size, size)
     return {"x": x.half().numpy(), "y": y[keep], "shots": count}
+
+
+def train_minutes(minutes: float, deadline: float | None, now: float) -> float:
+    """The training budget: ``minutes``, or less when a ``deadline`` (epoch seconds) for the
+    whole run leaves less once the finishing work (FINISH_S) is set aside."""
+    if deadline is None:
+        return minutes
+    return max(MIN_TRAIN_S / 60, min(minutes, (deadline - now - FINISH_S) / 60))
 
 
 def lr_at(elapsed_s: float, budget_s: float) -> float:
@@ -222,10 +235,14 @@ def train(a: argparse.Namespace) -> dict:
         vx, vy = validation_set(pool, r.val, a.n_val or r.n_val, a.task, r.label, size, d_min, opts,
                                 a.chunk)
         vx, vy = torch.from_numpy(vx).to(device), torch.from_numpy(vy).to(device)
-        while len(stream.y) < a.min_start:
+        while len(stream.y) < a.min_start and not _late(a):
             stream.take(1)
+        while not len(stream.y):  # late or not, a step needs rows
+            stream.take(1)
+        a.minutes = train_minutes(a.minutes, a.deadline, time.time())
         print(f"[zoo-gpu] {len(vy)} validation rows; training starts on {len(stream.y)} rows "
-              f"of {stream.shots} shots after {time.perf_counter() - t_start:.0f} s", flush=True)
+              f"of {stream.shots} shots after {time.perf_counter() - t_start:.0f} s, for "
+              f"{a.minutes:.2f} min", flush=True)
         history, best_state = _fit(model, stream, vx, vy, a)
         pool.terminate()
     model.load_state_dict(best_state)
@@ -252,6 +269,11 @@ def train(a: argparse.Namespace) -> dict:
     (out / "summary.json").write_text(json.dumps({**summary, "metadata": meta}, indent=1,
                                                  default=str))
     return summary
+
+
+def _late(a: argparse.Namespace) -> bool:
+    """Whether waiting for more rows would eat into the least training before the deadline."""
+    return a.deadline is not None and time.time() > a.deadline - FINISH_S - MIN_TRAIN_S
 
 
 def _calibrate(model, vx, vy, batch: int) -> dict:
@@ -289,6 +311,9 @@ def main() -> None:
     ap.add_argument("task", choices=sorted(RECIPES))
     ap.add_argument("--out", required=True, help="folder for model.pt, history.json")
     ap.add_argument("--minutes", type=float, default=8.0, help="training time (minutes)")
+    ap.add_argument("--deadline", type=float, default=None,
+                    help="epoch seconds by which the run must have written its model: training "
+                    "gets less than --minutes when a slow start leaves less")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                     help="simulating processes (default: all cores but one)")
     ap.add_argument("--device", default="cuda")

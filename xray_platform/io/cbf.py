@@ -5,9 +5,9 @@ Conventions: images are ``img[slow, fast]`` int32; gap/bad pixels are negative (
 give ``Beam_xy`` with the origin at the first pixel's outer corner (DIALS convention), so
 ``beam_center_px = Beam_xy - 0.5``. Lengths are returned in mm, wavelengths in Å.
 
-Pixels are decoded by fabio, but the file is decompressed (gzip/bzip2, detected by magic bytes)
-and its binary section checked here first: fabio loops forever on some truncated files and only
-logs an MD5 mismatch.
+Pixels are decoded by fabio (imported only where a CBF is read or written: io/optional.py), but
+the file is decompressed (gzip/bzip2, detected by magic bytes) and its binary section checked
+here first: fabio loops forever on some truncated files and only logs an MD5 mismatch.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fabio.cbfimage import CbfImage
 
 from xray_platform.io.compress import CompressionError, TooLarge, read_all
+from xray_platform.io.optional import cbf_image
 from xray_platform.physics.geometry import HC_KEV_A
 from xray_platform.physics.limits import GeometryError, check_shape
 
@@ -353,10 +353,11 @@ def read_cbf(path: str | Path) -> tuple[np.ndarray, FrameHeader]:
 def decode_cbf(path: Path, buf: bytes) -> tuple[np.ndarray, FrameHeader]:
     """:func:`read_cbf` of a file's (decompressed) bytes."""
     _check_binary_section(path, buf)
+    cbf_class = cbf_image()  # fabio, imported here: only CBF files need it
     try:
         stream = io.BytesIO(buf)
         stream.name = str(path)  # type: ignore[attr-defined]
-        cbf = CbfImage().read(stream)
+        cbf = cbf_class().read(stream)
         data = cbf.data
     except Exception as exc:  # fabio raises bare Exception/AssertionError/RuntimeError
         raise CBFError(f"{path}: corrupt CBF ({type(exc).__name__}: {exc})") from exc
@@ -530,7 +531,7 @@ def write_cbf(
         detector=detector,
         extra=extra,
     )
-    cbf = CbfImage(data=np.ascontiguousarray(img))
+    cbf = cbf_image()(data=np.ascontiguousarray(img))
     cbf.header["_array_data.header_convention"] = "PILATUS_1.2"
     cbf.header["_array_data.header_contents"] = "\r\n".join(lines)
 

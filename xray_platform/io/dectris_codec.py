@@ -18,8 +18,9 @@ import re
 import struct
 
 import h5py
-import hdf5plugin
 import numpy as np
+
+from xray_platform.io.optional import bitshuffle_lz4
 
 _BSLZ4 = re.compile(r"^bs(8|16|32)-lz4([<>])$")
 DTYPES = {"uint8", "uint16", "uint32", "int8", "int16", "int32", "float32"}
@@ -77,7 +78,7 @@ def _bslz4(blob: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     _check_blocks(blob, dtype.itemsize, total, block)
     with h5py.File(_memory_name(), "w", driver="core", backing_store=False) as f:
         ds = f.create_dataset("d", shape=shape, dtype=dtype, chunks=shape,
-                              **hdf5plugin.Bitshuffle(cname="lz4"))
+                              **bitshuffle_lz4())
         ds.id.write_direct_chunk((0,) * len(shape), bytes(blob))
         try:
             return ds[()]
@@ -122,7 +123,7 @@ def encode(image: np.ndarray, encoding: str) -> bytes:
         raise EncodingError(f"encoding {encoding!r} is not one xrp writes")
     with h5py.File(_memory_name(), "w", driver="core", backing_store=False) as f:
         ds = f.create_dataset("d", data=image, chunks=image.shape,
-                              **hdf5plugin.Bitshuffle(cname="lz4"))
+                              **bitshuffle_lz4())
         _, chunk = ds.id.read_direct_chunk((0,) * image.ndim)
         return bytes(chunk)
 

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import h5py
-import hdf5plugin  # registers the Bitshuffle/LZ4 filter for readers and writers)
 import numpy as np
 
 from xray_platform import __version__
 from xray_platform.io.atomic import atomic_open
+from xray_platform.io.optional import bitshuffle_lz4, hdf5plugin
 from xray_platform.physics.qgrid import QGrid
 
 SHARD_PATTERN = "shard-{index:05d}.h5"
@@ -103,7 +103,7 @@ def _compression_kwargs(compression: Compression) -> dict[str, Any]:
     if compression is None or compression == "none":
         return {}
     if compression == "bitshuffle":
-        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
+        return bitshuffle_lz4()
     if compression == "gzip":
         return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
     if compression == "lzf":
@@ -348,6 +348,7 @@ class ShotFile:
             )
         if not self.path.exists():
             raise FileNotFoundError(f"no such shard file: {self.path}")
+        hdf5plugin()  # the bitshuffle/LZ4 filter the writer uses by default
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as e:

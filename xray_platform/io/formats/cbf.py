@@ -6,9 +6,6 @@ import io
 import re
 from pathlib import Path
 
-import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4 filters EIGER data needs)
-from fabio.cbfimage import CbfImage
-
 from xray_platform.io import cbf as _cbf
 from xray_platform.io.cbf import CBFError, decode_cbf
 from xray_platform.io.formats import dls_i23
@@ -26,6 +23,7 @@ from xray_platform.io.formats.base import (
     to_image,
 )
 from xray_platform.io.imgcif import ImgCIFError, read_panels
+from xray_platform.io.optional import cbf_image
 from xray_platform.physics.panels import PanelGeometry
 
 
@@ -127,7 +125,7 @@ class CBFReader(Reader):
         if start < 0:
             return None
         try:
-            img = CbfImage()
+            img = cbf_image()()  # no fabio: None here, and read_cbf names the package
             img._readheader(io.BytesIO(bytes(buf[: start + len(_cbf._STARTER)])))
             header = img.header
             n_fast = int(header["X-Binary-Size-Fastest-Dimension"])

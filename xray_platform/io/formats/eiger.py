@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4 filters EIGER data needs)
 import numpy as np
 
 from xray_platform.io.formats import nxmx_modules
@@ -35,6 +34,7 @@ from xray_platform.io.formats.base import (
     sniff,
     to_image,
 )
+from xray_platform.io.optional import hdf5plugin
 from xray_platform.physics.geometry import HC_KEV_A
 from xray_platform.physics.limits import MAX_FRAME_PIXELS, GeometryError
 
@@ -396,6 +396,7 @@ class _EigerSource(FrameSource):
 
     def __init__(self, reader: EigerHDF5Reader, path: Path) -> None:
         super().__init__(reader, path)
+        hdf5plugin()  # the bitshuffle/LZ4 filter of EIGER pixel data (and masks)
         self._stack = ExitStack()
         try:
             with _corrupt_is_format_error(path):

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import h5py
-import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4 filters)
 import numpy as np
 
 from xray_platform.io import crystfel_geom as cg
@@ -25,6 +24,7 @@ from xray_platform.io.formats.base import (
     existing,
     panel_info,
 )
+from xray_platform.io.optional import hdf5plugin
 
 
 class GeomHDF5Source(FrameSource):
@@ -32,6 +32,7 @@ class GeomHDF5Source(FrameSource):
 
     def __init__(self, path: str | Path, geometry: str | Path | cg.CrystFELGeometry) -> None:
         path = existing(path)
+        hdf5plugin()  # the bitshuffle/LZ4 filter of the pixel data
         super().__init__(Reader(), path)
         self.geom = geometry if isinstance(geometry, cg.CrystFELGeometry) else \
             cg.read_geom(geometry)

@@ -6,7 +6,6 @@ import io
 from pathlib import Path
 from tokenize import TokenError
 
-import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4 filters EIGER data needs)
 import numpy as np
 
 from xray_platform.io.formats.base import (

@@ -8,7 +8,6 @@ import math
 import re
 from pathlib import Path
 
-import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4 filters EIGER data needs)
 import numpy as np
 
 from xray_platform.io.atomic import atomic_open
