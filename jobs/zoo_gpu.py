@@ -207,6 +207,23 @@ def _fit(model, stream: Stream, vx, vy, a: argparse.Namespace) -> tuple[list[dic
     return history, best_state
 
 
+def _provenance(a: argparse.Namespace, train_set: str, val_set: str, n_train: int,
+                n_val: int, size: int, d_min: float, init: str) -> dict:
+    """The model file's provenance block (io/provenance.py), as xrp train writes it."""
+    from xray_platform.io.provenance import preset_data, training_provenance
+    from xray_platform.physics.presets import preset
+    from xray_platform.zoo.recipes import RECIPES
+
+    r = RECIPES[a.task]
+    hyper = {"task": a.task, "depth": a.depth or r.depth, "init": init, "grid_size": size,
+             "d_min_A": d_min, "batch_size": a.batch_size, "lr": a.lr, "weight_decay": 1e-4,
+             "minutes": a.minutes,
+             "label": r.label, "device": a.device, "workers": a.workers}
+    return training_provenance(hyper, {"seed": r.seed, "train_data_seed": 0, "val_seed": 1},
+                               preset_data(preset(train_set), 0, shots=n_train),
+                               preset_data(preset(val_set), 1, shots=n_val))
+
+
 def train(a: argparse.Namespace) -> dict:
     import torch
 
@@ -218,6 +235,7 @@ def train(a: argparse.Namespace) -> dict:
     from xray_platform.zoo.recipes import RECIPES
 
     r = RECIPES[a.task]
+    train_set, val_set = r.preset(r.train), r.preset(r.val)  # the release's frozen presets
     size, d_min = a.grid_size or r.grid_size, a.d_min or r.d_min_A
     opts = r.stage_options(r.stages)  # the recipe's model input, from the start here
     device = torch.device(a.device)
@@ -230,10 +248,10 @@ def train(a: argparse.Namespace) -> dict:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     with mp.get_context("spawn").Pool(a.workers) as pool:
-        stream = Stream(pool, r.train, 0, a.task, r.label, size, d_min, opts, a.chunk,
+        stream = Stream(pool, train_set, 0, a.task, r.label, size, d_min, opts, a.chunk,
                         3 * a.workers, device)
-        vx, vy = validation_set(pool, r.val, a.n_val or r.n_val, a.task, r.label, size, d_min, opts,
-                                a.chunk)
+        vx, vy = validation_set(pool, val_set, a.n_val or r.n_val, a.task, r.label, size,
+                                d_min, opts, a.chunk)
         vx, vy = torch.from_numpy(vx).to(device), torch.from_numpy(vy).to(device)
         while len(stream.y) < a.min_start and not _late(a):
             stream.take(1)
@@ -249,9 +267,11 @@ def train(a: argparse.Namespace) -> dict:
     meta = {"task": a.task, "depth": model.depth, "init": init,
             "label": check_task_label(a.task, r.label),
         "preprocessing": Preprocessing.for_grid(QGrid(size, d_min), opts).to_dict(),
-        "training_data": {"source": "simulated stream (jobs/zoo_gpu.py)", "path": r.train,
-                          "n_shots": stream.shots, "val_data": f"{r.val} seed 1",
+        "training_data": {"source": "simulated stream (jobs/zoo_gpu.py)", "path": train_set,
+                          "n_shots": stream.shots, "val_data": f"{val_set} seed 1",
                           "val_shots": len(vy)},
+        "provenance": _provenance(a, train_set, val_set, stream.shots, len(vy), size, d_min,
+                                  init),
         "xrp_version": __version__, "device": torch.cuda.get_device_name(device)
         if device.type == "cuda" else "cpu", "train_minutes": a.minutes,
         "images": history[-1]["images"] if history else 0,

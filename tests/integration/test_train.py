@@ -4,6 +4,7 @@ MLflow tracking, resume, `xrp evaluate`, and model behaviour."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -14,8 +15,10 @@ import pytest
 import torch
 
 from xray_platform.core.forward import predict
-from xray_platform.core.models import load_model
+from xray_platform.core.models import load_model, model_metadata
 from xray_platform.core.preprocess import Preprocessing, normalise
+from xray_platform.core.training import val_seed
+from xray_platform.io.provenance import preset_data, stored_data
 from xray_platform.physics.presets import preset
 from xray_platform.physics.sampling import sample_params, shot_seed
 from xray_platform.physics.simulate import simulate
@@ -58,6 +61,22 @@ def test_training_beats_the_mean_predictor_on_held_out_shots(run: Path) -> None:
     assert m["val_pearson_r"] > 0.3
     history = (run / "runs" / "res" / "history.csv").read_text().splitlines()
     assert len(history) == 1 + EPOCHS  # header + a row per epoch (EPOCHS - 1, then 1 resumed)
+
+
+def test_the_model_file_records_commit_data_seeds_and_hyperparameters(run: Path) -> None:
+    """The module's run (resumed to EPOCHS epochs): its model file says which code trained it
+    on which shots with which settings (io/provenance.py)."""
+    p = model_metadata(run / "runs" / "res" / "model.pt")["provenance"]
+    commit = p["code"]["commit"]  # the checkout the tests run from, or unknown outside one
+    assert re.fullmatch(r"[0-9a-f]{40}", commit) or (commit, p["code"]["dirty"]) == (
+        "unknown", None)
+    want = preset_data(preset("quick-resolution"), 0, shots_per_epoch=256, val_shots=128)
+    assert p["data"] == want and p["data"]["version"] == "current"
+    assert p["seeds"] == {"seed": 0, "val_seed": val_seed(0)}
+    h = p["hyperparameters"]
+    assert (h["epochs"], h["batch_size"], h["lr"], h["weight_decay"]) == (EPOCHS, 8, 1e-3, 1e-4)
+    assert (h["depth"], h["init"], h["workers"], h["label"]) == (18, "scratch", 2, "d_vis")
+    assert not {"out", "name", "mlflow_uri", "resume"} & set(h)
 
 
 def test_mlflow_tracks_the_run(run: Path) -> None:
@@ -117,6 +136,10 @@ def test_lattice_on_a_data_set_judged_on_hits_and_resume_after_its_last_epoch(
     run = tmp_path / "runs" / "lat"
     report = json.loads((run / "validation" / "report.json").read_text())
     assert report["lattice"]["n"] > 0
+    made = model_metadata(run / "model.pt")["provenance"]  # a stored data set's fingerprint
+    assert made["data"] == stored_data(data) and made["seeds"] == {"seed": 0}
+    assert made["data"]["simulated"]["preset"] == "quick-lattice"
+    assert made["hyperparameters"]["label"] == "is_multi_hits"
     (run / "summary.json").unlink()  # as if killed before the summary
     first = (run / "model.pt").read_bytes()
     r = xrp(tmp_path, *args, "--resume")

@@ -1,5 +1,5 @@
 """Model files: metadata without the weights, compact float16 weights, files of the first
-format (written before io/model_file.py existed) still load."""
+format (written before io/model_file.py existed) still load, provenance records read back."""
 
 from __future__ import annotations
 
@@ -9,9 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from xray_platform.core.models import build_model, load_model, model_metadata, save_model
+from xray_platform.core.models import (
+    build_model,
+    load_model,
+    model_metadata,
+    provenance_summary,
+    save_model,
+)
 from xray_platform.core.preprocess import Preprocessing
 from xray_platform.io.model_file import read_metadata
+from xray_platform.io.provenance import preset_data, training_provenance
+from xray_platform.physics.presets import preset
 
 META = {"preprocessing": Preprocessing(64).to_dict(), "label": "d_vis", "init": "scratch"}
 
@@ -58,3 +66,19 @@ def test_a_file_of_the_first_format_still_loads(tmp_path: Path) -> None:
     x = torch.rand(1, 1, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
+
+
+def test_the_provenance_block_is_read_back_without_the_weights(tmp_path: Path) -> None:
+    """What orchestration/train.py records (io/provenance.py) survives the file as written; a
+    file from before provenance records says so instead of failing."""
+    data = preset_data(preset("quick-resolution"), 0, shots_per_epoch=256, val_shots=128)
+    made = training_provenance({"lr": 1e-3, "batch_size": 8, "epochs": 8, "depth": 18},
+                               {"seed": 0, "val_seed": 1}, data)
+    path = save_model(tmp_path / "m.pt", build_model("resolution", 18),
+                      {**META, "provenance": made})
+    got = read_metadata(path)["provenance"]
+    assert got == json.loads(json.dumps(made)) and got["data"]["fingerprint"] == data["fingerprint"]
+    assert set(got) == {"code", "data", "seeds", "hyperparameters"}
+    assert "preset quick-resolution seed 0" in provenance_summary(read_metadata(path))
+    old = save_model(tmp_path / "old.pt", build_model("resolution", 18), META)
+    assert provenance_summary(model_metadata(old)).startswith("not recorded")

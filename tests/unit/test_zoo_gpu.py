@@ -42,6 +42,9 @@ def test_a_tiny_run_without_ray_or_mlflow_writes_a_calibrated_usable_model(tmp_p
     model, meta = load_model(out / "model.pt")
     assert model.task == "lattice" and meta["preprocessing"]["grid_size"] == 128
     assert meta["calibration"]["temperature"] > 0 and meta["init"] == "transfer"
+    prov = meta["provenance"]  # the release's frozen presets, as xrp train records them
+    assert prov["data"]["preset"] == "zoo-lattice" and prov["data"]["version"] == "2026.12"
+    assert prov["code"]["commit"] and prov["hyperparameters"]["lr"] > 0
     parts = sorted(out.glob("model.pt.part*"))
     assert b"".join(p.read_bytes() for p in parts) == (out / "model.pt").read_bytes()
     assert all(p.stat().st_size <= PART_BYTES for p in parts) and len(parts) >= 2

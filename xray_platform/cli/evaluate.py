@@ -35,7 +35,10 @@ def _simulated(data: str, n: int | None, seed: int, out: Path, meta: dict,
     from xray_platform.core.preprocess import Preprocessing, regrid_plan
     from xray_platform.physics.presets import PRESETS
 
-    p = PRESETS[data] if n is None else PRESETS[data].with_n(n)
+    try:
+        p = PRESETS[data] if n is None else PRESETS[data].with_n(n)
+    except ValueError as e:
+        fail(f"-n {n}: {e}")
     grid = Preprocessing.from_dict(meta["preprocessing"]).grid
     if regrid_plan(p.grid, grid) is None:
         fail(f"preset {data} makes {p.grid.size}² inputs to {p.grid.d_min_A} Å; the model's "
@@ -84,10 +87,10 @@ def evaluate(
                                 "or a registered model: resolution@champion, xrp-lattice/2."),
     data: str = typer.Option(..., "--data", help="An HDF5 shot data set folder, or a preset "
                              "to simulate first (e.g. quick-user-sets, user-sets, resmos2)."),
-    n: int | None = typer.Option(None, "-n", "--n-shots", help="Presets: shots to simulate "
-                                 "(per set for user-set presets)."),
-    seed: int = typer.Option(12345, "--seed", help="Presets: data set seed (keep it apart from "
-                             "training seeds)."),
+    n: int | None = typer.Option(None, "-n", "--n-shots", min=1, help="Presets: shots to "
+                                 "simulate (per set for user-set presets)."),
+    seed: int = typer.Option(12345, "--seed", min=0, help="Presets: data set seed (keep it "
+                             "apart from training seeds)."),
     out: Path | None = typer.Option(None, "--out", help="Report folder (default: eval-<data> "
                                     "next to the model, or ./eval-<data> for packaged and "
                                     "registry models)."),
@@ -97,7 +100,7 @@ def evaluate(
     """Evaluate a model: accuracy/ROC (lattice) or Pearson r, MAE, calibration, user sets
     (resolution), with the poster's plots, a JSON + markdown report and MLflow logging."""
     from xray_platform.core.evaluate import predict_dataset
-    from xray_platform.core.models import model_metadata, temperature_of
+    from xray_platform.core.models import model_metadata, provenance_summary, temperature_of
     from xray_platform.physics.presets import PRESETS
     from xray_platform.reports.evaluation import evaluate_predictions
 
@@ -125,15 +128,17 @@ def evaluate(
                                title=f"{task} ResNet-{meta['depth']} on {name}",
                                temperature=temperature_of(meta) if task == "lattice" else None)
     rows = [("model", f"{source} ({task}, ResNet-{meta['depth']}, label {label})"),
+            ("made by", provenance_summary(meta)),
             ("data", f"{data_path} ({len(table['seed'])} shots)"), *_rows(res["metrics"]),
             ("report", res["report"])]
     uri = mlflow_uri or meta.get("mlflow_tracking_uri")
     run_id = meta.get("mlflow_run_id")
     if uri and run_id and not source.startswith("zoo:"):  # the zoo's runs are not here
         from xray_platform.tracking.resolve import store_exists
-        from xray_platform.tracking.store import log_evaluation
+        from xray_platform.tracking.store import check_uri, log_evaluation
 
         try:
+            check_uri(uri, "--mlflow-uri" if mlflow_uri else "the model file's tracking URI")
             if not store_exists(uri):
                 raise ValueError(f"tracking store {uri} does not exist")
             log_evaluation(uri, run_id, name, res)

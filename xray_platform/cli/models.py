@@ -3,13 +3,16 @@ temperature scaling of a lattice model."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from xray_platform.cli.common import console, fail
+from xray_platform.cli.common import console, err, fail
 from xray_platform.cli.options import MlflowUri
+
+TASKS = ("resolution", "lattice")
 
 models_app = typer.Typer(help="Models: the zoo shipped with xrp and the MLflow registry "
                          "(xrp-resolution, xrp-lattice; @champion is served, else the zoo).",
@@ -24,13 +27,20 @@ def _client(mlflow_uri: str | None):
     return mlflow.MlflowClient(tracking_uri(mlflow_uri))
 
 
-def _registry_rows(task: str | None, mlflow_uri: str | None) -> list[dict]:
-    """Registered versions; none (and no store created) when there is no tracking store."""
-    from xray_platform.tracking.registry import MODEL_NAMES, list_versions, model_name
+def _existing_store(mlflow_uri: str | None) -> str | None:
+    """The tracking URI if its store is there (a missing sqlite file is not created)."""
     from xray_platform.tracking.resolve import store_exists
     from xray_platform.tracking.store import tracking_uri
 
-    if not store_exists(tracking_uri(mlflow_uri)):
+    uri = tracking_uri(mlflow_uri)
+    return uri if store_exists(uri) else None
+
+
+def _registry_rows(task: str | None, mlflow_uri: str | None) -> list[dict]:
+    """Registered versions; none (and no store created) when there is no tracking store."""
+    from xray_platform.tracking.registry import MODEL_NAMES, list_versions, model_name
+
+    if _existing_store(mlflow_uri) is None:
         return []
     names = [model_name(task)] if task else list(MODEL_NAMES.values())
     return list_versions(_client(mlflow_uri), names)
@@ -53,6 +63,8 @@ def models_list(
     from xray_platform.core.models import model_metadata
     from xray_platform.zoo import zoo_models
 
+    if task is not None and task not in TASKS:
+        fail(f"task {task!r}: choose resolution or lattice (or none for both)")
     t = Table(title="models (the registry's @champion answers; without one, the zoo's)")
     for c in ("name", "version", "aliases", "model", "metric", "search", "run"):
         t.add_column(c, no_wrap=c in ("name", "aliases"), overflow="fold")
@@ -73,6 +85,15 @@ def models_list(
         console.print("no models yet: run `xrp tune resolution` (or lattice)")
         return
     console.print(t)
+    if _existing_store(mlflow_uri) is None:
+        err.print(f"(no MLflow store at {_uri(mlflow_uri)}: no registered models)",
+                  soft_wrap=True, markup=False, highlight=False)
+
+
+def _uri(mlflow_uri: str | None) -> str:
+    from xray_platform.tracking.store import tracking_uri
+
+    return tracking_uri(mlflow_uri)
 
 
 @models_app.command("show")
@@ -83,7 +104,7 @@ def models_show(
     mlflow_uri: MlflowUri = None,
 ) -> None:
     """One model: where it comes from and the model file's own metadata."""
-    from xray_platform.core.models import model_metadata, model_summary
+    from xray_platform.core.models import model_metadata, model_summary, provenance_summary
     from xray_platform.tracking.resolve import resolve
 
     task, ref = spec, None
@@ -94,14 +115,15 @@ def models_show(
 
         name = parse_spec(spec)[0]
         task, ref = name.removeprefix("xrp-"), spec
-    if task not in ("resolution", "lattice"):
+    if task not in TASKS:
         fail(f"{spec!r}: name a task (resolution, lattice), zoo:TASK or a registry reference")
     try:
         r = resolve(task, ref, mlflow_uri)
         meta = model_metadata(r.path)
     except ValueError as e:
         fail(str(e))
-    rows = [("source", r.source), ("file", str(r.path)), ("model file", model_summary(meta))]
+    rows = [("source", r.source), ("file", str(r.path)), ("model file", model_summary(meta)),
+            ("made by", provenance_summary(meta))]
     if r.source.startswith("models:/"):
         mv = _client(mlflow_uri).get_model_version(r.name, r.version)
         rows += [("aliases", ", ".join(sorted(mv.aliases)) or "-"),
@@ -118,6 +140,10 @@ def models_show(
     console.print(t)
 
 
+_ALIAS = re.compile(r"[\w-]{1,255}")  # as MLflow checks it
+_RESERVED_ALIAS = re.compile(r"latest|v\d+", re.IGNORECASE)  # MLflow's own names
+
+
 @models_app.command("promote")
 def models_promote(
     spec: str = typer.Argument(..., help="The version to promote: NAME/VERSION, e.g. "
@@ -128,8 +154,17 @@ def models_promote(
     """Point an alias (default: champion) at a model version."""
     from xray_platform.tracking.registry import parse_spec, promote
 
-    if parse_spec(spec)[2] is None:
+    try:
+        version = parse_spec(spec)[2]
+    except ValueError as e:
+        fail(str(e))
+    if version is None:
         fail(f"promote needs an explicit version (NAME/VERSION), got {spec!r}")
+    if not _ALIAS.fullmatch(alias) or _RESERVED_ALIAS.fullmatch(alias):
+        fail(f"--alias {alias!r}: use letters, digits, - and _ (not latest, not vN)")
+    if _existing_store(mlflow_uri) is None:
+        fail(f"no MLflow store at {_uri(mlflow_uri)}: nothing registered to promote "
+             "(`xrp tune` registers models; --mlflow-uri names another store)")
     try:
         mv = promote(_client(mlflow_uri), spec, alias)
     except ValueError as e:

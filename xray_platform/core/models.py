@@ -405,3 +405,23 @@ def model_summary(metadata: dict) -> str:
     if "xrp_version" in metadata:
         parts.append(f"xrp {metadata['xrp_version']}")
     return " | ".join(parts)
+
+
+def provenance_summary(metadata: dict) -> str:
+    """One line of how a model was made: its file's "provenance" (io/provenance.py)."""
+    p = metadata.get("provenance")
+    if not isinstance(p, dict):
+        return "not recorded (a model file from before provenance records)"
+    code, data = p.get("code") or {}, p.get("data") or {}
+    commit = str(code.get("commit", "unknown"))[:12] + (" (dirty)" if code.get("dirty") else "")
+    if data.get("kind") == "preset":
+        name = data.get("preset", "?") + ("" if data.get("version") in (None, "current")
+                                          else f"@{data['version']}")
+        source = f"preset {name} seed {data.get('seed')}"
+    else:
+        source = f"{data.get('path', '?')} ({data.get('n_shots', '?')} shots)"
+    hyper = p.get("hyperparameters") or {}
+    shown = ", ".join(f"{k} {hyper[k]}" for k in ("epochs", "batch_size", "lr", "weight_decay")
+                      if k in hyper)
+    return (f"commit {commit} | data {source}, fingerprint {data.get('fingerprint', '?')} | "
+            f"{shown} | seed {(p.get('seeds') or {}).get('seed', '?')}")

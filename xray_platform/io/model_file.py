@@ -3,8 +3,11 @@
     {"format": "xrp-model", "format_version": 1, "state_dict": {name: tensor},
      "metadata": JSON string (task, depth, preprocessing, label, training data, metrics, ...)}
 
-Every file says what it needs to be used (core/models.py builds the network from it). Weights
-may be stored in float16 (the shipped zoo): loading casts them to the network's float32.
+Every file says what it needs to be used (core/models.py builds the network from it) and, since
+provenance records, how it was made: metadata["provenance"] holds the code commit (and whether
+the checkout was dirty), fingerprints of the training and validation data, the seeds and the
+hyperparameters (io/provenance.py; absent from older files). Weights may be stored in float16
+(the shipped zoo): loading casts them to the network's float32.
 :func:`read_metadata` reads the metadata without materialising the weights (memory-mapped).
 """
 

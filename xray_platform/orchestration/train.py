@@ -360,7 +360,7 @@ def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val
     client = mlflow.MlflowClient(uri)
     metadata = {"task": s.task, "depth": s.depth, "init": s.init, "label": s.label,
                 "preprocessing": Preprocessing.for_grid(grid, s.input_options).to_dict(),
-                "training_data": data_desc,
+                "training_data": data_desc, "provenance": run_provenance(s, data_desc),
                 "mlflow_run_id": run_id, "mlflow_tracking_uri": uri, "xrp_version": __version__,
                 "target": "is_multi (logit)" if s.task == "lattice"
                 else f"1/{s.label} in 1/Å (Gaussian mean and sigma)"}
@@ -431,6 +431,30 @@ def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val
                "metrics": dict(result.metrics or {})}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+#: settings that are not hyperparameters: where a run goes and how it is tracked, and its data
+#: and seed (recorded as the data's fingerprints and the seeds)
+_NOT_HYPERPARAMETERS = ("data", "val_data", "seed", "mlflow_uri", "out", "name", "experiment",
+                        "address", "resume", "max_failures")
+
+
+def run_provenance(s: TrainSettings, data_desc: dict) -> dict:
+    """What a run's model file records of its making (io/provenance.py): code commit, data
+    fingerprints, seeds and hyperparameters."""
+    from xray_platform.io import provenance
+    from xray_platform.physics.presets import PRESETS
+
+    hyper = {k: v for k, v in asdict(s).items() if k not in _NOT_HYPERPARAMETERS}
+    if s.data in PRESETS:
+        data = provenance.preset_data(PRESETS[s.data], s.seed,
+                                      shots_per_epoch=data_desc["shots_per_epoch"],
+                                      val_shots=data_desc["val_shots"])
+        return provenance.training_provenance(
+            hyper, {"seed": s.seed, "val_seed": data_desc["val_seed"]}, data)
+    val = provenance.stored_data(s.val_data) if s.val_data else None
+    return provenance.training_provenance(hyper, {"seed": s.seed},
+                                          provenance.stored_data(s.data), val)
 
 
 def log_params(client, run_id: str, s: TrainSettings, grid, data_desc: dict) -> None:

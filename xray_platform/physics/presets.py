@@ -136,22 +136,59 @@ _QUICK_GRID = QGrid(size=64)
 #: derived from it exactly (max-pooled or cropped, core/preprocess.regrid), so one simulation
 #: serves every grid size measured.
 ZOO_GRID = QGrid(256, 1.2)
+#: Zoo release 2026.12's distributions, as its models were trained on them. Frozen: the current
+#: definitions derive from them, never the reverse (tests/unit/test_recipes.py pins their
+#: fingerprints). The resolution model predates the XFEL detectors (8e3d639): two detectors.
+_ZOO_2026_12_SINGLE = SimConfig(n_lattices={0: 0.05, 1: 0.85, 2: 0.1},
+                                detectors=("pilatus6m", "eiger16m"))
+_ZOO_2026_12_LATTICE = SimConfig(n_lattices={0: 0.02, 1: 0.49, 2: 0.3, 3: 0.13, 4: 0.06},
+                                 misorientation="mixed", misorientation_sigmas_deg=(5.0, 20.0),
+                                 detectors=("pilatus6m", "eiger16m", "jungfrau4m", "epix10k2m",
+                                            "cspad"))
 #: the full distribution's detectors: the synchrotron flat panels and the XFEL multi-module
 #: ones (ePix10k 2M and CSPAD with their pinwheel sensor layouts, physics/layouts.py)
-ZOO_DETECTORS = ("pilatus6m", "eiger16m", "jungfrau4m", "epix10k2m", "cspad")
-_ZOO_SINGLE = SimConfig(n_lattices={0: 0.05, 1: 0.85, 2: 0.1},  # full distribution
-                        detectors=ZOO_DETECTORS)
-_ZOO_LATTICE = SimConfig(n_lattices={0: 0.02, 1: 0.49, 2: 0.3, 3: 0.13, 4: 0.06},
-                         misorientation="mixed", misorientation_sigmas_deg=(5.0, 20.0),
-                         detectors=ZOO_DETECTORS)
+ZOO_DETECTORS = _ZOO_2026_12_LATTICE.detectors
+#: the current zoo distributions (what a new zoo model trains on: `zoo-resolution` etc.)
+_ZOO_SINGLE = _ZOO_2026_12_SINGLE.with_(detectors=ZOO_DETECTORS)
+_ZOO_LATTICE = _ZOO_2026_12_LATTICE
+#: zoo release -> its (resolution, lattice) distributions: presets NAME@RELEASE
+ZOO_RELEASES: dict[str, tuple[SimConfig, SimConfig]] = {
+    "2026.12": (_ZOO_2026_12_SINGLE, _ZOO_2026_12_LATTICE),
+}
 _ZOO_USER_SETS = make_user_sets(26, (40,))
 
 
-def _zoo_lattice_eval(name: str, **mis) -> DatasetPreset:
-    return DatasetPreset(f"zoo-lattice-{name}", f"lattice evaluation shots ({name} "
-                         "misorientation), full distribution, 256 x 256 grid", 2_000,
-                         _ZOO_LATTICE.with_(misorientation_sigmas_deg=(), **mis), ZOO_GRID,
-                         task="lattice")
+def _zoo_presets(single: SimConfig, lattice: SimConfig,
+                 release: str | None = None) -> tuple[DatasetPreset, ...]:
+    """The zoo's training and evaluation presets on these distributions; with ``release``,
+    that release's frozen copies, named NAME@RELEASE."""
+    at = f"@{release}" if release else ""
+
+    def lattice_eval(kind: str, **mis) -> DatasetPreset:
+        return DatasetPreset(f"zoo-lattice-{kind}{at}", f"lattice evaluation shots ({kind} "
+                             "misorientation), full distribution, 256 x 256 grid", 2_000,
+                             lattice.with_(misorientation_sigmas_deg=(), **mis), ZOO_GRID,
+                             task="lattice")
+
+    return (
+        DatasetPreset(f"zoo-resolution{at}", "the zoo's resolution training set: 30,000 shots "
+                      f"of the full distribution ({', '.join(single.detectors)}, 100-400 mm, "
+                      "0.7-1.5 Å, spot strength 5-2e5, ice, beamstop, 5 % blanks, 10 % two "
+                      "lattices), 256 x 256 grid to 1.2 Å", 30_000, single, ZOO_GRID),
+        DatasetPreset(f"zoo-lattice{at}", "the zoo's lattice training set: 30,000 shots, half "
+                      "multi-lattice (2-4), misorientation uniform 1-180 deg or Gaussian sigma "
+                      f"5 or 20 deg ({', '.join(lattice.detectors)}), 256 x 256 grid to 1.2 Å",
+                      30_000, lattice, ZOO_GRID, task="lattice"),
+        DatasetPreset(f"zoo-user-sets{at}", "26 user sets of 40 shots on the zoo's 256 x 256 "
+                      "grid", 26 * 40, _SINGLE.with_(n_lattices={1: 1.0}), ZOO_GRID,
+                      task="user-sets", user_sets=_ZOO_USER_SETS, shard_size=130),
+        lattice_eval("uniform", misorientation="uniform"),
+        lattice_eval("g1", misorientation="gaussian", misorientation_sigma_deg=1.0),
+        lattice_eval("g5", misorientation="gaussian", misorientation_sigma_deg=5.0),
+        lattice_eval("g20", misorientation="gaussian", misorientation_sigma_deg=20.0),
+    )
+
+
 #: quick presets: one detector and well-diffracting crystals, so a CPU model learns in minutes
 _QUICK = {"detectors": ("pilatus6m",), "log_spot_scale": (300.0, 3e4), "log_bg_level": (0.5, 10.0)}
 _FULL_USER_SETS = make_user_sets(26, USER_SET_SIZES)
@@ -172,22 +209,7 @@ PRESETS: dict[str, DatasetPreset] = {
                       "crystal at a target resolution in 1.42-5.45 Å",
                       sum(u.n_shots for u in _FULL_USER_SETS), _SINGLE.with_(
                           n_lattices={1: 1.0}), task="user-sets", user_sets=_FULL_USER_SETS),
-        DatasetPreset("zoo-resolution", "the zoo's resolution training set: 30,000 shots of "
-                      "the full distribution (PILATUS 6M, EIGER 16M, JUNGFRAU 4M, ePix10k 2M, "
-                      "CSPAD, 100-400 mm, 0.7-1.5 Å, spot strength 5-2e5, ice, beamstop, 5 % "
-                      "blanks, 10 % two lattices), 256 x 256 grid to 1.2 Å", 30_000, _ZOO_SINGLE,
-                      ZOO_GRID),
-        DatasetPreset("zoo-lattice", "the zoo's lattice training set: 30,000 shots, half "
-                      "multi-lattice (2-4), misorientation uniform 1-180 deg or Gaussian sigma "
-                      "5 or 20 deg, full distribution, 256 x 256 grid to 1.2 Å", 30_000,
-                      _ZOO_LATTICE, ZOO_GRID, task="lattice"),
-        DatasetPreset("zoo-user-sets", "26 user sets of 40 shots on the zoo's 256 x 256 grid",
-                      26 * 40, _SINGLE.with_(n_lattices={1: 1.0}), ZOO_GRID, task="user-sets",
-                      user_sets=_ZOO_USER_SETS, shard_size=130),
-        _zoo_lattice_eval("uniform", misorientation="uniform"),
-        _zoo_lattice_eval("g1", misorientation="gaussian", misorientation_sigma_deg=1.0),
-        _zoo_lattice_eval("g5", misorientation="gaussian", misorientation_sigma_deg=5.0),
-        _zoo_lattice_eval("g20", misorientation="gaussian", misorientation_sigma_deg=20.0),
+        *_zoo_presets(_ZOO_SINGLE, _ZOO_LATTICE),
         DatasetPreset("quick-resolution", "64 resolution shots on a 64 x 64 grid, PILATUS 6M, "
                       "strong crystals (tests, laptops)", 64, _SINGLE.with_(**_QUICK),
                       _QUICK_GRID, shard_size=16),
@@ -197,12 +219,21 @@ PRESETS: dict[str, DatasetPreset] = {
         DatasetPreset("quick-user-sets", "4 user sets of 8 shots on a 64 x 64 grid",
                       32, _SINGLE.with_(n_lattices={1: 1.0}), _QUICK_GRID, task="user-sets",
                       user_sets=make_user_sets(4, (8,)), shard_size=8),
+        *(p for release, (single, lattice) in ZOO_RELEASES.items()
+          for p in _zoo_presets(single, lattice, release)),
     )
 }
 
 
 def preset(name: str) -> DatasetPreset:
-    try:
+    """A preset by name: NAME is the current definition, NAME@RELEASE the copy a zoo release
+    froze (what its models were trained and evaluated on)."""
+    if name in PRESETS:
         return PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+    base, at, release = name.partition("@")
+    if at and base in PRESETS:
+        known = [n for n in PRESETS if n.startswith(f"{base}@")]
+        raise ValueError(f"preset {base!r} has no version {release!r}; known: "
+                         + (", ".join(known) if known else "none (it is not versioned)")
+                         + f", or {base!r} for the current definition")
+    raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")

@@ -2,7 +2,9 @@
 model, as the `xrp` commands that reproduce it (jobs/zoo.py runs them, resumably).
 
 Every number here was chosen by measurement (benchmarks/grid_table.py: accuracy vs grid size vs
-cost; the model cards give the figures); the data sets are fully determined by preset + seed.
+cost; the model cards give the figures); the data sets are fully determined by preset + seed,
+and a shipped model's recipe names its release's frozen presets (zoo-resolution@2026.12), which
+stay put when the current definitions move on.
 """
 
 from __future__ import annotations
@@ -40,15 +42,22 @@ class Recipe:
     d_max_A: float | None = None
     #: held-out evaluation sets (preset, shots), simulated with seed 2
     evaluations: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+    #: the zoo release whose frozen presets (NAME@RELEASE, physics/presets.py) the data sets
+    #: are simulated from, so that they are the shots its model saw; None: the current presets
+    release: str | None = None
+
+    def preset(self, name: str) -> str:
+        """The preset argument of a data set of this recipe (the folder keeps the bare name)."""
+        return f"{name}@{self.release}" if self.release else name
 
     def simulate_commands(self, root: str) -> list[list[str]]:
         """`xrp simulate` argv of the training, validation and evaluation sets (resumable)."""
-        cmds = [["simulate", self.train, "-n", str(self.n_train), "--seed", "0",
+        cmds = [["simulate", self.preset(self.train), "-n", str(self.n_train), "--seed", "0",
                  "--out", f"{root}/{self.train}"],
-                [*["simulate", self.val, "-n", str(self.n_val), "--seed", "1"],
+                [*["simulate", self.preset(self.val), "-n", str(self.n_val), "--seed", "1"],
                  "--out", f"{root}/{self.val}-val"]]
         for preset, n in self.evaluations:
-            cmds.append(["simulate", preset, "-n", str(n), "--seed", "2",
+            cmds.append(["simulate", self.preset(preset), "-n", str(n), "--seed", "2",
                          "--out", f"{root}/{preset}-test"])
         return cmds
 
@@ -105,7 +114,7 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "resolution": Recipe(
         "resolution", "zoo-resolution", 30_000, "zoo-resolution", 1_500, 64, 1.2, epochs=16,
-        evaluations=(("zoo-resolution", 2_000), ("zoo-user-sets", 40))),
+        evaluations=(("zoo-resolution", 2_000), ("zoo-user-sets", 40)), release="2026.12"),
     # 64² to 1.2 Å stayed near chance; 128² to 2.4 Å (the cells of 256² to 1.2 Å, fine
     # enough to separate lattices) learns (validation accuracy 0.710 after 5 epochs, 0.758
     # after a second 5-epoch stage). Those raw-input models called the real thaumatin hit
@@ -117,5 +126,5 @@ RECIPES: dict[str, Recipe] = {
         "lattice", "zoo-lattice", 30_000, "zoo-lattice", 1_500, 128, 2.4, epochs=3, stages=3,
         lr=5e-4, d_max_A=10.0, label="is_multi_hits", transfer_from="resolution", calibrate=True,
         evaluations=(("zoo-lattice-uniform", 1_000), ("zoo-lattice-g1", 1_000),
-                     ("zoo-lattice-g5", 1_000), ("zoo-lattice-g20", 1_000))),
+                     ("zoo-lattice-g5", 1_000), ("zoo-lattice-g20", 1_000)), release="2026.12"),
 }
