@@ -7,7 +7,7 @@ first frame's first lattice, the spots it alone explains as the Ewald-sphere tol
 grows: if its mosaic spread (not further lattices) made the other spots, they would join it.
 
     python benchmarks/count_lattices.py                   # the thaumatin hit + miss, nanoBragg
-    python benchmarks/count_lattices.py FRAME --cell 57.8,57.8,150.2
+    python benchmarks/count_lattices.py FRAME --cell 92.8,92.8,130.4,90,90,120
 """
 
 from __future__ import annotations
@@ -17,66 +17,67 @@ import json
 import time
 from pathlib import Path
 
-from xray_platform.core.indexing import (
-    chance,
-    count_lattices,
-    misorientation_deg,
-    near,
-    predict_spots,
-)
+from scipy.spatial import cKDTree
+
+from xray_platform.core.indexing import as_cell, chance, count_lattices, misorientation_deg
+from xray_platform.core.lattice import predict
 from xray_platform.io.formats import read_frame
 from xray_platform.physics.crystal import CRYSTAL_FORMS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-THAUMATIN = CRYSTAL_FORMS["thaumatin"].cell.edges
+THAUMATIN = CRYSTAL_FORMS["thaumatin"].cell
+CSPAD_THERMOLYSIN = CRYSTAL_FORMS["thermolysin"].cell
 
 
-def cases() -> list[tuple[Path, tuple[float, float, float], str]]:
-    """The frames with a known orthogonal cell: (file, cell, what is known of its lattices)."""
-    out = [(SHARED / "real" / "thau_3_2_0002.cbf.bz2", THAUMATIN, "real hit, unlabelled"),
-           (SHARED / "real" / "thau_3_2_0017.cbf.bz2", THAUMATIN, "real miss")]
+def cases() -> list[tuple[Path, tuple[float, ...], str]]:
+    """The frames with a known cell: (file, cell, what is known of its lattices)."""
+    cell = tuple(getattr(THAUMATIN, k) for k in ("a", "b", "c", "alpha", "beta", "gamma"))
+    therm = tuple(getattr(CSPAD_THERMOLYSIN, k) for k in ("a", "b", "c", "alpha", "beta",
+                                                           "gamma"))
+    out = [(SHARED / "real" / "thau_3_2_0002.cbf.bz2", cell, "real hit, unlabelled"),
+           (SHARED / "real" / "thau_3_2_0017.cbf.bz2", cell, "real miss"),
+           (SHARED / "real" / "cspad_thermolysin_0401.cbf", therm, "real CSPAD, 64 ASICs")]
     for js in sorted((SHARED / "nanobragg-ref").glob("ref_*.json")):
         ref = json.loads(js.read_text())
-        cell = ref.get("unit_cell") or [*THAUMATIN, 90, 90, 90]
-        if all(abs(x - 90) < 1e-6 for x in cell[3:]):
-            out.append((js.with_suffix(".cbf"), tuple(cell[:3]),
-                        f"nanoBragg {ref.get('crystal_form')}, {ref['n_lattices']} lattice(s)"))
+        out.append((js.with_suffix(".cbf"), tuple(ref.get("unit_cell") or cell),
+                    f"nanoBragg {ref.get('crystal_form')}, {ref['n_lattices']} lattice(s)"))
     return out
 
 
-def report(path: Path, cell: tuple[float, float, float], known: str) -> None:
+def report(path: Path, cell: tuple[float, ...], known: str) -> None:
     t = time.perf_counter()
     r = count_lattices(read_frame(path), cell)
     s = time.perf_counter() - t
-    print(f"\n{path.name} ({known}; cell {'/'.join(f'{x:g}' for x in cell)} Å): {r.n_spots} "
+    print(f"\n{path.name} ({known}; cell {'/'.join(f'{x:g}' for x in cell)}): {r.n_spots} "
           f"spots, {r.n_lattices} lattice(s) explain {r.explained} "
-          f"(distance {r.info.distance_mm:.1f} mm refined; {s:.1f} s)")
+          f"(distance {r.geom.distance_mm:.1f} mm refined; {s:.1f} s)")
     for k, lat in enumerate(r.lattices, start=1):
         mis = f", {misorientation_deg(r.lattices[0].A, lat.A):.2f}° from lattice 1" if k > 1 \
             else ""
         print(f"  lattice {k}: {lat.n_spots} spots (chance {lat.chance:.1f}){mis}")
 
 
-def eps_scan(path: Path, cell: tuple[float, float, float]) -> None:
+def eps_scan(path: Path, cell: tuple[float, ...]) -> None:
     r = count_lattices(read_frame(path), cell, max_lattices=1)
     if not r.lattices:
         return
-    A = r.lattices[0].A
+    c, U = as_cell(cell), r.lattices[0].U
     print(f"\n{path.name}, lattice 1 alone vs the Ewald tolerance eps (1/Å):")
     print("| eps | spots explained | chance | above chance |\n|---|---|---|---|")
+    radius = 2.5 * r.geom.pixel_mm
     for eps in (0.002, 0.004, 0.008, 0.012, 0.016, 0.024):
-        pred = predict_spots(A, r.info, r.d_min, eps)
-        n = int(near(r.spots, pred, 2.5).sum())
-        c = chance(pred, r.spots, r.n_spots, 2.5)
-        print(f"| {eps} | {n} of {r.n_spots} | {c:.0f} | {n - c:.0f} |")
+        pred = predict(U @ c.B(), r.geom, r.d_min, eps)
+        n = int((cKDTree(pred.xyz_mm).query(r.spots.xyz_mm)[0] < radius).sum())
+        ch = chance(U, c, r.spots, r.geom, r.d_min, eps, 2.5)
+        print(f"| {eps} | {n} of {r.n_spots} | {ch:.0f} | {n - ch:.0f} |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("frames", type=Path, nargs="*")
-    ap.add_argument("--cell", default=",".join(map(str, THAUMATIN)),
-                    help="a,b,c (Å) of an orthogonal cell, for the FRAMES given")
+    ap.add_argument("--cell", default="57.8,57.8,150.2",
+                    help="a,b,c[,alpha,beta,gamma] (Å, deg) of the cell, for the FRAMES given")
     a = ap.parse_args()
     cell = tuple(float(x) for x in a.cell.split(","))
     todo = [(f, cell, "given") for f in a.frames] if a.frames else cases()

@@ -1,61 +1,71 @@
-"""How many crystal lattices explain a still's spots, given the crystal's unit cell (numpy/scipy).
+"""How many crystal lattices explain a still's spots, given the crystal's unit cell: any crystal
+system, any detector layout (numpy/scipy; no Ray).
 
-A classical cross-check of the lattice classifier on real frames, where no label exists:
-
-1. Spots: pixels 6 sigma above the local median background (~9 x 9 px), joined into blobs of at
-   least 2 pixels; each spot's reciprocal vector q = s1 - s0 (design.md; flat detector normal
-   to the beam), spots at d > ``d_max_A`` (beamstop halo, parasitic scatter) left out.
-2. Orientation (real-space grid search, as DIALS' known-cell indexing): a real-space lattice
-   vector t of length L has t . q integer for every spot of its lattice, so directions u on a
-   hemisphere where sum cos(2 pi L u . q) peaks are the cell edges; c first, then a at 90 deg to
-   it, b = c x a (orthogonal cells only: tetragonal, orthorhombic, cubic).
-3. Matching, as a still predicts it: every lattice point within ``eps`` (1/Å) of the Ewald sphere
-   is projected onto the detector; a spot within ``radius_px`` of a prediction is explained.
-   The orientation is refined (the rotation of the least-squares fit to the explained spots'
-   indices; the cell stays the known one), and the beam centre and distance by a coordinate
-   search on the first lattice's matches (bounded by MAX_BEAM_SHIFT_PX, MAX_DISTANCE_CHANGE).
+1. Spots at full resolution (core/spots.py), each a reciprocal vector q = s1 - s0 through the
+   frame's own panel geometry (design.md); spots at d > ``d_max_A`` (beamstop halo, parasitic
+   scatter) and on ice rings left out of the search.
+2. Orientation (a real-space grid search, as DIALS' known-cell indexing): a real-space lattice
+   vector t of length L has t . q integer for every spot of its lattice, so directions u where
+   sum cos(2 pi L u . q) peaks are the cell's edges. c first (over a hemisphere), then a on
+   the cone at beta from c, then b from alpha and gamma (right-handed): every crystal system.
+3. Matching, as a still predicts it (core/lattice.py): the lattice points within ``eps`` (1/Å)
+   of the Ewald sphere, projected onto the panels; a spot within ``radius_px`` of a
+   prediction (compared in the lab, mm) is explained. The orientation is refined on the
+   explained spots' indices (the cell stays the known one), and on a flat detector the beam
+   centre and distance by a coordinate search (bounded by MAX_BEAM_SHIFT_PX,
+   MAX_DISTANCE_CHANGE).
 4. Further lattices are searched among the spots not yet explained. One is accepted only when
-   it explains far more spots than random positions would (4 x as many, and a Poisson tail
-   < 1e-6; the chance rate is measured by matching uniform random pixels to its predictions).
-   The cell is known, so only orientations are fitted (no cell for a chance lattice to bend).
+   it explains far more spots than the same cell in random orientations would (MIN_EXCESS x as
+   many, and a Poisson tail < 1e-6).
 
-Measured (benchmarks/count_lattices.py): nanoBragg's single-lattice shots: one lattice explains
-(almost) every spot; its 3-lattice cubic insulin: three lattices; spots at random azimuths:
-none. The real thaumatin grid-scan hit (DLS I24): four lattices 0.6-2 deg apart explain 473 +
-281 + 122 + 94 of 1,089 spots (chance 15 / 9 / 5 / 3), and the first alone never explains more
-than ~460 above chance at any eps up to 0.024, so the rest is not its mosaic spread. Spot
-finding takes ~1 s, the search 1-15 s per frame.
+Measured by benchmarks/count_lattices.py on nanoBragg's shots (whose lattices are known) and
+the real thaumatin grid-scan hit.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import ndimage
 from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
 
+from xray_platform.core.lattice import fit_orientation, predict
+from xray_platform.core.spots import SpotFinder, Spots
 from xray_platform.io.formats.base import Frame, FrameInfo
+from xray_platform.physics.crystal import UnitCell
+from xray_platform.physics.geometry import Geometry
+from xray_platform.physics.panels import PanelGeometry
+
+MAX_BEAM_SHIFT_PX = 6.0
+MAX_DISTANCE_CHANGE = 0.03  # relative
+#: a lattice must explain this many times the spots chance would: the search (orientation
+#: candidates, beam centre and distance) lets random spots reach ~3 x (tests/unit/test_indexing)
+MIN_EXCESS = 4.0
+#: strongest spots the orientation search uses (all are matched afterwards)
+SEARCH_SPOTS = 400
 
 
 @dataclass(frozen=True)
 class Lattice:
-    """One lattice found in a still: real-space basis ``A`` (rows a, b, c in Å, lab frame)."""
+    """One lattice found in a still: orientation ``U`` (A = U B) and its real-space basis
+    ``A`` (rows a, b, c in Å, lab frame)."""
 
+    U: np.ndarray
     A: np.ndarray
     n_spots: int  # spots it explains that no earlier lattice did
-    chance: float  # how many of those random positions would explain
+    chance: float  # how many of those the same cell in random orientations explains
 
 
 @dataclass(frozen=True)
 class Indexing:
-    spots: np.ndarray  # (slow, fast) of the spots at d <= d_max
+    spots: Spots  # the spots at d <= d_max
     d_min: float  # the predictions' resolution limit (Å)
     lattices: tuple[Lattice, ...]
-    info: FrameInfo  # with the refined beam centre and distance
+    geom: Geometry | PanelGeometry  # with the refined beam centre and distance (flat)
+    explained_by: np.ndarray  # per spot: the lattice (0, 1, ...) that explains it, or -1
 
     @property
     def n_spots(self) -> int:
@@ -70,79 +80,24 @@ class Indexing:
         return sum(lat.n_spots for lat in self.lattices)
 
 
-def find_spots(image: np.ndarray, sigma: float = 6.0, min_px: int = 2) -> np.ndarray:
-    """(slow, fast) centroids of the spots of a frame (negative pixels: gaps, masked)."""
-    valid = image >= 0
-    bg = _background(np.where(valid, image, 0))
-    strong = valid & (image > bg + sigma * np.sqrt(np.maximum(bg, 1.0))) & (image > bg + 5)
-    labels, n = ndimage.label(strong, structure=np.ones((3, 3)))
-    idx = np.arange(1, n + 1)
-    size = ndimage.sum(strong, labels, idx)
-    com = np.asarray(ndimage.center_of_mass(np.where(strong, image - bg, 0), labels, idx))
-    com = com[size >= min_px].reshape(-1, 2)
-    # blocks straddling a gap have a low mean, so spots within 2 px of one are mostly noise
-    near_gap = ndimage.binary_dilation(~valid, iterations=2)
-    return com[~near_gap[np.round(com[:, 0]).astype(int), np.round(com[:, 1]).astype(int)]]
+def as_cell(cell: UnitCell | tuple[float, ...]) -> UnitCell:
+    """A UnitCell from a UnitCell, (a, b, c) (angles 90) or (a, b, c, alpha, beta, gamma)."""
+    if isinstance(cell, UnitCell):
+        return cell
+    values = tuple(float(x) for x in cell)
+    if len(values) == 3:
+        values += (90.0, 90.0, 90.0)
+    if len(values) != 6:
+        raise ValueError(f"a unit cell is a,b,c[,alpha,beta,gamma]; got {len(values)} numbers")
+    return UnitCell(*values)
 
 
-def _background(image: np.ndarray, block: int = 3) -> np.ndarray:
-    """The local median background over ~9 x 9 px: the median of 3 x 3 blocks' means (a
-    spot of 1-2 px raises one block's mean, not the median; 10 x faster than a 9 x 9 median)."""
-    h, w = (image.shape[0] // block) * block, (image.shape[1] // block) * block
-    means = image[:h, :w].reshape(h // block, block, w // block, block).mean((1, 3))
-    med = np.repeat(np.repeat(ndimage.median_filter(means, size=3), block, 0), block, 1)
-    return np.pad(med, ((0, image.shape[0] - h), (0, image.shape[1] - w)), mode="edge")
+def spot_q(spots: Spots, wavelength_A: float) -> np.ndarray:
+    """Reciprocal vectors q = s1 - s0 (1/Å) of the spots."""
+    return spots.s1(wavelength_A) - np.array([0.0, 0.0, 1.0 / wavelength_A])
 
 
-def spot_q(yx: np.ndarray, info: FrameInfo) -> np.ndarray:
-    """Reciprocal vectors q = s1 - s0 (1/Å) of detector positions (slow, fast)."""
-    bx, by = info.beam_center_px
-    r = np.stack([(yx[:, 1] - bx) * info.pixel_size_mm, (yx[:, 0] - by) * info.pixel_size_mm,
-                  np.full(len(yx), info.distance_mm)], 1)
-    s1 = r / np.linalg.norm(r, axis=1, keepdims=True) / info.wavelength_A
-    return s1 - np.array([0.0, 0.0, 1.0 / info.wavelength_A])
-
-
-@functools.lru_cache(maxsize=8)
-def _indices(hmax: tuple[int, ...], metric: tuple[float, ...], d_min: float) -> np.ndarray:
-    """Every hkl with |h| <= hmax[0], |k| <= hmax[1], |l| <= hmax[2] (float, for products)
-    inside the 1/d_min sphere (0.1 % margin), by the metric tensor G = A A^T (row-major 3 x 3):
-    |q|^2 = h^T G^-1 h whatever the orientation, so one set serves every rotation of a cell."""
-    hkl = np.stack(np.meshgrid(*[np.arange(-m, m + 1) for m in hmax], indexing="ij"),
-                   -1).reshape(-1, 3).astype(np.float64)
-    q2 = np.einsum("ij,jk,ik->i", hkl, np.linalg.inv(np.reshape(metric, (3, 3))), hkl)
-    return hkl[q2 < 1.002 * d_min ** -2]
-
-
-def predict_spots(A: np.ndarray, info: FrameInfo, d_min: float, eps: float,
-                  with_hkl: bool = False):
-    """(slow, fast) of the lattice points of ``A`` within ``eps`` (1/Å) of the Ewald sphere
-    (and their hkl with ``with_hkl``)."""
-    s0 = np.array([0.0, 0.0, 1.0 / info.wavelength_A])
-    hmax = tuple(int(m) for m in np.ceil(np.linalg.norm(A, axis=1) / d_min))
-    hkl = _indices(hmax, tuple(np.round(A @ A.T, 3).ravel()), round(d_min, 6))
-    k = hkl @ np.linalg.inv(A).T + s0  # q = A^-1 h; k1 = s0 + q
-    keep = (np.abs(np.sqrt(np.einsum("ij,ij->i", k, k)) - 1 / info.wavelength_A) < eps) & (
-        k[:, 2] > 0)
-    k, hkl = k[keep], hkl[keep]
-    q2 = np.einsum("ij,ij->i", k - s0, k - s0)
-    keep = (q2 > 0) & (q2 < d_min ** -2)
-    k, hkl = k[keep], hkl[keep]
-    bx, by = info.beam_center_px
-    f = k[:, 0] / k[:, 2] * info.distance_mm / info.pixel_size_mm + bx
-    s = k[:, 1] / k[:, 2] * info.distance_mm / info.pixel_size_mm + by
-    on = (f >= 0) & (f < info.n_fast) & (s >= 0) & (s < info.n_slow)
-    yx = np.stack([s[on], f[on]], 1)
-    return (yx, hkl[on]) if with_hkl else yx
-
-
-def near(points: np.ndarray, pred: np.ndarray, radius: float) -> np.ndarray:
-    """True where a point lies within ``radius`` px of a predicted spot."""
-    if not len(pred) or not len(points):
-        return np.zeros(len(points), bool)
-    return cKDTree(pred).query(points)[0] < radius
-
-
+# --- orientation search ------------------------------------------------------------------
 def _hemisphere(step_deg: float) -> np.ndarray:
     """Unit vectors ~step_deg apart over the upper hemisphere (a Fibonacci spiral)."""
     n = int(2 * math.pi / math.radians(step_deg) ** 2)
@@ -175,119 +130,119 @@ def _polish(u: np.ndarray, q: np.ndarray, length: float, step_deg: float) -> np.
     return u
 
 
-def _fit_rotation(A: np.ndarray, q: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """The basis of A's cell (row lengths kept) rotated to fit h = q A^T best: the rotation of
-    the least-squares fit (polar decomposition), or A unchanged when the indices cannot fix
-    one (fewer than 12 spots, or all in one plane of indices)."""
-    if len(h) < 12 or np.linalg.matrix_rank(h) < 3:
-        return A
-    fit = np.linalg.lstsq(q, h, rcond=None)[0].T
-    lengths = np.linalg.norm(A, axis=1)
-    u, _, vt = np.linalg.svd(fit / lengths[:, None])  # rows: unit axes, near-orthonormal
-    return lengths[:, None] * (u @ vt)
+def _on_cone(u: np.ndarray, axis: np.ndarray, cos_angle: float) -> np.ndarray:
+    """u moved onto the cone of half-angle acos(cos_angle) about the unit ``axis``."""
+    perp = u - (u @ axis) * axis
+    perp /= np.linalg.norm(perp)
+    return cos_angle * axis + math.sqrt(max(0.0, 1 - cos_angle ** 2)) * perp
 
 
-def _refine(A: np.ndarray, q: np.ndarray, tol: float = 0.15) -> tuple[np.ndarray, int]:
+def _third(a: np.ndarray, c: np.ndarray, cos_alpha: float, cos_beta: float,
+           cos_gamma: float) -> np.ndarray:
+    """The unit b with b . a = cos gamma, b . c = cos alpha and (a x b) . c > 0 (a, c unit,
+    a . c = cos beta)."""
+    det = 1.0 - cos_beta ** 2
+    p = (cos_gamma - cos_alpha * cos_beta) / det
+    r = (cos_alpha - cos_gamma * cos_beta) / det
+    n = np.cross(a, c)
+    n /= np.linalg.norm(n)
+    inplane = p * a + r * c
+    s = math.sqrt(max(0.0, 1.0 - inplane @ inplane))
+    b = inplane + s * n
+    return b if np.cross(a, b) @ c > 0 else inplane - s * n
+
+
+def _rotation_of(basis_rows: np.ndarray, cell: UnitCell) -> np.ndarray:
+    """The rotation U closest to taking the cell's standard basis to ``basis_rows``."""
+    u, _, vt = np.linalg.svd(basis_rows.T @ np.linalg.inv(cell.orthogonalization()))
+    return u @ vt if np.linalg.det(u @ vt) > 0 else u @ np.diag([1, 1, -1]) @ vt
+
+
+def _refine(U: np.ndarray, cell: UnitCell, q: np.ndarray, wavelength_A: float,
+            tol: float = 0.15) -> tuple[np.ndarray, int]:
     """The orientation fitted to the spots within ``tol`` of integer indices, and their count
-    (the cell is known: only the rotation is fitted, so a chance lattice has no cell to bend)."""
+    (only the rotation is fitted: a chance lattice has no cell to bend)."""
+    M, B = cell.orthogonalization(), cell.B()
     for _ in range(4):
-        h = q @ A.T
+        h = q @ (U @ M)
         ok = np.all(np.abs(h - np.round(h)) < tol, axis=1)
-        if ok.sum() < 12:
+        if ok.sum() < 12 or np.linalg.matrix_rank(np.round(h[ok])) < 3:
             break
-        A = _fit_rotation(A, q[ok], np.round(h[ok]))
-    h = q @ A.T
-    return A, int(np.all(np.abs(h - np.round(h)) < tol, axis=1).sum())
+        U = fit_orientation(B, q[ok], np.round(h[ok]), wavelength_A)
+    h = q @ (U @ M)
+    return U, int(np.all(np.abs(h - np.round(h)) < tol, axis=1).sum())
 
 
-def search_orientation(q: np.ndarray, cell: tuple[float, float, float], step_deg: float = 0.3,
-                       keep: int = 10) -> list[np.ndarray]:
-    """Bases (rows a, b, c) of the orthogonal cell ``cell`` (a, b, c in Å) that put the most
-    spots q on integer indices, the best ``keep`` distinct ones (more than 0.2 deg apart) first
-    (empty when there are too few spots)."""
+def search_orientation(q: np.ndarray, cell: UnitCell, wavelength_A: float,
+                       step_deg: float = 0.3, keep: int = 10) -> list[np.ndarray]:
+    """Orientations U of ``cell`` that put the most spots q on integer indices, the best
+    ``keep`` distinct ones (more than 0.2 deg apart) first (empty with too few spots)."""
     if len(q) < 12:
         return []
-    a, b, c = cell
+    a, b, c = cell.edges
+    ca, cb, cg = (math.cos(math.radians(x)) for x in (cell.alpha, cell.beta, cell.gamma))
     dirs = _hemisphere(step_deg)
     pc, pa = _periodicity(dirs, q, c), _periodicity(dirs, q, a)
     found: list[tuple[int, np.ndarray]] = []
     for ic in np.argsort(pc)[::-1][:16]:
         cdir = _polish(dirs[ic].astype(np.float64), q, c, step_deg)
-        perp = np.where(np.abs(dirs @ cdir) < 0.03)[0]
-        for ia in perp[np.argsort(pa[perp])[::-1][:4]]:
-            adir = _polish(dirs[ia].astype(np.float64), q, a, step_deg)
-            adir -= (adir @ cdir) * cdir
-            adir /= np.linalg.norm(adir)
-            A, n = _refine(np.stack([adir * a, np.cross(cdir, adir) * b, cdir * c]), q)
-            found.append((n, A))
-    found.sort(key=lambda t: -t[0])
-    distinct: list[np.ndarray] = []  # neighbouring grid directions refine to one orientation
-    for _, A in found:
-        if len(distinct) == keep:
-            break
-        if all(misorientation_deg(A, B) > 0.2 for B in distinct):
-            distinct.append(A)
-    return distinct
+        dots = dirs @ cdir
+        cone = np.where(np.abs(np.abs(dots) - abs(cb)) < 0.03)[0]
+        for ia in cone[np.argsort(pa[cone])[::-1][:4]]:
+            u = dirs[ia].astype(np.float64)
+            if cb * (u @ cdir) < 0:  # the hemisphere holds +-u: the one at beta from c
+                u = -u
+            adir = _on_cone(_polish(u, q, a, step_deg), cdir, cb)
+            bdir = _third(adir, cdir, ca, cb, cg)
+            U = _rotation_of(np.stack([adir * a, bdir * b, cdir * c]), cell)
+            found.append(_refine(U, cell, q, wavelength_A)[::-1])
+    found.sort(key=lambda t: -t[0])  # neighbouring grid directions refine to one orientation
+    return _distinct([U for _, U in found], cell, keep)
 
 
-def _explained(A: np.ndarray, yx: np.ndarray, info: FrameInfo, d_min: float, eps: float,
-               radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Refine ``A`` on the spots its predictions explain; (A, explained mask)."""
-    q = spot_q(yx, info)
+def basis(U: np.ndarray, cell: UnitCell) -> np.ndarray:
+    """The real-space basis (rows a, b, c in Å, lab frame) of orientation U."""
+    return (U @ cell.orthogonalization()).T
+
+
+# --- matching --------------------------------------------------------------------------------
+def _radius_mm(geom: Geometry | PanelGeometry, radius_px: float) -> float:
+    return radius_px * geom.pixel_mm
+
+
+def _explained(U: np.ndarray, cell: UnitCell, spots: Spots, geom, d_min: float, eps: float,
+               radius_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Refine ``U`` on the spots its predictions explain; (U, explained mask)."""
+    B, wl = cell.B(), geom.wavelength_A
+    q = spot_q(spots, wl)
+    radius = _radius_mm(geom, radius_px)
     for _ in range(2):
-        A, _ = _refine(A, q)
-        pred, hkl = predict_spots(A, info, d_min, eps, with_hkl=True)
-        if len(pred):  # each explained spot's indices: its prediction's, not rounded ones
-            dist, j = cKDTree(pred).query(yx)
-            A = _fit_rotation(A, q[dist < radius], hkl[j[dist < radius]])
-    return A, near(yx, predict_spots(A, info, d_min, eps), radius)
+        U, _ = _refine(U, cell, q, wl)
+        pred = predict(U @ B, geom, d_min, eps)
+        if len(pred.hkl) >= 3:  # each explained spot's indices: its prediction's
+            dist, j = cKDTree(pred.xyz_mm).query(spots.xyz_mm)
+            ok = dist < radius
+            if ok.sum() >= 12 and np.linalg.matrix_rank(pred.hkl[j[ok]]) == 3:
+                U = fit_orientation(B, q[ok], pred.hkl[j[ok]], wl)
+    return U, _near(spots.xyz_mm, predict(U @ B, geom, d_min, eps).xyz_mm, radius)
 
 
-def _refine_geometry(A: np.ndarray, yx: np.ndarray, info: FrameInfo, d_min: float,
-                     eps: float, radius: float) -> tuple[np.ndarray, FrameInfo]:
-    """Coordinate search of beam centre (px) and distance (mm) for the most explained spots,
-    within ``MAX_BEAM_SHIFT_PX`` and ``MAX_DISTANCE_CHANGE`` of the header's."""
-    A, hit = _explained(A, yx, info, d_min, eps, radius)
-    best, start = hit.sum(), info
-    for step in (2.0, 1.0, 0.5):
-        moved = True
-        while moved:
-            moved = False
-            for df, ds, dd in ((step, 0, 0), (-step, 0, 0), (0, step, 0), (0, -step, 0),
-                               (0, 0, 2 * step), (0, 0, -2 * step)):
-                f0, s0 = info.beam_center_px
-                trial = replace(info, beam_center_px=(f0 + df, s0 + ds),
-                                distance_mm=info.distance_mm + dd)
-                if not _within(trial, start):
-                    continue
-                A2, hit2 = _explained(A, yx, trial, d_min, eps, radius)
-                if hit2.sum() > best:
-                    A, info, best, moved = A2, trial, hit2.sum(), True
-    return A, info
+def _near(points: np.ndarray, pred: np.ndarray, radius: float) -> np.ndarray:
+    """True where a point lies within ``radius`` of a predicted position."""
+    if not len(pred) or not len(points):
+        return np.zeros(len(points), bool)
+    return cKDTree(pred).query(points)[0] < radius
 
 
-MAX_BEAM_SHIFT_PX = 6.0
-MAX_DISTANCE_CHANGE = 0.03  # relative
-
-
-def _within(info: FrameInfo, start: FrameInfo) -> bool:
-    shift = np.hypot(*np.subtract(info.beam_center_px, start.beam_center_px))
-    return bool(shift <= MAX_BEAM_SHIFT_PX and abs(info.distance_mm / start.distance_mm - 1)
-                <= MAX_DISTANCE_CHANGE)
-
-
-def chance(pred: np.ndarray, yx: np.ndarray, n: int, radius: float, seed: int = 0) -> float:
-    """Expected spots among ``n`` that random positions (uniform over the spots' bounding box)
-    would put within ``radius`` of a prediction."""
-    rng = np.random.default_rng(seed)
-    lo, hi = yx.min(0), yx.max(0)
-    pts = rng.uniform(lo, hi, size=(20_000, 2))
-    return float(near(pts, pred, radius).mean() * n)
-
-
-#: a lattice must explain this many times the spots chance would: the search (64 orientation
-#: candidates, beam centre and distance) lets random spots reach 2.9 x (tests/unit/test_indexing)
-MIN_EXCESS = 4.0
+def chance(U: np.ndarray, cell: UnitCell, spots: Spots, geom, d_min: float, eps: float,
+           radius_px: float, n_rotations: int = 8, seed: int = 0) -> float:
+    """Spots the same cell explains on average in ``n_rotations`` random orientations: what
+    a lattice unrelated to the crystal would explain on this detector, at this spot density."""
+    rotations = Rotation.random(n_rotations, random_state=seed).as_matrix()
+    B, radius = cell.B(), _radius_mm(geom, radius_px)
+    hits = [_near(spots.xyz_mm, predict(R @ U @ B, geom, d_min, eps).xyz_mm, radius).sum()
+            for R in rotations]
+    return float(np.mean(hits))
 
 
 def _significant(n: int, expected: float, p: float = 1e-6, min_spots: int = 15) -> bool:
@@ -300,65 +255,150 @@ def _significant(n: int, expected: float, p: float = 1e-6, min_spots: int = 15) 
     return bool(poisson.sf(n - 1, max(expected, 1e-3)) < p)
 
 
-def count_lattices(frame: Frame, cell: tuple[float, float, float], d_max_A: float = 30.0,
-                   **options) -> Indexing:
-    """The lattices of the orthogonal cell ``cell`` (a, b, c in Å) that explain the spots of a
-    still (module doc: the method); ``options`` as :func:`index_spots`."""
-    frame.geometry()  # GeometryMissing / GeometryError name a header that cannot be used
-    info = frame.info
-    if info.panels:
-        raise ValueError("count_lattices handles single-panel detectors only")
-    yx = find_spots(np.asarray(frame.image, np.float64))
-    d = 1 / np.maximum(np.linalg.norm(spot_q(yx, info), axis=1), 1e-9)
-    return index_spots(yx[d <= d_max_A], info, cell, **options)
+# --- geometry refinement (flat detectors) ----------------------------------------------------
+def _moved(spots: Spots, geom: Geometry) -> Spots:
+    """The spots' lab positions and d under another beam centre and distance."""
+    from xray_platform.core.spots import d_spacing, lab_position
+
+    xyz = lab_position(geom, spots.panel, spots.slow, spots.fast)
+    return replace(spots, xyz_mm=xyz, d_A=d_spacing(xyz, geom.wavelength_A))
 
 
-def index_spots(yx: np.ndarray, info: FrameInfo, cell: tuple[float, float, float],
-                eps: float = 0.004, radius_px: float = 2.5, max_lattices: int = 5,
-                refine_geometry: bool = True) -> Indexing:
-    """The lattices of ``cell`` that explain spots at ``yx`` (slow, fast), one after another
-    among the spots still unexplained; the beam centre and distance are refined on the first
-    (the header's are kept when no lattice is found)."""
-    d = 1 / np.maximum(np.linalg.norm(spot_q(yx, info), axis=1), 1e-9)
-    d_min = 0.98 * float(d.min()) if len(yx) else 1.0
-    header, left = info, np.ones(len(yx), bool)
+def _within(geom: Geometry, start: Geometry) -> bool:
+    shift = np.hypot(*np.subtract(geom.beam_center_px, start.beam_center_px))
+    return bool(shift <= MAX_BEAM_SHIFT_PX and abs(geom.distance_mm / start.distance_mm - 1)
+                <= MAX_DISTANCE_CHANGE)
+
+
+def _refine_geometry(U: np.ndarray, cell: UnitCell, spots: Spots, geom: Geometry, d_min: float,
+                     eps: float, radius: float) -> tuple[np.ndarray, Geometry, Spots]:
+    """Coordinate search of beam centre (px) and distance (mm) for the most explained spots,
+    within MAX_BEAM_SHIFT_PX and MAX_DISTANCE_CHANGE of the header's."""
+    U, hit = _explained(U, cell, spots, geom, d_min, eps, radius)
+    best, start = hit.sum(), geom
+    for step in (2.0, 1.0, 0.5):
+        moved = True
+        while moved:
+            moved = False
+            for df, ds, dd in ((step, 0, 0), (-step, 0, 0), (0, step, 0), (0, -step, 0),
+                               (0, 0, 2 * step), (0, 0, -2 * step)):
+                f0, s0 = geom.beam_center_px
+                trial = replace(geom, beam_center_px=(f0 + df, s0 + ds),
+                                distance_mm=geom.distance_mm + dd)
+                if not _within(trial, start):
+                    continue
+                U2, hit2 = _explained(U, cell, _moved(spots, trial), trial, d_min, eps, radius)
+                if hit2.sum() > best:
+                    U, geom, best, moved = U2, trial, hit2.sum(), True
+    return U, geom, _moved(spots, geom)
+
+
+# --- the lattices of a still -----------------------------------------------------------------
+def count_lattices(frame: Frame, cell: UnitCell | tuple[float, ...], d_max_A: float = 30.0,
+                   spots: Spots | None = None, **options) -> Indexing:
+    """The lattices of ``cell`` (a UnitCell, or a,b,c[,alpha,beta,gamma]) that explain the
+    spots of a still (module doc: the method); ``options`` as :func:`index_spots`."""
+    geom = frame.geometry()  # GeometryMissing / GeometryError name a header that cannot be used
+    if spots is None:
+        spots = SpotFinder().find(frame.image, geom)
+    keep = spots.d_A <= d_max_A
+    spots = Spots(*(np.asarray(v)[keep] for v in vars(spots).values()))
+    return index_spots(spots, geom, cell, **options)
+
+
+def index_spots(spots: Spots, geom: Geometry | PanelGeometry,
+                cell: UnitCell | tuple[float, ...], eps: float = 0.004, radius_px: float = 2.5,
+                max_lattices: int = 5, refine_geometry: bool = True) -> Indexing:
+    """The lattices of ``cell`` that explain ``spots``, one after another among the spots
+    still unexplained; on a flat detector the beam centre and distance are refined on the
+    first (the header's are kept when no lattice is found)."""
+    cell = as_cell(cell)
+    d_min = 0.98 * float(spots.d_A.min()) if len(spots) else 1.0
+    header, left = geom, np.ones(len(spots), bool)
+    by = np.full(len(spots), -1)
     found: list[Lattice] = []
     while len(found) < max_lattices and left.sum() >= 15:
-        candidates = search_orientation(spot_q(yx[left], info), cell)
+        rest = _subset(spots, left)
+        search = _subset(rest, ~rest.ice)
+        search = _subset(search, np.arange(len(search)) < SEARCH_SPOTS)  # brightest first
+        candidates = search_orientation(spot_q(search, geom.wavelength_A), cell,
+                                        geom.wavelength_A)
         if not candidates:
             break
         # the candidate whose predicted spots explain the most
-        A, hit = max((_explained(A, yx[left], info, d_min, eps, radius_px) for A in candidates),
-                     key=lambda t: t[1].sum())
-        if not found and refine_geometry:
-            A, info = _refine_geometry(A, yx[left], info, d_min, eps, radius_px)
-            A, hit = _explained(A, yx[left], info, d_min, eps, radius_px)
-        expected = chance(predict_spots(A, info, d_min, eps), yx, int(left.sum()), radius_px)
+        U, hit = max((_explained(U, cell, rest, geom, d_min, eps, radius_px)
+                      for U in candidates), key=lambda t: t[1].sum())
+        if not found and refine_geometry and isinstance(geom, Geometry):
+            U, geom, spots = _refine_geometry(U, cell, spots, geom, d_min, eps, radius_px)
+            rest = spots  # no lattice yet: every spot is left
+            U, hit = _explained(U, cell, rest, geom, d_min, eps, radius_px)
+        expected = chance(U, cell, rest, geom, d_min, eps, radius_px)
         if not _significant(int(hit.sum()), expected):
             break
-        found.append(Lattice(A, int(hit.sum()), expected))
-        left[np.where(left)[0][hit]] = False
-    return Indexing(yx, d_min, tuple(found), info if found else header)
+        found.append(Lattice(U, basis(U, cell), int(hit.sum()), expected))
+        idx = np.where(left)[0][hit]
+        by[idx] = len(found) - 1
+        left[idx] = False
+    return Indexing(spots, d_min, tuple(found), geom if found else header, by)
+
+
+def _subset(spots: Spots, mask: np.ndarray) -> Spots:
+    return Spots(*(np.asarray(v)[mask] for v in vars(spots).values()))
+
+
+def frame_info(frame: Frame, result: Indexing) -> FrameInfo:
+    """The frame's header info with the refined beam centre and distance (flat detectors)."""
+    g = result.geom
+    if isinstance(g, Geometry):
+        return replace(frame.info, beam_center_px=g.beam_center_px, distance_mm=g.distance_mm)
+    return frame.info
+
+
+# --- comparing lattices ------------------------------------------------------------------------
+_UNIMODULAR = np.array([m for m in itertools.product((-1, 0, 1), repeat=9)
+                        if round(abs(np.linalg.det(np.reshape(m, (3, 3))))) == 1],
+                       float).reshape(-1, 3, 3)
+
+
+def _axis_symmetry(metric: np.ndarray) -> np.ndarray:
+    """The integer changes of basis S (entries -1, 0, 1; det +-1) that leave the lattice's
+    metric (rows a, b, c: G = A A^T) unchanged within 2 %: the axis swaps and sign changes of
+    a = b or cubic cells, and the pseudo-symmetry of cells such as myoglobin's (|a + c| ~ |a|
+    at beta 105.8 deg), whose bases index the same lattice points."""
+    got = np.einsum("nij,jk,nlk->nil", _UNIMODULAR, metric, _UNIMODULAR)
+    ok = np.abs(got - metric).reshape(len(got), -1).max(1) <= 0.02 * np.abs(metric).max()
+    return _UNIMODULAR[ok]
 
 
 def misorientation_deg(A: np.ndarray, B: np.ndarray) -> float:
-    """The smallest rotation (deg) taking basis A's axes onto basis B's, over the symmetry of
-    an orthogonal cell's axes: signed permutations that swap only axes of equal length (a <-> b
-    when a = b, all three when cubic), of the bases' handedness."""
-    def rot(M: np.ndarray) -> np.ndarray:
-        u, _, vt = np.linalg.svd(M / np.linalg.norm(M, axis=1, keepdims=True))
-        return u @ vt
-
-    ra, rb = rot(A), rot(B)
-    lengths = np.linalg.norm(A, axis=1)
+    """The smallest rotation (deg) taking basis A (rows a, b, c) onto basis B, over the changes
+    of basis that leave the cell's metric A A^T unchanged (_axis_symmetry), of the bases'
+    handedness."""
     best = 180.0
-    for perm in itertools.permutations(range(3)):
-        if not np.allclose(lengths[list(perm)], lengths, rtol=0.02):
+    for S in _axis_symmetry(A @ A.T):
+        if np.linalg.det(S) * np.linalg.det(A) * np.linalg.det(B) <= 0:
             continue
-        for signs in itertools.product((1, -1), repeat=3):
-            S = np.zeros((3, 3))
-            S[range(3), perm] = signs
-            if np.linalg.det(S) * np.linalg.det(ra) * np.linalg.det(rb) > 0:
-                cos = (np.trace(rb.T @ S @ ra) - 1) / 2
-                best = min(best, math.degrees(math.acos(np.clip(cos, -1, 1))))
+        u, _, vt = np.linalg.svd(np.linalg.solve(S @ A, B).T)  # rows b_i = R (S a)_i
+        cos = (np.trace(u @ vt) - 1) / 2
+        best = min(best, math.degrees(math.acos(np.clip(cos, -1, 1))))
     return best
+
+
+def _distinct(Us: list[np.ndarray], cell: UnitCell, keep: int, min_deg: float = 0.2
+              ) -> list[np.ndarray]:
+    """The first ``keep`` orientations more than ``min_deg`` apart (up to the cell's axis
+    symmetry): the rotations U K of one orientation, K = M S^T M^-1, are the same lattice."""
+    M = cell.orthogonalization()
+    Mi = np.linalg.inv(M)
+    ks = np.array([M @ S.T @ Mi for S in _axis_symmetry(M.T @ M) if np.linalg.det(S) > 0])
+    limit = 2 * math.cos(math.radians(min_deg)) + 1  # trace of a rotation by min_deg
+    out: list[np.ndarray] = []
+    for U in Us:
+        if len(out) == keep:
+            break
+        # trace(V^T U K) over every kept V and symmetry K: the cosine of the angle between
+        traces = np.einsum("vij,ik,nkj->vn", np.array(out), U, ks) if out else np.zeros(0)
+        if traces.size and traces.max() > limit:
+            continue
+        out.append(U)
+    return out

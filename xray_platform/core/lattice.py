@@ -33,31 +33,42 @@ class Predicted:
 
 
 @functools.lru_cache(maxsize=16)
-def _hkl(metric: tuple[float, ...], d_min: float) -> np.ndarray:
-    """Every hkl (float) with d >= d_min for the reciprocal metric G* = B^T B (row-major):
-    |q|^2 = h^T G* h whatever the orientation, so one list serves every U of a cell."""
+def _hkl(metric: tuple[float, ...], d_min: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every hkl (float) with d >= d_min for the reciprocal metric G* = B^T B (row-major), and
+    its |q|^2 = h^T G* h, which no orientation changes: one list serves every U of a cell."""
     g = np.reshape(metric, (3, 3))
     inv = np.linalg.inv(g)  # the real-space metric: |h_i| <= |a_i| / d_min
     hmax = np.ceil(np.sqrt(np.diag(inv)) / d_min).astype(int)
     grids = np.meshgrid(*[np.arange(-m, m + 1) for m in hmax], indexing="ij")
     h = np.stack(grids, -1).reshape(-1, 3).astype(np.float64)
     q2 = np.einsum("ij,jk,ik->i", h, g, h)
-    return h[(q2 > 0) & (q2 <= d_min ** -2)]
+    keep = (q2 > 0) & (q2 <= d_min ** -2)
+    return h[keep], q2[keep]
 
 
 def reflections(A: np.ndarray, d_min: float) -> tuple[np.ndarray, np.ndarray]:
     """(hkl, q) of every lattice point of ``A`` (q = A h) with d >= ``d_min`` (Å)."""
-    metric = tuple(np.round(A.T @ A, 12).ravel())
-    h = _hkl(metric, round(float(d_min), 6))
+    h, _ = _cached(A, d_min)
     return h, h @ A.T
+
+
+def _cached(A: np.ndarray, d_min: float) -> tuple[np.ndarray, np.ndarray]:
+    return _hkl(tuple(np.round(A.T @ A, 12).ravel()), round(float(d_min), 6))
 
 
 def predict(A: np.ndarray, geom: Geometry | PanelGeometry, d_min: float, eps: float
             ) -> Predicted:
     """The reflections of ``A`` within ``eps`` (1/Å) of the Ewald sphere at d >= ``d_min``
     that land on the detector."""
-    h, q = reflections(A, d_min)
+    h, q2 = _cached(A, d_min)
     inv_wl = 1.0 / geom.wavelength_A
+    # |k0 + q|^2 - 1/lambda^2 = |q|^2 + 2 q_z / lambda: only q_z depends on the orientation,
+    # so the Ewald test costs one dot product per lattice point (a generous first cut, then
+    # the exact one on the few that pass)
+    qz = h @ A[2]
+    near = np.abs(q2 + 2.0 * inv_wl * qz) < 2.2 * eps * (inv_wl + eps)
+    h = h[near]
+    q = h @ A.T
     k1 = q + np.array([0.0, 0.0, inv_wl])
     on = np.abs(np.linalg.norm(k1, axis=1) - inv_wl) < eps
     h, q, k1 = h[on], q[on], k1[on]
