@@ -161,3 +161,25 @@ def raw_upload(port: int, mib: int, chunked: bool) -> tuple[int | None, dict | N
         return None, None, sent
     finally:
         conn.close()
+
+
+@contextmanager
+def served(app) -> Iterator[str]:
+    """An ASGI ``app`` on a free loopback port in a uvicorn thread; yields its base URL."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    t0 = time.time()
+    while not server.started:
+        assert time.time() - t0 < 10 and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

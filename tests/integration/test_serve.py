@@ -396,7 +396,7 @@ def test_xrp_predict_writes_a_per_image_table(service, tmp_path: Path) -> None:
                         "--out", str(out), "--lattice-model", str(service["lattice"]),
                         "--single-lattice-only",
                         "--resolution-model", "resolution@champion", "--mlflow-uri",
-                        service["uri"], "--run", "batch", "--store",
+                        service["uri"], "--cell", "57.8,57.8,150.2", "--run", "batch", "--store",
                         f"sqlite:///{tmp_path}/runs.db"], capture_output=True, text=True,
                        timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -428,6 +428,11 @@ def test_xrp_predict_writes_a_per_image_table(service, tmp_path: Path) -> None:
     assert hit["ice"] == "True" and hit["ice_rings_A"] == "3.669" and miss["ice"] == "False"
     assert 15 <= int(hit["n_spots_no_ice"]) < int(hit["n_spots"])
     assert 1.9 < float(hit["d_min_spots_A"]) < 2.4 and float(hit["d_min_spots_sigma_A"]) > 0
+    # --cell: the hit's lattices by indexing (core/indexing.py: several thaumatin lattices)
+    assert int(hit["n_lattices_indexed"]) >= 2 and float(hit["fraction_indexed"]) > 0.5
+    assert len(hit["lattice_spots"].split()) == int(hit["n_lattices_indexed"])
+    assert miss["n_lattices_indexed"] == "" and float(hit["indexing_ms"]) > 0
+    assert "indexed (--cell)" in r.stdout
     assert float(hit["confidence"]) > 0.99 and miss["d_min_spots_A"] == ""
 
 

@@ -9,17 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
 import torch
-import uvicorn
-from helpers import free_port, sigint_default, xrp, xrp_here
+from helpers import free_port, served, sigint_default, xrp, xrp_here
 
 from xray_platform.core.models import build_model, save_model
 from xray_platform.core.preprocess import Preprocessing
@@ -102,23 +98,6 @@ def test_the_bind_rule_of_xrp_watch_ui(tmp_path: Path, monkeypatch) -> None:
     assert r.returncode == 2, r.stdout + r.stderr
     assert "--ui-host 0.0.0.0 is reachable from other machines" in " ".join(r.stderr.split())
     assert "watching" not in r.stdout  # refused before models, store or page
-
-
-@contextmanager
-def served(app) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    t0 = time.time()
-    while not server.started:
-        assert time.time() - t0 < 10 and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_the_serve_ingress_app_needs_the_key(tmp_path: Path, monkeypatch) -> None:

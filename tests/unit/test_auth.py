@@ -5,40 +5,18 @@ apps run in uvicorn in a thread, as `xrp watch --ui` runs the page."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
-import uvicorn
 from fastapi import FastAPI
-from helpers import free_port
+from helpers import served
 
 from xray_platform.live import auth, page
 from xray_platform.live.store import RunStore
 
 KEY = "k3y-0f-the-beamline_42"
-
-
-@contextmanager
-def served(app) -> Iterator[str]:
-    """``app`` on a free loopback port in a thread; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    t0 = time.time()
-    while not server.started:
-        assert time.time() - t0 < 10 and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.3.2.1", "localhost", "LOCALHOST", "::1",

@@ -11,10 +11,12 @@ from rich.markup import escape
 from xray_platform.cli.common import console, csv, err, fail, progress, summary
 from xray_platform.cli.options import (
     Address,
+    CellOption,
     GeometryFile,
     LatticeModel,
     MlflowUri,
     ResolutionModel,
+    cell_option,
     geometry_file,
     model_specs,
 )
@@ -76,6 +78,10 @@ def _summary(rows: list[dict], wall: float, out: Path) -> None:
              ("hits", f"{len(hits)} ({len(multi)} multi-lattice)")]
     if res:
         lines.append(("resolution", f"median {np.median(res):.2f} Å, best {min(res):.2f} Å"))
+    indexed = [r["n_lattices_indexed"] for r in hits if r.get("n_lattices_indexed") is not None]
+    if indexed:
+        lines.append(("indexed (--cell)", f"{sum(n >= 1 for n in indexed)} of {len(hits)} hits "
+                      f"({sum(n >= 2 for n in indexed)} with several lattices)"))
     lines += [("throughput", f"{len(rows) / wall:.2f} frames/s ({wall:.1f} s incl. start-up)"),
               ("table", str(out))]
     summary("xrp predict: summary", lines)
@@ -143,6 +149,7 @@ def predict(
     beam_center: str | None = typer.Option(None, "--beam-center", help="Override: beam centre "
                                            "X,Y in pixels (fast, slow)."),
     geometry: GeometryFile = None,
+    cell: CellOption = None,
     min_confidence: float | None = typer.Option(None, "--min-confidence", min=0.5, max=1.0,
                                                 help="Write only frames whose lattice verdict "
                                                 "is at least this likely right, max(p_multi, "
@@ -173,6 +180,7 @@ def predict(
     if out.suffix not in (".csv", ".tsv", ".parquet"):
         fail(f"--out {out}: use a .csv, .tsv or .parquet file")
     geom = geometry_file(geometry)
+    unit_cell = cell_option(cell)
     try:
         items = expand_inputs(paths, geom)
     except FormatError as e:
@@ -197,7 +205,8 @@ def predict(
     with progress("predicting frames", len(items)) as update:
         rows = predict_files(items, pinned, mlflow_uri, overrides=overrides,
                              always_resolution=always_resolution, batch_size=batch_size,
-                             concurrency=workers, address=address, on_progress=update)
+                             concurrency=workers, address=address, on_progress=update,
+                             cell=unit_cell)
     wall = time.perf_counter() - t0
     all_rows, n_all = rows, len(rows)
     if min_confidence is not None:

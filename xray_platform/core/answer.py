@@ -30,6 +30,7 @@ from xray_platform.core.models import XrpNet, load_model
 from xray_platform.core.preprocess import Preprocessing, normalise, regrid, regrid_plan
 from xray_platform.core.schema import ALWAYS_RESOLUTION
 from xray_platform.io.formats import Frame
+from xray_platform.physics.crystal import UnitCell
 from xray_platform.physics.qgrid import QGrid, frame_to_grid
 
 P_MULTI_THRESHOLD = 0.5
@@ -95,6 +96,7 @@ class Prepared:
     ice_rings: list[dict[str, float]] = field(default_factory=list)  # d_A, strength, z
     d_min_spots_A: float | None = None  # classical d_min from the spots (core/dmin.py)
     d_min_spots_sigma_A: float | None = None
+    indexing: dict[str, Any] | None = None  # known-cell indexing of a hit (index_hit)
 
 
 def map_grids(image: np.ndarray | torch.Tensor, geom, grids: list[QGrid]
@@ -114,9 +116,12 @@ def map_grids(image: np.ndarray | torch.Tensor, geom, grids: list[QGrid]
 
 def prepare_frame(frame: Frame, preps: list[Preprocessing],
                   hit_finder: HitFinder | None = None,
-                  ice_finder: IceFinder | None = None) -> Prepared:
+                  ice_finder: IceFinder | None = None,
+                  cell: UnitCell | None = None) -> Prepared:
     """Grid counts for every model input, the hit decision and the ice rings (on the hit
-    finder's grid). The frame comes from a reader, which refused NaN and infinite pixels."""
+    finder's grid); with the crystal's ``cell``, each hit's spots at full resolution and the
+    lattices that explain them (core/indexing.py). The frame comes from a reader, which
+    refused NaN and infinite pixels."""
     t0 = time.perf_counter()
     geom = frame.geometry()
     hit_finder, ice_finder = hit_finder or HitFinder(), ice_finder or IceFinder()
@@ -140,10 +145,34 @@ def prepare_frame(frame: Frame, preps: list[Preprocessing],
             "beam_center_px": None if geom.beam_center_px is None else
             list(geom.beam_center_px),
             "shape": list(frame.info.shape)}
-    return Prepared(inputs, bool(hit), n_spots, info,
-                    {"grid_ms": 1e3 * (t1 - t0), "hitfinder_ms": 1e3 * (t2 - t1),
-                     "ice_ms": 1e3 * (t3 - t2), "d_min_spots_ms": 1e3 * (t4 - t3)},
-                    n_no_ice, ice, rings, *d_spots)
+    timings = {"grid_ms": 1e3 * (t1 - t0), "hitfinder_ms": 1e3 * (t2 - t1),
+               "ice_ms": 1e3 * (t3 - t2), "d_min_spots_ms": 1e3 * (t4 - t3)}
+    indexed = index_hit(frame, geom, counts[HIT_GRID], hit_finder, cell, timings) \
+        if hit and cell is not None else None
+    return Prepared(inputs, bool(hit), n_spots, info, timings, n_no_ice, ice, rings, *d_spots,
+                    indexed)
+
+
+def index_hit(frame: Frame, geom, counts: np.ndarray, hit_finder: HitFinder, cell: UnitCell,
+              timings: dict[str, float]) -> dict[str, Any]:
+    """The lattices of ``cell`` in a hit (core/indexing.py): how many, the spots each explains
+    (and chance would), each one's misorientation from the first, the fraction of the spots
+    indexed. Adds spots_ms and indexing_ms to ``timings``."""
+    from xray_platform.core.indexing import MAX_D_A, index_spots, misorientation_deg
+    from xray_platform.core.spots import SpotFinder
+
+    t0 = time.perf_counter()
+    spots = SpotFinder().find(frame.image, geom, counts, hit_finder)
+    spots = spots.subset(spots.d_A <= MAX_D_A)
+    t1 = time.perf_counter()
+    r = index_spots(spots, geom, cell)
+    timings.update(spots_ms=1e3 * (t1 - t0), indexing_ms=1e3 * (time.perf_counter() - t1))
+    first = r.lattices[0].A if r.lattices else None
+    return {"n_lattices": r.n_lattices, "n_spots": r.n_spots,
+            "fraction": round(r.explained / r.n_spots, 4) if r.n_spots else None,
+            "lattices": [{"spots": lat.n_spots, "chance": round(lat.chance, 1),
+                          "misorientation_deg": round(misorientation_deg(first, lat.A), 3)}
+                         for lat in r.lattices]}
 
 
 def key(prep: Preprocessing) -> tuple[int, float, str, float | None]:
@@ -188,9 +217,18 @@ def answer(prep: Prepared, p: float | None, d: float | None, sigma: float | None
             "d_min_spots_sigma_A": _round(prep.d_min_spots_sigma_A),
             "resolution_disagrees": disagree(d, sigma, prep.d_min_spots_A,
                                              prep.d_min_spots_sigma_A),
+            **_indexing_fields(prep.indexing),
             "models": {t: {k: m.get(k) for k in ("name", "version", "source")}
                        for t, m in models.items()},
             "timings_ms": {k: round(v, 2) for k, v in {**prep.timings_ms, **timings_ms}.items()}}
+
+
+def _indexing_fields(indexing: dict[str, Any] | None) -> dict[str, Any]:
+    """The answer's indexing fields (null: no cell given, or not a hit)."""
+    if indexing is None:
+        return {"n_lattices_indexed": None, "lattices": None, "fraction_indexed": None}
+    return {"n_lattices_indexed": indexing["n_lattices"], "lattices": indexing["lattices"],
+            "fraction_indexed": indexing["fraction"]}
 
 
 def _round(v: float | None, digits: int = 4) -> float | None:
@@ -206,11 +244,13 @@ def wants_resolution(prep: Prepared, p: float | None, always_resolution: bool) -
 
 
 def predict_frames(frames: list[Frame], models: dict[str, LoadedModel],
-                   always_resolution: bool = ALWAYS_RESOLUTION) -> list[dict[str, Any]]:
+                   always_resolution: bool = ALWAYS_RESOLUTION,
+                   cell: UnitCell | None = None) -> list[dict[str, Any]]:
     """The whole graph in one process (batch prediction, and the benchmark's in-process
-    reference): prepare, classify all, regress the routed ones."""
+    reference): prepare (and with ``cell`` index every hit), classify all, regress the routed
+    ones."""
     preps = [m.prep for m in models.values()]
-    prepared = [prepare_frame(f, preps) for f in frames]
+    prepared = [prepare_frame(f, preps, cell=cell) for f in frames]
     ps: list[float | None] = [None] * len(frames)
     t_lat = t_res = 0.0
     if "lattice" in models and prepared:

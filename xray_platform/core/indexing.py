@@ -46,6 +46,8 @@ MAX_DISTANCE_CHANGE = 0.03  # relative
 MIN_EXCESS = 4.0
 #: strongest spots the orientation search uses (all are matched afterwards)
 SEARCH_SPOTS = 400
+#: spots at lower resolution (beamstop halo, parasitic scatter) are left out (Å)
+MAX_D_A = 30.0
 
 
 @dataclass(frozen=True)
@@ -308,16 +310,14 @@ def _refine_geometry(U: np.ndarray, cell: UnitCell, spots: Spots, geom: Geometry
 
 
 # --- the lattices of a still -----------------------------------------------------------------
-def count_lattices(frame: Frame, cell: UnitCell | tuple[float, ...], d_max_A: float = 30.0,
-                   spots: Spots | None = None, **options) -> Indexing:
+def count_lattices(frame: Frame, cell: UnitCell | tuple[float, ...],
+                   d_max_A: float = MAX_D_A, spots: Spots | None = None, **options) -> Indexing:
     """The lattices of ``cell`` (a UnitCell, or a,b,c[,alpha,beta,gamma]) that explain the
     spots of a still (module doc: the method); ``options`` as :func:`index_spots`."""
     geom = frame.geometry()  # GeometryMissing / GeometryError name a header that cannot be used
     if spots is None:
         spots = SpotFinder().find(frame.image, geom)
-    keep = spots.d_A <= d_max_A
-    spots = Spots(*(np.asarray(v)[keep] for v in vars(spots).values()))
-    return index_spots(spots, geom, cell, **options)
+    return index_spots(spots.subset(spots.d_A <= d_max_A), geom, cell, **options)
 
 
 def index_spots(spots: Spots, geom: Geometry | PanelGeometry,
@@ -332,9 +332,9 @@ def index_spots(spots: Spots, geom: Geometry | PanelGeometry,
     by = np.full(len(spots), -1)
     found: list[Lattice] = []
     while len(found) < max_lattices and left.sum() >= 15:
-        rest = _subset(spots, left)
-        search = _subset(rest, ~rest.ice)
-        search = _subset(search, np.arange(len(search)) < SEARCH_SPOTS)  # brightest first
+        rest = spots.subset(left)
+        search = rest.subset(~rest.ice)
+        search = search.subset(np.arange(len(search)) < SEARCH_SPOTS)  # brightest first
         candidates = search_orientation(spot_q(search, geom.wavelength_A), cell,
                                         geom.wavelength_A)
         if not candidates:
@@ -354,10 +354,6 @@ def index_spots(spots: Spots, geom: Geometry | PanelGeometry,
         by[idx] = len(found) - 1
         left[idx] = False
     return Indexing(spots, d_min, tuple(found), geom if found else header, by)
-
-
-def _subset(spots: Spots, mask: np.ndarray) -> Spots:
-    return Spots(*(np.asarray(v)[mask] for v in vars(spots).values()))
 
 
 def frame_info(frame: Frame, result: Indexing) -> FrameInfo:

@@ -46,6 +46,14 @@ ANSWER: dict[str, tuple[Any, str]] = {
     "d_min_spots_sigma_A": (float, "Its uncertainty (Å)."),
     "resolution_disagrees": (bool, "resolution_A and d_min_spots_A differ by more than 2 "
                                    "combined sigma; null when one is missing."),
+    "n_lattices_indexed": (int, "Lattices of the given cell (--cell) that explain the hit's "
+                                "spots, each far above chance (core/indexing.py); null without "
+                                "a cell, and for misses."),
+    "lattices": (list, "Per lattice found by indexing: [{spots (it explains), chance (the "
+                       "same cell in random orientations would), misorientation_deg (from the "
+                       "first)}]."),
+    "fraction_indexed": (float, "Fraction of the hit's spots (full resolution, d <= 30 Å) the "
+                                "lattices explain."),
     "models": (dict, "task -> {name, version, source} of the models that answered."),
     "timings_ms": (dict, "Milliseconds per step (decode, grid, hit finder, ice, d_min, models, "
                          "total)."),
@@ -61,13 +69,16 @@ _TABLE_ONLY = {
     "hitfinder_ms": "Hit finder (ms).",
     "ice_ms": "Ice-ring test (ms).",
     "d_min_spots_ms": "Classical d_min (ms).",
+    "spots_ms": "Spots at full resolution, for indexing (ms).",
+    "indexing_ms": "Known-cell indexing (ms).",
+    "lattice_spots": "Spots each indexed lattice explains, space-separated, first found first.",
     "lattice_ms": "Lattice model, per frame of its batch (ms).",
     "resolution_ms": "Resolution model, per frame of its batch (ms).",
     "lattice_model": "The lattice model that answered (NAME/VERSION or its file).",
     "resolution_model": "The resolution model that answered.",
     "error": "Why the frame has no answer (unreadable file, geometry out of range); else empty.",
 }
-_NOT_IN_TABLE = {"beam_center_px", "shape", "ice_rings", "models", "timings_ms"}
+_NOT_IN_TABLE = {"beam_center_px", "shape", "ice_rings", "lattices", "models", "timings_ms"}
 
 TABLE: dict[str, str] = {**{k: d for k, (_, d) in ANSWER.items() if k not in _NOT_IN_TABLE},
                          **_TABLE_ONLY}

@@ -67,6 +67,10 @@ class Spots:
     def __len__(self) -> int:
         return len(self.intensity)
 
+    def subset(self, mask: np.ndarray) -> Spots:
+        """The spots where ``mask`` is true (or at indices ``mask``)."""
+        return Spots(*(np.asarray(v)[mask] for v in vars(self).values()))
+
     def s1(self, wavelength_A: float) -> np.ndarray:
         """Unit scattered-beam directions times 1/lambda (n, 3), 1/Å; q = s1 - s0."""
         r = self.xyz_mm / np.linalg.norm(self.xyz_mm, axis=1, keepdims=True)

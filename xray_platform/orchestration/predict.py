@@ -20,9 +20,10 @@ COLUMNS = ["file", "frame", "format", "detector", "wavelength_A", "distance_mm",
            "pixel_size_mm", "beam_center_x_px", "beam_center_y_px", "hit", "n_spots",
            "n_spots_no_ice", "ice", "ice_rings_A", "p_multi", "is_multi", "confidence",
            "resolution_A", "resolution_sigma_A", "d_min_spots_A", "d_min_spots_sigma_A",
-           "resolution_disagrees",
-           "decode_ms", "grid_ms", "hitfinder_ms", "ice_ms", "d_min_spots_ms", "lattice_ms",
-           "resolution_ms", "lattice_model", "resolution_model", "error"]
+           "resolution_disagrees", "n_lattices_indexed", "lattice_spots", "fraction_indexed",
+           "decode_ms", "grid_ms", "hitfinder_ms", "ice_ms", "d_min_spots_ms", "spots_ms",
+           "indexing_ms", "lattice_ms", "resolution_ms", "lattice_model", "resolution_model",
+           "error"]
 
 
 def _flat(rec: dict[str, Any]) -> dict[str, Any]:
@@ -33,6 +34,10 @@ def _flat(rec: dict[str, Any]) -> dict[str, Any]:
     rings = rec.get("ice_rings")  # the table keeps the d-spacings (Å), strongest first
     if rings is not None or "ice_rings_A" not in rec:
         row["ice_rings_A"] = " ".join(f"{r['d_A']:.3f}" for r in rings) if rings else None
+    lattices = rec.get("lattices")  # the table keeps the spots each lattice explains
+    if lattices is not None or "lattice_spots" not in rec:
+        row["lattice_spots"] = " ".join(str(x["spots"]) for x in lattices) if lattices \
+            else None
     for k, v in (rec.get("timings_ms") or {}).items():
         if k in row:
             row[k] = v
@@ -45,7 +50,7 @@ class PredictFrames:
     """Ray Data UDF (an actor holds the models): rows {path, frame} -> table rows."""
 
     def __init__(self, specs: dict[str, str], mlflow_uri: str | None, overrides: dict,
-                 always_resolution: bool) -> None:
+                 always_resolution: bool, cell: tuple[float, ...] | None = None) -> None:
         import torch
 
         from xray_platform.tracking.resolve import load
@@ -53,6 +58,11 @@ class PredictFrames:
         torch.set_num_threads(1)
         self.models = {t: load(t, s, mlflow_uri) for t, s in specs.items()}
         self.overrides, self.always = overrides, always_resolution
+        self.cell = None
+        if cell is not None:
+            from xray_platform.core.indexing import as_cell
+
+            self.cell = as_cell(cell)
 
     def _read(self, batch: dict[str, np.ndarray]):
         """Frames of the batch, each file opened once (rows come grouped by file), and the
@@ -84,7 +94,7 @@ class PredictFrames:
         frames, errors, order = self._read(batch)
         recs: list[dict[str, Any]] = [{} for _ in batch["path"]]
         try:
-            done = predict_frames(frames, self.models, self.always)
+            done = predict_frames(frames, self.models, self.always, self.cell)
         except (ValueError, RuntimeError) as e:  # e.g. a frame the models cannot take
             done = [{"file": f.path, "frame": f.index, "error": str(e)} for f in frames]
         for (i, decode_ms), rec in zip(order, done, strict=True):
@@ -100,8 +110,9 @@ def predict_files(items: list[tuple[Path, int]], specs: dict[str, str],
                   mlflow_uri: str | None = None, *, overrides: dict | None = None,
                   always_resolution: bool = ALWAYS_RESOLUTION, batch_size: int = 4,
                   concurrency: int = 1, address: str | None = None,
+                  cell: tuple[float, ...] | None = None,
                   on_progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
-    """The table rows, in input order."""
+    """The table rows, in input order (``cell``: a,b,c,alpha,beta,gamma to index every hit)."""
     from xray_platform.orchestration.env import init_ray
 
     init_ray(address)
@@ -113,7 +124,7 @@ def predict_files(items: list[tuple[Path, int]], specs: dict[str, str],
                         num_cpus=1, fn_constructor_kwargs={
                             "specs": specs, "mlflow_uri": mlflow_uri,
                             "overrides": overrides or {},
-                            "always_resolution": always_resolution})
+                            "always_resolution": always_resolution, "cell": cell})
     rows: list[dict[str, Any]] = []
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
         n = len(batch["file"])
@@ -147,7 +158,7 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
     from xray_platform.io.atomic import atomic_open
 
     df = pd.DataFrame(rows, columns=COLUMNS)
-    for c in ("frame", "n_spots", "n_spots_no_ice"):  # integers beside rows that have none
+    for c in ("frame", "n_spots", "n_spots_no_ice", "n_lattices_indexed"):  # ints beside nulls
         df[c] = df[c].astype("Int64")
     for c in ("hit", "is_multi", "ice", "resolution_disagrees"):
         df[c] = df[c].astype("boolean")
