@@ -148,6 +148,28 @@ def test_real_pilatus_hit_is_routed_past_the_regressor_when_multi(service) -> No
 
 
 @needs_real
+def test_a_cell_indexes_the_hit_by_form_and_through_xrp_watch_server(service,
+                                                                      tmp_path: Path) -> None:
+    """A form's cell (and `xrp watch --server URL --cell`'s client, live/remote.py): the real
+    hit's lattices by indexing; a cell that is no cell is a 400."""
+    from xray_platform.io.formats import read_frame
+    from xray_platform.live.remote import ServerAnswers
+
+    hit = (REAL / "thau_3_2_0002.cbf.bz2").read_bytes()
+    r = _post(service, "hit.cbf.bz2", hit, cell="57.8,57.8,150.2,90,90,90")
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert a["n_lattices_indexed"] >= 2 and a["fraction_indexed"] > 0.5, a
+    assert a["lattices"][0]["spots"] > 10 * a["lattices"][0]["chance"]
+    assert _post(service, "hit.cbf.bz2", hit).json()["n_lattices_indexed"] is None  # no cell
+    _assert_error(_post(service, "hit.cbf.bz2", hit, cell="57.8,57.8"), 400, "cell", "2 numbers")
+    small = read_frame(_simulated_cbf(tmp_path, 1, seed=3))  # a 6M frame is over this limit
+    (got,) = ServerAnswers(service["url"], cell=(57.8, 57.8, 150.2, 90, 90, 90))([small])
+    assert "error" not in got, got
+    assert (got["n_lattices_indexed"] is not None) == got["hit"], got  # hits indexed
+
+
+@needs_real
 def test_real_miss_is_not_a_hit(service) -> None:
     body = _post(service, "thau_3_2_0017.cbf.bz2",
                  (REAL / "thau_3_2_0017.cbf.bz2").read_bytes()).json()

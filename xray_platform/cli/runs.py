@@ -10,10 +10,12 @@ from rich.table import Table
 
 from xray_platform.cli.common import console, err, fail
 from xray_platform.cli.options import (
+    CellOption,
     GeometryFile,
     LatticeModel,
     MlflowUri,
     ResolutionModel,
+    cell_option,
     geometry_file,
     model_specs,
 )
@@ -76,6 +78,7 @@ def watch(
     api_key: ApiKey = None,
     insecure: Insecure = False,
     geometry: GeometryFile = None,
+    cell: CellOption = None,
     allow_links_outside: bool = typer.Option(
         False, "--allow-links-outside", help="Follow symbolic links and HDF5 links (external "
         "links, virtual data sets) that lead out of the watched folder (default: such a file "
@@ -91,6 +94,7 @@ def watch(
     from xray_platform.live.watch import watch_folder
 
     page_key = checked_key(ui_host, api_key, insecure, "--ui-host") if ui is not None else None
+    unit_cell = cell_option(cell)
     is_stream = "://" in source
     folder = None if is_stream else Path(source)
     if folder is not None and not folder.is_dir():  # before any model or store is opened
@@ -104,12 +108,19 @@ def watch(
         from xray_platform.live.remote import ServerAnswers
 
         try:
-            models = ServerAnswers(server)
+            models = ServerAnswers(server, api_key=api_key, cell=unit_cell)
         except ValueError as e:
             fail(str(e))
         console.print(f"answers from {server} (models: {', '.join(models.models) or 'none'})")
     else:
         models = _models(lattice_model, resolution_model, mlflow_uri)
+        if unit_cell is not None:  # every hit indexed with the cell (core/answer.py)
+            from functools import partial
+
+            from xray_platform.core.answer import predict_frames
+            from xray_platform.core.indexing import as_cell
+
+            models = partial(predict_frames, models=models, cell=as_cell(unit_cell))
     rs = _store(store)
     name = run or (_stream_name(source) if is_stream else folder.resolve().name)
     update = _printer(name)

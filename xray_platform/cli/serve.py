@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from xray_platform.cli.common import console, err, fail, positive
-from xray_platform.cli.options import Address, GeometryFile, MlflowUri
+from xray_platform.cli.options import Address, CellOption, GeometryFile, MlflowUri, cell_option
 
 #: shared with `xrp watch --ui` (cli/runs.py); the variable is live/auth.py's KEY_ENV
 ApiKey = Annotated[str | None, typer.Option(
@@ -57,6 +57,7 @@ def serve(
                                      "(/ui) shows: a SQLAlchemy URL (default "
                                      "sqlite:///xrp-runs.db in the working directory)."),
     geometry: GeometryFile = None,
+    cell: CellOption = None,
     address: Address = None,
     api_key: ApiKey = None,
     insecure: Insecure = False,
@@ -74,7 +75,8 @@ def serve(
             "lattice_model": lattice_model, "resolution_model": resolution_model,
             "mlflow_uri": mlflow_uri, "max_upload_mb": max_upload_mb, "host": host,
             "port": port, "run_store": store,
-            "geometry": str(geometry) if geometry is not None else None})
+            "geometry": str(geometry) if geometry is not None else None,
+            "cell": cell_option(cell)})
     except ValueError as e:
         fail(str(e))
     from xray_platform.tracking.store import check_uri

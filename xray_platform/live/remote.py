@@ -34,15 +34,19 @@ def frame_cbf(frame: Any) -> bytes:
 class ServerAnswers:
     """Callable: frames -> answers from the service at ``url``."""
 
-    def __init__(self, url: str, timeout_s: float = 120.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 120.0, api_key: str | None = None,
+                 cell: tuple[float, ...] | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.session = requests.Session()
+        if api_key:  # a service beyond loopback asks for it (live/auth.py)
+            self.session.headers["X-API-Key"] = api_key
+        self.form = {"cell": ",".join(f"{x:g}" for x in cell)} if cell else {}
         try:
             h = self.session.get(f"{self.url}/healthz", timeout=10).json()
         except (requests.RequestException, ValueError) as e:
             raise ValueError(f"--server {url}: no xrp service answers there ({e}); start one "
-                             "with `xrp serve`") from None
+                             "with `xrp serve`") from None  # (/healthz needs no key)
         self.models = h.get("models", [])
 
     def __call__(self, frames: list[Any]) -> list[dict[str, Any]]:
@@ -51,7 +55,8 @@ class ServerAnswers:
             key = {"file": f.path, "frame": f.index}
             try:
                 r = self.session.post(f"{self.url}/v1/predict", timeout=self.timeout_s,
-                                      files={"file": (f"frame-{f.index}.cbf", frame_cbf(f))})
+                                      files={"file": (f"frame-{f.index}.cbf", frame_cbf(f))},
+                                      data=self.form)
                 body = r.json()
             except (requests.RequestException, ValueError) as e:
                 out.append(key | {"error": f"xrp service {self.url}: {e}"})

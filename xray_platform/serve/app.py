@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "request_timeout_s": 60.0,  # per request: decoding, mapping and the models
     "run_store": None,  # the live page's run store (default sqlite:///xrp-runs.db, absolute)
     "geometry": None,  # a CrystFEL .geom placing uploaded HDF5 files' plain arrays (JUNGFRAU)
+    "cell": None,  # a,b,c,alpha,beta,gamma: index every hit with it (a request's cell wins)
     "api_key": None,  # needed on all but /healthz and the docs; else $XRP_API_KEY (never in YAML)
 }
 UPLOAD_PIECE = 1 << 20  # bytes per piece of an upload on its way to the Preprocessor
@@ -126,7 +127,8 @@ def _safe_suffix(filename: str | None) -> str:
 class Preprocessor:
     """Upload -> grid inputs for each model + hit decision (CPU work, one frame per call)."""
 
-    def __init__(self, preps: list[dict], geometry: str | None = None) -> None:
+    def __init__(self, preps: list[dict], geometry: str | None = None,
+                 cell: tuple[float, ...] | None = None) -> None:
         import torch
 
         from xray_platform.core.hitfinder import HitFinder
@@ -136,15 +138,17 @@ class Preprocessor:
         self.preps = [Preprocessing.from_dict(p) for p in preps]
         self.hit_finder = HitFinder()
         self.geometry = geometry
+        self.cell = cell
 
     def __call__(self, pieces: list, filename: str | None, index: int,
-                 overrides: dict[str, Any]) -> Any:
+                 overrides: dict[str, Any], cell: tuple[float, ...] | None = None) -> Any:
         """A core.answer.Prepared, or a BadInput saying why the upload cannot be used (never an
         exception: whatever the input does, the answer is a 4xx, or a 500 with an id).
         ``pieces``: ObjectRefs of the upload's pieces, written to disk one at a time."""
         import ray
 
         from xray_platform.core.answer import prepare_frame
+        from xray_platform.core.indexing import as_cell
         from xray_platform.io.formats import read_frame
         from xray_platform.io.formats.hdf5_links import check_links
 
@@ -160,7 +164,9 @@ class Preprocessor:
                     overrides = {**overrides, "geometry": self.geometry}
                 frame = read_frame(path, index, **overrides)
                 t1 = time.perf_counter()
-                prepared = prepare_frame(frame, self.preps, self.hit_finder)
+                cell = cell or self.cell
+                prepared = prepare_frame(frame, self.preps, self.hit_finder,
+                                         cell=as_cell(cell) if cell else None)
             except Exception as e:  # noqa: BLE001 (mapped to 4xx, or logged as a fault)
                 return input_error(e, str(path), filename or "upload")
         prepared.info["file"] = filename
@@ -342,6 +348,19 @@ async def _read_upload(file: UploadFile) -> list:
     return pieces
 
 
+def _form_cell(cell: str | None) -> tuple[float, ...] | None:
+    """The form's cell as 6 numbers (None: the service's own, if any)."""
+    if cell is None or not cell.strip():
+        return None
+    from xray_platform.core.indexing import as_cell
+
+    try:
+        c = as_cell(tuple(float(v) for v in cell.split(",") if v.strip()))
+    except ValueError as e:
+        raise BadInput(f"cell {cell!r}: {e}", 400) from None
+    return (c.a, c.b, c.c, c.alpha, c.beta, c.gamma)
+
+
 def _form_overrides(frame: int, wavelength_A, distance_mm, pixel_size_mm, beam_x,
                     beam_y) -> dict[str, Any]:
     from xray_platform.io.formats import geometry_overrides
@@ -406,6 +425,9 @@ class Ingress:
                                               "axis (pixels, first pixel's centre = 0)."),
         beam_center_y_px: float | None = Form(None, description="Override: beam centre, slow "
                                               "axis (pixels)."),
+        cell: str | None = Form(None, description="The crystal's cell a,b,c,alpha,beta,gamma "
+                                "(Å, deg): a hit's spots are indexed with it (n_lattices_indexed, "
+                                "lattices, fraction_indexed)."),
     ) -> JSONResponse:
         """One frame -> hit, p_multi, is_multi, resolution_A and sigma (Å), versions, timings.
         What was not computed is null. Errors: {"error", "status", "id"} (ErrorBody)."""
@@ -416,8 +438,10 @@ class Ingress:
             pieces = await _read_upload(file)
             over = _form_overrides(frame, wavelength_A, distance_mm, pixel_size_mm,
                                    beam_center_x_px, beam_center_y_px)
+            unit_cell = _form_cell(cell)
             return await asyncio.wait_for(
-                self._answer(pieces, file.filename, frame, over, always_resolution, t0),
+                self._answer(pieces, file.filename, frame, over, always_resolution, t0,
+                             unit_cell),
                 timeout=serve_config.LIMITS["seconds"])
         except BadInput as e:
             return _error(e)
@@ -428,10 +452,11 @@ class Ingress:
                                    f"{serve_config.LIMITS['seconds']:.0f} s", 422)
 
     async def _answer(self, pieces: list, filename: str | None, frame: int, over: dict,
-                      always_resolution: bool, t0: float) -> JSONResponse:
+                      always_resolution: bool, t0: float,
+                      cell: tuple[float, ...] | None = None) -> JSONResponse:
         from xray_platform.core.answer import answer, input_key, wants_resolution
 
-        prepared = await _call(self.pre, pieces, filename, frame, over)
+        prepared = await _call(self.pre, pieces, filename, frame, over, cell)
         del pieces
         if isinstance(prepared, BadInput | ServerFault):
             raise prepared
@@ -499,7 +524,14 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
 
         cfg["geometry"] = str(Path(cfg["geometry"]).resolve())
         read_geom(cfg["geometry"])  # GeomError (a ValueError) before anything is deployed
-    pre = dep(Preprocessor, "Preprocessor").bind(preps, cfg["geometry"])
+    cell = None
+    if cfg["cell"] is not None:  # checked before anything is deployed
+        from xray_platform.core.indexing import as_cell
+
+        c = as_cell(tuple(float(v) for v in str(cfg["cell"]).split(",")) if isinstance(
+            cfg["cell"], str) else tuple(cfg["cell"]))
+        cell = (c.a, c.b, c.c, c.alpha, c.beta, c.gamma)
+    pre = dep(Preprocessor, "Preprocessor").bind(preps, cfg["geometry"], cell)
     handles: dict[str, Any] = {}
     for task, cls, cls_name in (("lattice", LatticeClassifier, "LatticeClassifier"),
                                 ("resolution", ResolutionRegressor, "ResolutionRegressor")):
