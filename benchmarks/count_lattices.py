@@ -8,6 +8,7 @@ grows: if its mosaic spread (not further lattices) made the other spots, they wo
 
     python benchmarks/count_lattices.py                   # the thaumatin hit + miss, nanoBragg
     python benchmarks/count_lattices.py FRAME --cell 92.8,92.8,130.4,90,90,120
+    python benchmarks/count_lattices.py --no-cell   # cells from the spots (core/autoindex.py)
 """
 
 from __future__ import annotations
@@ -57,6 +58,22 @@ def report(path: Path, cell: tuple[float, ...], known: str) -> None:
         print(f"  lattice {k}: {lat.n_spots} spots (chance {lat.chance:.1f}){mis}")
 
 
+def report_no_cell(path: Path, known: str) -> None:
+    """The lattices found without a cell (core/autoindex.py), with the cells they have."""
+    from xray_platform.core.autoindex import autoindex
+    from xray_platform.core.spots import SpotFinder
+
+    frame = read_frame(path)
+    geom = frame.geometry()
+    t = time.perf_counter()
+    r = autoindex(SpotFinder().find(frame.image, geom), geom)
+    s = time.perf_counter() - t
+    cells = "; ".join(f"{lat.n_spots} spots (chance {lat.chance:.1f}), cell "
+                      + "/".join(f"{x:.1f}" for x in lat.cell) for lat in r.lattices)
+    print(f"{path.name} ({known}): {len(r.spots)} spots, {r.n_lattices} lattice(s) "
+          f"({s:.2f} s){': ' + cells if cells else ''}")
+
+
 def eps_scan(path: Path, cell: tuple[float, ...]) -> None:
     r = count_lattices(read_frame(path), cell, max_lattices=1)
     if not r.lattices:
@@ -78,9 +95,18 @@ def main() -> None:
     ap.add_argument("frames", type=Path, nargs="*")
     ap.add_argument("--cell", default="57.8,57.8,150.2",
                     help="a,b,c[,alpha,beta,gamma] (Å, deg) of the cell, for the FRAMES given")
+    ap.add_argument("--no-cell", action="store_true",
+                    help="find the cells from the spots instead (core/autoindex.py)")
     a = ap.parse_args()
     cell = tuple(float(x) for x in a.cell.split(","))
     todo = [(f, cell, "given") for f in a.frames] if a.frames else cases()
+    if a.no_cell:
+        for path, _, known in todo + [(SHARED / "real" / n, None, "real") for n in (
+                "DLS_I03_smargon_0001.cbf.gz", "DLS_I23_P12M_thau_00001.cbf.gz",
+                "dlsnxs2cbf_therm_0001.cbf.gz", "rayonix340_kapton_hit.cbf")
+                if not a.frames]:
+            report_no_cell(path, known)
+        return
     for path, c, known in todo:
         report(path, c, known)
     eps_scan(todo[0][0], todo[0][1])

@@ -396,7 +396,9 @@ def test_a_chunked_upload_is_refused_while_it_streams(service) -> None:
     grown = max((after[p] - before.get(p, after[p])) / 1024 for p in after)
     print(f"chunked 200 MiB: {status}, {sent / 2**20:.1f} MiB sent, Ingress RSS +{grown:.0f} MB")
     assert status == 413 and "above the limit of 4.0 MiB" in answer["error"]
-    assert sent < 32 << 20 and grown < 100
+    # what the client got into the sockets before the close: Serve's proxy reads ahead of the
+    # replica (19-33 MiB here, timing-dependent); a bare uvicorn 7 MiB (test_body_limit.py)
+    assert sent < 64 << 20 and grown < 100
     assert requests.get(f"{service['url']}/healthz", timeout=10).json()["status"] == "ok"
 
 
