@@ -183,3 +183,20 @@ def served(app) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def at_random_azimuths(spots, geom, seed: int):
+    """The spots (core/spots.Spots) of a flat detector moved to random azimuths at their own
+    distance from the beam: the null an indexer must find no lattice in."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from xray_platform.core.spots import d_spacing, lab_position
+
+    bx, by = geom.beam_center_px
+    radius = np.hypot(spots.slow - by, spots.fast - bx)
+    phi = np.random.default_rng(seed).uniform(0, 2 * np.pi, len(radius))
+    s, f = by + radius * np.sin(phi), bx + radius * np.cos(phi)
+    xyz = lab_position(geom, spots.panel, s, f)
+    return replace(spots, slow=s, fast=f, xyz_mm=xyz, d_A=d_spacing(xyz, geom.wavelength_A))

@@ -6,14 +6,13 @@ three insulin lattices are counted, random spots index on nothing, and real fram
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers import NANOBRAGG, REAL, needs_nanobragg, needs_real
+from helpers import NANOBRAGG, REAL, at_random_azimuths, needs_nanobragg, needs_real
 
 from xray_platform.core.autoindex import autoindex, reduce_basis
-from xray_platform.core.spots import SpotFinder, d_spacing, lab_position
+from xray_platform.core.spots import SpotFinder
 from xray_platform.io.formats import read_frame
 
 
@@ -56,15 +55,8 @@ def test_three_lattices_and_a_blank() -> None:
 @needs_nanobragg
 def test_spots_at_random_positions_index_on_nothing() -> None:
     r, geom = _run(NANOBRAGG / "ref_001.cbf")
-    bx, by = geom.beam_center_px
-    radius = np.hypot(r.spots.slow - by, r.spots.fast - bx)
     for seed in (0, 1, 2):
-        phi = np.random.default_rng(seed).uniform(0, 2 * np.pi, len(radius))
-        s, f = by + radius * np.sin(phi), bx + radius * np.cos(phi)
-        xyz = lab_position(geom, r.spots.panel, s, f)
-        fake = replace(r.spots, slow=s, fast=f, xyz_mm=xyz,
-                       d_A=d_spacing(xyz, geom.wavelength_A))
-        assert autoindex(fake, geom).n_lattices == 0
+        assert autoindex(at_random_azimuths(r.spots, geom, seed), geom).n_lattices == 0
 
 
 @needs_real

@@ -6,14 +6,12 @@ hit."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers import NANOBRAGG, REAL, needs_nanobragg, needs_real
+from helpers import NANOBRAGG, REAL, at_random_azimuths, needs_nanobragg, needs_real
 
 from xray_platform.core.indexing import count_lattices, index_spots, misorientation_deg
-from xray_platform.core.spots import d_spacing, lab_position
 from xray_platform.io.formats import read_frame
 from xray_platform.physics import crystal as xtal
 
@@ -80,15 +78,8 @@ def test_spots_at_random_positions_index_on_no_lattice() -> None:
     truth, frame = ref("ref_006")
     geom = frame.geometry()
     r = count_lattices(frame, truth["unit_cell"])
-    bx, by = geom.beam_center_px
-    radius = np.hypot(r.spots.slow - by, r.spots.fast - bx)
     for seed in (0, 2, 3):
-        phi = np.random.default_rng(seed).uniform(0, 2 * np.pi, len(radius))
-        s, f = by + radius * np.sin(phi), bx + radius * np.cos(phi)
-        xyz = lab_position(geom, r.spots.panel, s, f)
-        fake = replace(r.spots, slow=s, fast=f, xyz_mm=xyz,
-                       d_A=d_spacing(xyz, geom.wavelength_A))
-        null = index_spots(fake, geom, truth["unit_cell"])
+        null = index_spots(at_random_azimuths(r.spots, geom, seed), geom, truth["unit_cell"])
         assert null.n_lattices == 0 and null.geom == geom, null.lattices
 
 
