@@ -18,10 +18,13 @@ import json
 import time
 from pathlib import Path
 
-from scipy.spatial import cKDTree
-
-from xray_platform.core.indexing import as_cell, chance, count_lattices, misorientation_deg
-from xray_platform.core.lattice import predict
+from xray_platform.core.indexing import (
+    as_cell,
+    chance,
+    count_lattices,
+    explains,
+    misorientation_deg,
+)
 from xray_platform.io.formats import read_frame
 from xray_platform.physics.crystal import CRYSTAL_FORMS
 
@@ -32,9 +35,7 @@ CSPAD_THERMOLYSIN = CRYSTAL_FORMS["thermolysin"].cell
 
 def cases() -> list[tuple[Path, tuple[float, ...], str]]:
     """The frames with a known cell: (file, cell, what is known of its lattices)."""
-    cell = tuple(getattr(THAUMATIN, k) for k in ("a", "b", "c", "alpha", "beta", "gamma"))
-    therm = tuple(getattr(CSPAD_THERMOLYSIN, k) for k in ("a", "b", "c", "alpha", "beta",
-                                                           "gamma"))
+    cell, therm = THAUMATIN.parameters, CSPAD_THERMOLYSIN.parameters
     out = [(SHARED / "real" / "thau_3_2_0002.cbf.bz2", cell, "real hit, unlabelled"),
            (SHARED / "real" / "thau_3_2_0017.cbf.bz2", cell, "real miss"),
            (SHARED / "real" / "cspad_thermolysin_0401.cbf", therm, "real CSPAD, 64 ASICs")]
@@ -78,14 +79,13 @@ def eps_scan(path: Path, cell: tuple[float, ...]) -> None:
     r = count_lattices(read_frame(path), cell, max_lattices=1)
     if not r.lattices:
         return
-    c, U = as_cell(cell), r.lattices[0].U
+    A = r.lattices[0].U @ as_cell(cell).B()
     print(f"\n{path.name}, lattice 1 alone vs the Ewald tolerance eps (1/Å):")
     print("| eps | spots explained | chance | above chance |\n|---|---|---|---|")
     radius = 2.5 * r.geom.pixel_mm
     for eps in (0.002, 0.004, 0.008, 0.012, 0.016, 0.024):
-        pred = predict(U @ c.B(), r.geom, r.d_min, eps)
-        n = int((cKDTree(pred.xyz_mm).query(r.spots.xyz_mm)[0] < radius).sum())
-        ch = chance(U, c, r.spots, r.geom, r.d_min, eps, 2.5)
+        n = int(explains(A, r.spots, r.geom, r.d_min, eps, radius).sum())
+        ch = chance(A, r.spots, r.geom, r.d_min, eps, radius)
         print(f"| {eps} | {n} of {r.n_spots} | {ch:.0f} | {n - ch:.0f} |")
 
 

@@ -91,11 +91,10 @@ def cell_option(text: str | None) -> tuple[float, ...] | None:
     """The checked --cell as 6 numbers (it travels to Ray workers), or None."""
     if text is None:
         return None
-    from xray_platform.cli.common import csv, fail
+    from xray_platform.cli.common import fail
     from xray_platform.core.indexing import as_cell
 
     try:
-        c = as_cell(csv(text, float, "--cell"))
+        return as_cell(text).parameters
     except ValueError as e:
         fail(f"--cell {text}: {e}")
-    return (c.a, c.b, c.c, c.alpha, c.beta, c.gamma)

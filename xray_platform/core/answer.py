@@ -158,14 +158,13 @@ def index_hit(frame: Frame, geom, counts: np.ndarray, hit_finder: HitFinder, cel
     """The lattices of ``cell`` in a hit (core/indexing.py): how many, the spots each explains
     (and chance would), each one's misorientation from the first, the fraction of the spots
     indexed. Adds spots_ms and indexing_ms to ``timings``."""
-    from xray_platform.core.indexing import MAX_D_A, index_spots, misorientation_deg
+    from xray_platform.core.indexing import count_lattices, misorientation_deg
     from xray_platform.core.spots import SpotFinder
 
     t0 = time.perf_counter()
     spots = SpotFinder().find(frame.image, geom, counts, hit_finder)
-    spots = spots.subset(spots.d_A <= MAX_D_A)
     t1 = time.perf_counter()
-    r = index_spots(spots, geom, cell)
+    r = count_lattices(frame, cell, spots=spots)
     timings.update(spots_ms=1e3 * (t1 - t0), indexing_ms=1e3 * (time.perf_counter() - t1))
     first = r.lattices[0].A if r.lattices else None
     return {"n_lattices": r.n_lattices, "n_spots": r.n_spots,

@@ -21,11 +21,16 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
-from scipy.spatial.transform import Rotation
 
-from xray_platform.core.indexing import MAX_D_A, SEARCH_SPOTS, _hemisphere, _significant, spot_q
-from xray_platform.core.lattice import predict
+from xray_platform.core.indexing import (
+    MAX_D_A,
+    SEARCH_SPOTS,
+    _hemisphere,
+    _significant,
+    chance,
+    explains,
+    spot_q,
+)
 from xray_platform.core.spots import Spots
 from xray_platform.physics.geometry import Geometry
 from xray_platform.physics.panels import PanelGeometry
@@ -148,21 +153,6 @@ def find_basis(q: np.ndarray, n_candidates: int = 15) -> np.ndarray | None:
     return reduce_basis(_fit(reduce_basis(best), q))
 
 
-def _explained(T: np.ndarray, spots: Spots, geom, d_min: float, eps: float,
-               radius: float) -> np.ndarray:
-    pred = predict(np.linalg.inv(T), geom, d_min, eps)
-    if not len(pred.hkl) or not len(spots):
-        return np.zeros(len(spots), bool)
-    return cKDTree(pred.xyz_mm).query(spots.xyz_mm)[0] < radius
-
-
-def _chance(T: np.ndarray, spots: Spots, geom, d_min: float, eps: float, radius: float,
-            n: int = 8) -> float:
-    rot = Rotation.random(n, random_state=0).as_matrix()
-    return float(np.mean([_explained(T @ R.T, spots, geom, d_min, eps, radius).sum()
-                          for R in rot]))
-
-
 def autoindex(spots: Spots, geom: Geometry | PanelGeometry, eps: float = 0.004,
               radius_px: float = 2.5, max_lattices: int = 5) -> AutoIndexing:
     """The lattices that explain ``spots`` with no cell given, one after another among the
@@ -183,8 +173,9 @@ def autoindex(spots: Spots, geom: Geometry | PanelGeometry, eps: float = 0.004,
         edges = np.linalg.norm(T, axis=1)
         if edges.min() < 0.8 * MIN_CELL_A or edges.max() > 1.5 * MAX_CELL_A:
             break  # a fit gone astray (indices from a wrong basis), not a crystal
-        hit = _explained(T, rest, geom, d_min, eps, radius)
-        expected = _chance(T, rest, geom, d_min, eps, radius)
+        A = np.linalg.inv(T)  # q = A h
+        hit = explains(A, rest, geom, d_min, eps, radius)
+        expected = chance(A, rest, geom, d_min, eps, radius)
         if not _significant(int(hit.sum()), expected, min_spots=MIN_SPOTS):
             break
         found.append(FoundLattice(T, int(hit.sum()), expected))

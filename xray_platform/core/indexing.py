@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -82,10 +83,17 @@ class Indexing:
         return sum(lat.n_spots for lat in self.lattices)
 
 
-def as_cell(cell: UnitCell | tuple[float, ...]) -> UnitCell:
-    """A UnitCell from a UnitCell, (a, b, c) (angles 90) or (a, b, c, alpha, beta, gamma)."""
+def as_cell(cell: UnitCell | str | Sequence[float]) -> UnitCell:
+    """A UnitCell from a UnitCell, (a, b, c) (angles 90), (a, b, c, alpha, beta, gamma), or
+    the same as a comma-separated string (--cell, the service's form and app arg)."""
     if isinstance(cell, UnitCell):
         return cell
+    if isinstance(cell, str):
+        try:
+            cell = [float(v) for v in cell.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"a unit cell is a,b,c[,alpha,beta,gamma] in Å and degrees; got "
+                             f"{cell!r}") from None
     values = tuple(float(x) for x in cell)
     if len(values) == 3:
         values += (90.0, 90.0, 90.0)
@@ -238,25 +246,27 @@ def _explained(U: np.ndarray, cell: UnitCell, spots: Spots, geom, d_min: float, 
             ok = dist < radius
             if ok.sum() >= 12 and np.linalg.matrix_rank(pred.hkl[j[ok]]) == 3:
                 U = fit_orientation(B, q[ok], pred.hkl[j[ok]], wl)
-    return U, _near(spots.xyz_mm, predict(U @ B, geom, d_min, eps).xyz_mm, radius)
+    return U, explains(U @ B, spots, geom, d_min, eps, radius)
 
 
-def _near(points: np.ndarray, pred: np.ndarray, radius: float) -> np.ndarray:
-    """True where a point lies within ``radius`` of a predicted position."""
-    if not len(pred) or not len(points):
-        return np.zeros(len(points), bool)
-    return cKDTree(pred).query(points)[0] < radius
+def explains(A: np.ndarray, spots: Spots, geom, d_min: float, eps: float,
+             radius_mm: float) -> np.ndarray:
+    """Per spot: whether a predicted spot of the lattice A (q = A h) lies within
+    ``radius_mm`` of it (in the lab: any detector layout)."""
+    pred = predict(A, geom, d_min, eps).xyz_mm
+    if not len(pred) or not len(spots):
+        return np.zeros(len(spots), bool)
+    return cKDTree(pred).query(spots.xyz_mm)[0] < radius_mm
 
 
-def chance(U: np.ndarray, cell: UnitCell, spots: Spots, geom, d_min: float, eps: float,
-           radius_px: float, n_rotations: int = 8, seed: int = 0) -> float:
-    """Spots the same cell explains on average in ``n_rotations`` random orientations: what
-    a lattice unrelated to the crystal would explain on this detector, at this spot density."""
+def chance(A: np.ndarray, spots: Spots, geom, d_min: float, eps: float, radius_mm: float,
+           n_rotations: int = 8, seed: int = 0) -> float:
+    """Spots the same lattice A explains on average in ``n_rotations`` random orientations:
+    what a lattice unrelated to the crystal would explain on this detector, at this spot
+    density."""
     rotations = Rotation.random(n_rotations, random_state=seed).as_matrix()
-    B, radius = cell.B(), _radius_mm(geom, radius_px)
-    hits = [_near(spots.xyz_mm, predict(R @ U @ B, geom, d_min, eps).xyz_mm, radius).sum()
-            for R in rotations]
-    return float(np.mean(hits))
+    return float(np.mean([explains(R @ A, spots, geom, d_min, eps, radius_mm).sum()
+                          for R in rotations]))
 
 
 def _significant(n: int, expected: float, p: float = 1e-6, min_spots: int = 15) -> bool:
@@ -346,7 +356,7 @@ def index_spots(spots: Spots, geom: Geometry | PanelGeometry,
             U, geom, spots = _refine_geometry(U, cell, spots, geom, d_min, eps, radius_px)
             rest = spots  # no lattice yet: every spot is left
             U, hit = _explained(U, cell, rest, geom, d_min, eps, radius_px)
-        expected = chance(U, cell, rest, geom, d_min, eps, radius_px)
+        expected = chance(U @ cell.B(), rest, geom, d_min, eps, _radius_mm(geom, radius_px))
         if not _significant(int(hit.sum()), expected):
             break
         found.append(Lattice(U, basis(U, cell), int(hit.sum()), expected))

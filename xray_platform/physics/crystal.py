@@ -72,6 +72,11 @@ class UnitCell:
         return self.a, self.b, self.c
 
     @property
+    def parameters(self) -> tuple[float, float, float, float, float, float]:
+        """(a, b, c) in Å and (alpha, beta, gamma) in degrees."""
+        return self.a, self.b, self.c, self.alpha, self.beta, self.gamma
+
+    @property
     def volume(self) -> float:
         """V = abc sqrt(1 - cos^2 a - cos^2 b - cos^2 g + 2 cos a cos b cos g), in Å^3."""
         return self.a * self.b * self.c * math.sqrt(self._volume_factor_sq())

@@ -355,10 +355,9 @@ def _form_cell(cell: str | None) -> tuple[float, ...] | None:
     from xray_platform.core.indexing import as_cell
 
     try:
-        c = as_cell(tuple(float(v) for v in cell.split(",") if v.strip()))
+        return as_cell(cell).parameters
     except ValueError as e:
         raise BadInput(f"cell {cell!r}: {e}", 400) from None
-    return (c.a, c.b, c.c, c.alpha, c.beta, c.gamma)
 
 
 def _form_overrides(frame: int, wavelength_A, distance_mm, pixel_size_mm, beam_x,
@@ -528,9 +527,7 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     if cfg["cell"] is not None:  # checked before anything is deployed
         from xray_platform.core.indexing import as_cell
 
-        c = as_cell(tuple(float(v) for v in str(cfg["cell"]).split(",")) if isinstance(
-            cfg["cell"], str) else tuple(cfg["cell"]))
-        cell = (c.a, c.b, c.c, c.alpha, c.beta, c.gamma)
+        cell = as_cell(cfg["cell"]).parameters
     pre = dep(Preprocessor, "Preprocessor").bind(preps, cfg["geometry"], cell)
     handles: dict[str, Any] = {}
     for task, cls, cls_name in (("lattice", LatticeClassifier, "LatticeClassifier"),
