@@ -91,18 +91,21 @@ def test_a_second_lattice_at_20_degrees_raises_p_multi(zoo) -> None:
 @needs_real
 def test_the_real_thaumatin_hit_and_miss(zoo) -> None:
     """The DLS I24 grid-scan hit (spots to about 2 Å, README of the data) is a hit near that
-    resolution, called single or multi as indexing it with thaumatin's cell counts its lattices
-    (core/indexing.py: four, 0.6-2 deg apart; the issue took it for a single lattice); the miss
-    is a miss."""
+    resolution, called multi: indexing it with thaumatin's cell counts four lattices 0.6-2 deg
+    apart (core/indexing.py), and without the cell the answer path finds several; the miss is
+    a miss, with no lattice verdict."""
     frame = read_frame(REAL / "thau_3_2_0002.cbf.bz2")
     hit, miss = predict_frames([frame, read_frame(REAL / "thau_3_2_0017.cbf.bz2")], zoo,
                                always_resolution=True)
     assert hit["hit"], hit
+    # its lattices found from the spots alone: several, so the verdict is multi
+    assert hit["n_lattices_indexed"] >= 2 and hit["is_multi"] is True, hit
     if SHIPS_LATTICE:
         lattices = count_lattices(frame, xtal.CRYSTAL_FORMS["thaumatin"].cell.edges).n_lattices
         assert lattices >= 1 and hit["is_multi"] is (lattices >= 2), (lattices, hit)
-    else:  # no lattice model answered: no lattice answer either
-        assert hit["is_multi"] is None and hit["p_multi"] is None, hit
+    else:  # no lattice model answered: the verdict is indexing's alone
+        assert hit["p_multi_cnn"] is None and hit["is_multi"] is not None, hit
+    assert miss["p_multi"] is None and miss["is_multi"] is None  # a miss has no verdict
     assert 1.5 <= hit["resolution_A"] <= 2.7, hit
     assert not miss["hit"] and miss["resolution_A"] is None, miss
     assert hit["models"]["resolution"]["source"].startswith("zoo:")

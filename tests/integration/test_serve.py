@@ -136,8 +136,10 @@ def test_real_pilatus_hit_is_routed_past_the_regressor_when_multi(service) -> No
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["hit"] is True and body["n_spots"] >= 15
-    assert body["p_multi"] == pytest.approx(1 / (1 + np.exp(-8.0)), abs=1e-3)
-    assert body["is_multi"] is True
+    assert body["p_multi_cnn"] == pytest.approx(1 / (1 + np.exp(-8.0)), abs=1e-3)
+    # the verdict: its lattices indexed from the spots (several), and the CNN's number
+    assert body["n_lattices_indexed"] >= 2 and body["indexed_with_cell"] is False, body
+    assert body["is_multi"] is True and body["p_multi"] > 0.5
     assert body["resolution_A"] is None and body["resolution_sigma_A"] is None  # skipped
     assert body["wavelength_A"] == pytest.approx(0.96859, rel=1e-4)
     assert body["models"]["resolution"]["version"] == "1"
@@ -161,7 +163,12 @@ def test_a_cell_indexes_the_hit_by_form_and_through_xrp_watch_server(service,
     a = r.json()
     assert a["n_lattices_indexed"] >= 2 and a["fraction_indexed"] > 0.5, a
     assert a["lattices"][0]["spots"] > 10 * a["lattices"][0]["chance"]
-    assert _post(service, "hit.cbf.bz2", hit).json()["n_lattices_indexed"] is None  # no cell
+    assert a["indexed_with_cell"] is True
+    without = _post(service, "hit.cbf.bz2", hit, spots="true").json()  # from the spots
+    assert without["indexed_with_cell"] is False and without["n_lattices_indexed"] >= 2
+    spots = without["spots"]  # asked for: every spot, the lattice that explains it
+    assert len(spots["d_A"]) > 500 and set(spots["lattice"]) >= {-1, 0, 1}
+    assert "spots" not in a  # not asked for
     _assert_error(_post(service, "hit.cbf.bz2", hit, cell="57.8,57.8"), 400, "cell", "2 numbers")
     small = read_frame(_simulated_cbf(tmp_path, 1, seed=3))  # a 6M frame is over this limit
     (got,) = ServerAnswers(service["url"], cell=(57.8, 57.8, 150.2, 90, 90, 90))([small])
@@ -421,11 +428,19 @@ def test_xrp_predict_writes_a_per_image_table(service, tmp_path: Path) -> None:
                         "--single-lattice-only",
                         "--resolution-model", "resolution@champion", "--mlflow-uri",
                         service["uri"], "--cell", "57.8,57.8,150.2", "--run", "batch", "--store",
-                        f"sqlite:///{tmp_path}/runs.db"], capture_output=True, text=True,
-                       timeout=600, cwd=tmp_path)
+                        f"sqlite:///{tmp_path}/runs.db", "--stream", str(tmp_path / "hits.stream")],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 5  # 2 real + 1 broken + 2 HDF5 frames
+    assert "answer_json" not in rows[0]
+    # the hits as a CrystFEL stream: one chunk per hit, the real hit's lattices as crystals
+    stream = (tmp_path / "hits.stream").read_text()
+    n_hits = sum(x["hit"] == "True" for x in rows)
+    assert stream.startswith("CrystFEL stream format 2.3")
+    assert stream.count("----- Begin chunk -----") == n_hits >= 1
+    real = stream[stream.index("thau_3_2_0002"):].split("----- End chunk -----")[0]
+    assert real.count("--- Begin crystal") >= 2 and "Cell parameters 5.7" in real
     from xray_platform.live.store import RunStore  # the same answers in the run store
 
     stored = RunStore(f"sqlite:///{tmp_path}/runs.db").answers("batch")
@@ -442,7 +457,7 @@ def test_xrp_predict_writes_a_per_image_table(service, tmp_path: Path) -> None:
     assert "broken.cbf" in r.stderr  # xrp's own messages still reach stderr, Ray's C++ not
     assert not re.search(r"\w+\.cc:\d+", r.stdout + r.stderr), r.stderr[-2000:]
     hit = by[("thau_3_2_0002.cbf.bz2", 0)]  # the table's values parse as what they say
-    assert int(hit["n_spots"]) >= 15 and float(hit["p_multi"]) > 0.99  # the fixed lattice model
+    assert int(hit["n_spots"]) >= 15 and float(hit["p_multi_cnn"]) > 0.99  # the fixed model
     assert hit["is_multi"] == "True" and hit["resolution_A"] == ""  # routed past the regressor
     assert float(hit["wavelength_A"]) == pytest.approx(0.96859, abs=1e-4)
     assert float(hit["grid_ms"]) > 0 and float(hit["decode_ms"]) > 0
@@ -456,8 +471,9 @@ def test_xrp_predict_writes_a_per_image_table(service, tmp_path: Path) -> None:
     assert int(hit["n_lattices_indexed"]) >= 2 and float(hit["fraction_indexed"]) > 0.5
     assert len(hit["lattice_spots"].split()) == int(hit["n_lattices_indexed"])
     assert miss["n_lattices_indexed"] == "" and float(hit["indexing_ms"]) > 0
-    assert "indexed (--cell)" in r.stdout
-    assert float(hit["confidence"]) > 0.99 and miss["d_min_spots_A"] == ""
+    assert hit["indexed_with_cell"] == "True" and "indexed" in r.stdout
+    assert float(hit["confidence"]) > 0.9 and miss["d_min_spots_A"] == ""
+    assert miss["p_multi"] == miss["confidence"] == miss["p_multi_cnn"] == ""  # no verdict
 
 
 def _replicas(deployment: str) -> list[int]:

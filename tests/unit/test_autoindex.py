@@ -68,3 +68,62 @@ def test_real_multi_panel_frames_give_their_crystal_s_cell(name: str, edges) -> 
     r, _ = _run(REAL / name)
     assert r.n_lattices >= 1
     np.testing.assert_allclose(np.sort(r.lattices[0].cell[:3]), edges, rtol=0.02)
+
+
+@needs_real
+def test_the_real_thaumatin_hit_s_close_lattices_are_found_without_the_cell() -> None:
+    """The DLS I24 grid-scan hit: with thaumatin's cell, four lattices 0.6-2 deg apart
+    (core/indexing.py). Without it, the 1-D search finds only vectors of the a-b plane; the
+    2-D search of the third vector (third_vector) completes them. The header's distance is
+    ~1.5 % long (the known-cell search refines it), so the cells come out ~1.5 % large."""
+    r, geom = _run(REAL / "thau_3_2_0002.cbf.bz2")
+    assert r.n_lattices >= 2, r.lattices
+    for lat in r.lattices:
+        np.testing.assert_allclose(np.sort(lat.cell[:3]), (57.8, 57.8, 150.2), rtol=0.035)
+        np.testing.assert_allclose(lat.cell[3:], 90.0, atol=1.5)
+        assert lat.n_spots > 4 * lat.chance
+    for seed in (0, 1):  # its 893 spots at random azimuths: dense, and no lattice
+        assert autoindex(at_random_azimuths(r.spots, geom, seed), geom).n_lattices == 0
+
+
+def _spots_of(T: np.ndarray, seed: int, centring=None) -> tuple[np.ndarray, np.ndarray]:
+    """Reciprocal vectors q (1/Å) of a lattice of real basis T (rows) in a random orientation
+    on a still's Ewald sphere (1 Å, eps 0.004 /Å) to 2.5 Å, obeying ``centring`` (hkl ->
+    bool) if given; and the rotated basis."""
+    rng = np.random.default_rng(seed)
+    R, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    A = np.linalg.inv(T @ R.T)  # q = A h
+    r = np.arange(-80, 81)
+    hkl = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    if centring is not None:
+        hkl = hkl[centring(hkl)]
+    q = hkl @ A.T
+    s0 = np.array([0, 0, 1.0])
+    near = (np.abs(np.linalg.norm(q + s0, axis=1) - 1.0) < 0.004) & \
+        (np.linalg.norm(q, axis=1) < 0.4) & (np.linalg.norm(q, axis=1) > 0)
+    return q[near], T @ R.T
+
+
+def test_a_face_centred_cell_is_reduced_to_its_primitive_cell() -> None:
+    """Ferritin-like F cubic (184 Å): only h, k, l all even or all odd reflect; the cell
+    found indexes them and is the primitive one (a quarter of the volume: 130 Å, 60 deg)."""
+    from xray_platform.core.autoindex import find_basis
+
+    q, _ = _spots_of(np.diag([184.0] * 3), 0,
+                     lambda h: (h % 2 == 0).all(1) | (h % 2 == 1).all(1))
+    T = find_basis(q)
+    assert T is not None
+    assert abs(np.linalg.det(T)) == pytest.approx(184.0 ** 3 / 4, rel=0.03)
+    np.testing.assert_allclose(np.linalg.norm(T, axis=1), 184 / 2 ** 0.5, rtol=0.03)
+
+
+def test_the_third_vector_of_a_zone_is_found_from_two() -> None:
+    """Given a and b of a triclinic cell, the 2-D search returns a vector c with (a, b, c) a
+    basis of the lattice: the same volume, every spot on integer indices."""
+    from xray_platform.core.autoindex import _indexed, third_vector
+
+    q, T = _spots_of(np.array([[52.0, 0, 0], [-9.0, 61.0, 0], [14.0, -7.0, 83.0]]), 3)
+    c = third_vector(T[0], T[1], q)
+    found = np.stack([T[0], T[1], c])
+    assert abs(np.linalg.det(found)) == pytest.approx(abs(np.linalg.det(T)), rel=0.01)
+    assert _indexed(found, q).mean() > 0.95

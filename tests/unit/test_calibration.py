@@ -107,8 +107,8 @@ def test_min_confidence_keeps_confident_frames_and_the_unreadable_ones(tmp_path)
     from xray_platform.orchestration.predict import confident_rows
 
     rows = [{"confidence": 0.99}, {"confidence": 0.6}, {"confidence": None},
-            {"error": "truncated CBF", "confidence": None}]
-    assert confident_rows(rows, 0.9) == [rows[0], rows[3]]
+            {"error": "truncated CBF", "confidence": None}, {"hit": False, "confidence": None}]
+    assert confident_rows(rows, 0.9) == [rows[0], rows[3], rows[4]]  # misses: no verdict
     r = xrp_here("predict", str(REAL / "thau_3_2_0002.cbf.bz2"), "--lattice-model", "none",
                  "--resolution-model", "zoo", "--min-confidence", "0.9", "--out",
                  str(tmp_path / "p.csv"))

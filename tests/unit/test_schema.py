@@ -15,7 +15,8 @@ def test_every_answer_field_and_table_column_is_documented_and_nothing_else() ->
     from xray_platform.zoo import zoo_model
 
     models = {"resolution": load_file("resolution", zoo_model("resolution").file)}
-    rows = predict_frames([read_frame(REAL / "thau_3_2_0002.cbf.bz2")], models)
+    rows = predict_frames([read_frame(REAL / "thau_3_2_0002.cbf.bz2")], models,
+                          with_spots=True)
     assert set(rows[0]) == set(ANSWER)
     assert set(COLUMNS) == set(TABLE) and set(_flat(rows[0])) == set(TABLE)
     assert all(doc.strip() for _, doc in ANSWER.values()) and all(TABLE.values())

@@ -80,7 +80,7 @@ def _summary(rows: list[dict], wall: float, out: Path) -> None:
         lines.append(("resolution", f"median {np.median(res):.2f} Å, best {min(res):.2f} Å"))
     indexed = [r["n_lattices_indexed"] for r in hits if r.get("n_lattices_indexed") is not None]
     if indexed:
-        lines.append(("indexed (--cell)", f"{sum(n >= 1 for n in indexed)} of {len(hits)} hits "
+        lines.append(("indexed", f"{sum(n >= 1 for n in indexed)} of {len(hits)} hits "
                       f"({sum(n >= 2 for n in indexed)} with several lattices)"))
     lines += [("throughput", f"{len(rows) / wall:.2f} frames/s ({wall:.1f} s incl. start-up)"),
               ("table", str(out))]
@@ -115,6 +115,20 @@ def _open_run(store: str | None, run: str, paths: list[str]) -> tuple:
         return rs, rs.open_run(run, "predict:" + " ".join(paths))
     except ValueError as e:
         fail(str(e))
+
+
+def _write_stream(path: Path, rows: list[dict]) -> None:
+    """The hits of ``rows`` (each holding its answer as JSON, taken out here) as a stream."""
+    import json
+
+    from xray_platform.orchestration.predict import ANSWER_JSON
+    from xray_platform.reports.crystfel_stream import write_stream
+
+    answers = [json.loads(r.pop(ANSWER_JSON)) for r in rows if r.get(ANSWER_JSON)]
+    for r in rows:
+        r.pop(ANSWER_JSON, None)
+    n = write_stream(path, answers)
+    console.print(f"stream: {n} hits in {escape(str(path))}", soft_wrap=True)
 
 
 def _print_columns(value: bool) -> None:
@@ -154,7 +168,13 @@ def predict(
                                                 help="Write only frames whose lattice verdict "
                                                 "is at least this likely right, max(p_multi, "
                                                 "1 - p_multi) (needs a lattice model; "
-                                                "unreadable frames stay in the table)."),
+                                                "unreadable frames and misses stay in the "
+                                                "table)."),
+    stream: Path | None = typer.Option(None, "--stream", help="Also write the hits as a "
+                                       "CrystFEL stream (format 2.3, a .stream file): each "
+                                       "hit's spots and the lattices indexing found, with "
+                                       "their cells, reciprocal bases and indexed spots, for "
+                                       "indexamajig-style processing."),
     run: str | None = typer.Option(None, "--run", help="Also append the answers to this run "
                                    "of the run store (`xrp runs show RUN`)."),
     store: str | None = typer.Option(None, "--store", help="The run store for --run (a "
@@ -179,6 +199,8 @@ def predict(
     prepare_ray_env(address)
     if out.suffix not in (".csv", ".tsv", ".parquet"):
         fail(f"--out {out}: use a .csv, .tsv or .parquet file")
+    if stream is not None and stream.suffix != ".stream":
+        fail(f"--stream {stream}: use a .stream file")
     geom = geometry_file(geometry)
     unit_cell = cell_option(cell)
     try:
@@ -206,8 +228,10 @@ def predict(
         rows = predict_files(items, pinned, mlflow_uri, overrides=overrides,
                              always_resolution=always_resolution, batch_size=batch_size,
                              concurrency=workers, address=address, on_progress=update,
-                             cell=unit_cell)
+                             cell=unit_cell, with_spots=stream is not None)
     wall = time.perf_counter() - t0
+    if stream is not None:
+        _write_stream(stream, rows)
     all_rows, n_all = rows, len(rows)
     if min_confidence is not None:
         rows = confident_rows(rows, min_confidence)

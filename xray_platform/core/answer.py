@@ -1,16 +1,19 @@
 """Frame -> answer, without Ray: the steps the Serve graph and `xrp predict` share.
 
 1. :func:`prepare_frame`: a detector Frame (io/formats.py) -> the reciprocal-space grid counts
-   each model needs (its own Preprocessing, recorded in its model file) and the hit finder's
-   verdict (>= 15 spots, the label definition of a hit).
-2. :meth:`Models.lattice` on a batch: P(multi-lattice).
-3. :meth:`Models.resolution` on a batch: d and sigma (Å) of every hit (d_vis pools all
+   each model needs (its own Preprocessing, recorded in its model file), the hit finder's
+   verdict (>= 15 spots, the label definition of a hit), and for a hit its spots at full
+   resolution and the lattices that explain them (:func:`index_hit`: of the crystal's cell if
+   given, else from the spots alone).
+2. :meth:`Models.lattice` on a batch: the CNN's P(multi-lattice).
+3. :func:`lattice_p_multi`: the lattice verdict, P(multi) fused from the indexing and the CNN
+   and calibrated (core/verdict.py). Misses get none.
+4. :meth:`Models.resolution` on a batch: d and sigma (Å) of every hit (d_vis pools all
    lattices, design.md; the zoo model is trained with two-lattice shots), or of the hits the
-   lattice model calls single-lattice only (``always_resolution=False``, resonet's routing).
-4. :func:`answer`: the per-frame record (hit, n_spots, n_spots_no_ice, ice, ice_rings, p_multi,
-   is_multi, resolution_A and sigma, the classical d_min_spots_A and sigma, whether the two
-   disagree, versions, timings).
-"""
+   verdict calls single-lattice only (``always_resolution=False``, resonet's routing).
+5. :func:`answer`: the per-frame record (hit, spots, ice, the lattice verdict and the
+   lattices indexed, resolution_A and sigma, the classical d_min_spots_A and sigma, whether
+   the two disagree, versions, timings)."""
 
 from __future__ import annotations
 
@@ -96,7 +99,8 @@ class Prepared:
     ice_rings: list[dict[str, float]] = field(default_factory=list)  # d_A, strength, z
     d_min_spots_A: float | None = None  # classical d_min from the spots (core/dmin.py)
     d_min_spots_sigma_A: float | None = None
-    indexing: dict[str, Any] | None = None  # known-cell indexing of a hit (index_hit)
+    indexing: dict[str, Any] | None = None  # the lattices of a hit (index_hit)
+    spots: dict[str, np.ndarray] | None = None  # a hit's spots (index_hit: spot_table)
 
 
 def map_grids(image: np.ndarray | torch.Tensor, geom, grids: list[QGrid]
@@ -117,11 +121,11 @@ def map_grids(image: np.ndarray | torch.Tensor, geom, grids: list[QGrid]
 def prepare_frame(frame: Frame, preps: list[Preprocessing],
                   hit_finder: HitFinder | None = None,
                   ice_finder: IceFinder | None = None,
-                  cell: UnitCell | None = None) -> Prepared:
+                  cell: UnitCell | None = None, index: bool = True) -> Prepared:
     """Grid counts for every model input, the hit decision and the ice rings (on the hit
-    finder's grid); with the crystal's ``cell``, each hit's spots at full resolution and the
-    lattices that explain them (core/indexing.py). The frame comes from a reader, which
-    refused NaN and infinite pixels."""
+    finder's grid); with ``index``, each hit's spots at full resolution and the lattices that
+    explain them, of the crystal's ``cell`` if given (index_hit). The frame comes from a
+    reader, which refused NaN and infinite pixels."""
     t0 = time.perf_counter()
     geom = frame.geometry()
     hit_finder, ice_finder = hit_finder or HitFinder(), ice_finder or IceFinder()
@@ -147,31 +151,81 @@ def prepare_frame(frame: Frame, preps: list[Preprocessing],
             "shape": list(frame.info.shape)}
     timings = {"grid_ms": 1e3 * (t1 - t0), "hitfinder_ms": 1e3 * (t2 - t1),
                "ice_ms": 1e3 * (t3 - t2), "d_min_spots_ms": 1e3 * (t4 - t3)}
-    indexed = index_hit(frame, geom, counts[HIT_GRID], hit_finder, cell, timings) \
-        if hit and cell is not None else None
+    indexed, spots = index_hit(frame, geom, counts[HIT_GRID], hit_finder, cell, timings) \
+        if hit and index else (None, None)
     return Prepared(inputs, bool(hit), n_spots, info, timings, n_no_ice, ice, rings, *d_spots,
-                    indexed)
+                    indexed, spots)
 
 
-def index_hit(frame: Frame, geom, counts: np.ndarray, hit_finder: HitFinder, cell: UnitCell,
-              timings: dict[str, float]) -> dict[str, Any]:
-    """The lattices of ``cell`` in a hit (core/indexing.py): how many, the spots each explains
-    (and chance would), each one's misorientation from the first, the fraction of the spots
-    indexed. Adds spots_ms and indexing_ms to ``timings``."""
-    from xray_platform.core.indexing import count_lattices, misorientation_deg
+def index_hit(frame: Frame, geom, counts: np.ndarray, hit_finder: HitFinder,
+              cell: UnitCell | None, timings: dict[str, float]
+              ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The lattices in a hit: of the crystal's ``cell`` (core/indexing.py), or without one
+    from the spots alone (core/autoindex.py). How many, the spots each explains (and what
+    chance would), each one's cell, real-space basis and misorientation from the first, the
+    fraction of the spots indexed; and the spots themselves (spot_table). Adds spots_ms and
+    indexing_ms to ``timings``."""
+    from xray_platform.core.autoindex import autoindex
+    from xray_platform.core.indexing import count_lattices
     from xray_platform.core.spots import SpotFinder
 
     t0 = time.perf_counter()
     spots = SpotFinder().find(frame.image, geom, counts, hit_finder)
     t1 = time.perf_counter()
-    r = count_lattices(frame, cell, spots=spots)
+    if cell is not None:
+        r = count_lattices(frame, cell, spots=spots)
+        bases = [lat.A for lat in r.lattices]
+    else:
+        r = autoindex(spots, geom)
+        bases = [lat.T for lat in r.lattices]
     timings.update(spots_ms=1e3 * (t1 - t0), indexing_ms=1e3 * (time.perf_counter() - t1))
-    first = r.lattices[0].A if r.lattices else None
-    return {"n_lattices": r.n_lattices, "n_spots": r.n_spots,
-            "fraction": round(r.explained / r.n_spots, 4) if r.n_spots else None,
-            "lattices": [{"spots": lat.n_spots, "chance": round(lat.chance, 1),
-                          "misorientation_deg": round(misorientation_deg(first, lat.A), 3)}
-                         for lat in r.lattices]}
+    n = len(r.spots)
+    explained = sum(lat.n_spots for lat in r.lattices)
+    record = {"n_lattices": len(bases), "n_spots": n, "known_cell": cell is not None,
+              "fraction": round(explained / n, 4) if n else None,
+              "lattices": [lattice_record(lat.n_spots, lat.chance, T, bases[0])
+                           for lat, T in zip(r.lattices, bases, strict=True)]}
+    return record, spot_table(r.spots, r.explained_by, bases, geom.wavelength_A)
+
+
+#: the columns of an answer's spots (spot_table)
+SPOT_COLUMNS = ("panel", "fast_px", "slow_px", "intensity", "sigma", "d_A", "ice", "lattice",
+                "h", "k", "l")
+
+
+def spot_table(spots, explained_by: np.ndarray, bases: list[np.ndarray], wavelength_A: float
+               ) -> dict[str, np.ndarray]:
+    """A hit's spots (d <= 30 Å, brightest first) as columns (SPOT_COLUMNS): position (pixel
+    centres at integer indices, in the panel), background-subtracted intensity and sigma
+    (counts), d (Å), on an ice ring, the lattice (0, 1, ...) that explains it or -1, and its
+    indices hkl = T q in that lattice (0 0 0 when unexplained)."""
+    from xray_platform.core.indexing import spot_q
+
+    hkl = np.zeros((len(spots), 3), np.int64)
+    q = spot_q(spots, wavelength_A)
+    for i, T in enumerate(bases):
+        mine = explained_by == i
+        hkl[mine] = np.round(q[mine] @ T.T).astype(np.int64)
+    return {"panel": spots.panel, "fast_px": spots.fast, "slow_px": spots.slow,
+            "intensity": spots.intensity, "sigma": spots.sigma, "d_A": spots.d_A,
+            "ice": spots.ice, "lattice": explained_by, "h": hkl[:, 0], "k": hkl[:, 1],
+            "l": hkl[:, 2]}
+
+
+def lattice_record(n_spots: int, chance: float, T: np.ndarray, first: np.ndarray
+                   ) -> dict[str, Any]:
+    """One lattice of an answer: its spots, chance's, cell (Å, deg), real-space basis (rows
+    a, b, c in Å, lab frame: +z along the beam) and misorientation from the first lattice
+    (null when the two cells differ, as two crystal forms would)."""
+    from xray_platform.core.indexing import misorientation_deg
+    from xray_platform.core.lattice import cell_of
+
+    cell = cell_of(T)
+    same = np.allclose(cell_of(first), cell, rtol=0.03, atol=1.5)
+    return {"spots": int(n_spots), "chance": round(float(chance), 1),
+            "cell": [round(float(x), 2) for x in cell],
+            "basis_A": np.round(T, 3).tolist(),
+            "misorientation_deg": round(misorientation_deg(first, T), 3) if same else None}
 
 
 def key(prep: Preprocessing) -> tuple[int, float, str, float | None]:
@@ -200,16 +254,35 @@ def resolution(model: LoadedModel, x: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return out["d_A"], out["sigma_A"]
 
 
-def answer(prep: Prepared, p: float | None, d: float | None, sigma: float | None,
-           models: dict[str, dict], timings_ms: dict[str, float]) -> dict[str, Any]:
-    """The per-frame record of the API and of `xrp predict` (``models``: task -> describe())."""
+def lattice_p_multi(prep: Prepared, p_cnn: float | None) -> float | None:
+    """The lattice verdict of a frame: for a hit, P(two or more lattices) fused from its
+    indexing and the CNN's ``p_cnn`` (core/verdict.py; the CNN alone when the hit was not
+    indexed); a miss has none."""
+    if not prep.hit:
+        return None
+    if prep.indexing is None:
+        return p_cnn
+    from xray_platform.core.verdict import shipped
+
+    return shipped().p_multi(prep.indexing, p_cnn)
+
+
+def answer(prep: Prepared, p_cnn: float | None, d: float | None, sigma: float | None,
+           models: dict[str, dict], timings_ms: dict[str, float], with_spots: bool = False
+           ) -> dict[str, Any]:
+    """The per-frame record of the API and of `xrp predict` (``models``: task -> describe());
+    ``p_cnn``: the lattice model's P(multi); ``with_spots``: and a hit's spots (columns
+    SPOT_COLUMNS, null for misses)."""
+    p = lattice_p_multi(prep, p_cnn)
+    extra = {"spots": _spot_lists(prep.spots)} if with_spots else {}
     return {**prep.info, "hit": prep.hit, "n_spots": prep.n_spots,
             "n_spots_no_ice": prep.n_spots_no_ice, "ice": prep.ice,
             "ice_rings": prep.ice_rings,
-            "p_multi": None if p is None else round(float(p), 5),
-            "is_multi": None if p is None else bool(prep.hit and p >= P_MULTI_THRESHOLD),
-            # P(the lattice verdict is right): calibrated when the model is (core/calibration.py)
+            "p_multi": _round(p, 5),
+            "is_multi": None if p is None else bool(p >= P_MULTI_THRESHOLD),
+            # P(the lattice verdict is right): calibrated on validation shots (core/verdict.py)
             "confidence": None if p is None else round(float(max(p, 1.0 - p)), 5),
+            "p_multi_cnn": _round(p_cnn, 5) if prep.hit else None,
             "resolution_A": None if d is None else round(float(d), 4),
             "resolution_sigma_A": None if sigma is None else round(float(sigma), 4),
             "d_min_spots_A": _round(prep.d_min_spots_A),
@@ -219,37 +292,50 @@ def answer(prep: Prepared, p: float | None, d: float | None, sigma: float | None
             **_indexing_fields(prep.indexing),
             "models": {t: {k: m.get(k) for k in ("name", "version", "source")}
                        for t, m in models.items()},
-            "timings_ms": {k: round(v, 2) for k, v in {**prep.timings_ms, **timings_ms}.items()}}
+            "timings_ms": {k: round(v, 2) for k, v in {**prep.timings_ms, **timings_ms}.items()},
+            **extra}
+
+
+def _spot_lists(table: dict[str, np.ndarray] | None) -> dict[str, list] | None:
+    """A spot table as JSON lists (positions to 0.01 px, intensities to 0.1 counts)."""
+    if table is None:
+        return None
+    digits = {"fast_px": 2, "slow_px": 2, "intensity": 1, "sigma": 1, "d_A": 3}
+    return {c: (np.round(table[c], digits[c]) if c in digits else table[c]).tolist()
+            for c in SPOT_COLUMNS}
 
 
 def _indexing_fields(indexing: dict[str, Any] | None) -> dict[str, Any]:
-    """The answer's indexing fields (null: no cell given, or not a hit)."""
+    """The answer's indexing fields (null: a miss, or indexing turned off)."""
     if indexing is None:
-        return {"n_lattices_indexed": None, "lattices": None, "fraction_indexed": None}
+        return {"n_lattices_indexed": None, "lattices": None, "fraction_indexed": None,
+                "indexed_with_cell": None}
     return {"n_lattices_indexed": indexing["n_lattices"], "lattices": indexing["lattices"],
-            "fraction_indexed": indexing["fraction"]}
+            "fraction_indexed": indexing["fraction"], "indexed_with_cell": indexing["known_cell"]}
 
 
 def _round(v: float | None, digits: int = 4) -> float | None:
     return None if v is None else round(float(v), digits)
 
 
-def wants_resolution(prep: Prepared, p: float | None, always_resolution: bool) -> bool:
+def wants_resolution(prep: Prepared, p_cnn: float | None, always_resolution: bool) -> bool:
     """The routing rule: resolution for every hit, or (``always_resolution`` False) for the
-    hits the lattice model calls single-lattice."""
+    hits the lattice verdict (lattice_p_multi) calls single-lattice."""
     if not prep.hit:
         return False
+    p = lattice_p_multi(prep, p_cnn)
     return always_resolution or p is None or p < P_MULTI_THRESHOLD
 
 
 def predict_frames(frames: list[Frame], models: dict[str, LoadedModel],
                    always_resolution: bool = ALWAYS_RESOLUTION,
-                   cell: UnitCell | None = None) -> list[dict[str, Any]]:
+                   cell: UnitCell | None = None, index: bool = True,
+                   with_spots: bool = False) -> list[dict[str, Any]]:
     """The whole graph in one process (batch prediction, and the benchmark's in-process
-    reference): prepare (and with ``cell`` index every hit), classify all, regress the routed
-    ones."""
+    reference): prepare (and with ``index`` index every hit, with ``cell`` if given),
+    classify all, regress the routed ones."""
     preps = [m.prep for m in models.values()]
-    prepared = [prepare_frame(f, preps, cell=cell) for f in frames]
+    prepared = [prepare_frame(f, preps, cell=cell, index=index) for f in frames]
     ps: list[float | None] = [None] * len(frames)
     t_lat = t_res = 0.0
     if "lattice" in models and prepared:
@@ -268,5 +354,6 @@ def predict_frames(frames: list[Frame], models: dict[str, LoadedModel],
         t_res = 1e3 * (time.perf_counter() - t0) / len(todo)
     described = {t: m.describe() for t, m in models.items()}
     return [answer(p, ps[i], *ds[i], described,
-                   {"lattice_ms": t_lat, "resolution_ms": t_res if i in todo else 0.0})
+                   {"lattice_ms": t_lat, "resolution_ms": t_res if i in todo else 0.0},
+                   with_spots)
             for i, p in enumerate(prepared)]

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 
 from xray_platform.core.indexing import (
     MAX_D_A,
@@ -31,6 +32,7 @@ from xray_platform.core.indexing import (
     explains,
     spot_q,
 )
+from xray_platform.core.lattice import cell_of
 from xray_platform.core.spots import Spots
 from xray_platform.physics.geometry import Geometry
 from xray_platform.physics.panels import PanelGeometry
@@ -42,6 +44,10 @@ INDEX_TOL = 0.15  # |h - round(h)| in every index: a spot indexed by a basis
 #: 15): the cell's six free parameters bend it onto chance spots (17 of a 29-spot frame)
 MIN_SPOTS = 25
 SUPERCELL_MARGIN = 0.75  # a cell dividing the best's volume and indexing this fraction wins
+#: below this fraction of the spots indexed by the 1-D search's best triple, the best pairs
+#: are completed by third_vector's 2-D search too
+COMPLETE_FRACTION = 0.6
+THIRD_SPOTS = 150  # spots (nearest the beam) third_vector searches with
 
 
 @dataclass(frozen=True)
@@ -53,10 +59,7 @@ class FoundLattice:
     @property
     def cell(self) -> tuple[float, ...]:
         """a, b, c (Å), alpha, beta, gamma (degrees) of the reduced cell."""
-        a, b, c = self.T
-        ang = [math.degrees(math.acos(np.clip(x @ y / np.linalg.norm(x) / np.linalg.norm(y),
-                                              -1, 1))) for x, y in ((b, c), (a, c), (a, b))]
-        return (*np.linalg.norm(self.T, axis=1), *ang)
+        return cell_of(self.T)
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,10 @@ def candidate_vectors(q: np.ndarray, min_cell: float = MIN_CELL_A, max_cell: flo
     qmax = float(np.abs(q).max()) * 1.0001
     delta = 1.0 / (3.0 * max_cell)  # histogram bin (1/Å): a period of 1/max_cell spans 3
     n = int(math.ceil(2 * qmax / delta))
-    proj = (dirs @ q.T + qmax) / delta  # (directions, spots) in bins
-    rows = np.repeat(np.arange(len(dirs)), q.shape[0])
-    hist = np.zeros((len(dirs), n))
-    np.add.at(hist, (rows, np.minimum(proj.astype(int).ravel(), n - 1)), 1.0)
-    spectrum = np.abs(np.fft.rfft(hist, axis=1))
+    proj = np.clip(((dirs @ q.T + qmax) / delta).astype(np.int64), 0, n - 1)  # bins
+    flat = (np.arange(len(dirs))[:, None] * n + proj).ravel()
+    hist = np.bincount(flat, minlength=len(dirs) * n).reshape(len(dirs), n)
+    spectrum = np.abs(scipy.fft.rfft(hist.astype(np.float32), axis=1))
     lengths = np.arange(spectrum.shape[1]) / (n * delta)  # Å per frequency bin
     band = (lengths >= min_cell) & (lengths <= max_cell)
     best = np.argmax(np.where(band, spectrum, 0.0), axis=1)
@@ -131,17 +133,138 @@ def reduce_basis(T: np.ndarray) -> np.ndarray:
     return T if np.linalg.det(T) > 0 else T * np.array([[1], [1], [-1]])
 
 
+def refine_vector(t: np.ndarray, q: np.ndarray, tol: float = 0.2) -> np.ndarray:
+    """A real-space vector t fitted to the spots q: t . q = n (integers), by least squares over
+    ever wider resolution shells (a direction from a 1.5 deg grid puts a 2 Å spot's index a
+    whole order off along an 80 Å vector; near the beam it is right)."""
+    order = np.argsort(np.linalg.norm(q, axis=1))
+    for frac in (0.25, 0.5, 0.75, 1.0):
+        qs = q[order[:max(12, int(frac * len(q)))]]
+        x = qs @ t
+        ok = np.abs(x - np.round(x)) < tol
+        if ok.sum() < 6:
+            break
+        t = np.linalg.lstsq(qs[ok], np.round(x[ok]), rcond=None)[0]
+    return t
+
+
+def primitive(T: np.ndarray, q: np.ndarray, min_fraction: float = 0.95) -> np.ndarray:
+    """The basis of the smallest lattice containing T's that still indexes its spots: a
+    centred cell (C, I, F) found as a conventional one indexes only reflections whose indices
+    obey the centring condition n . h even, and its volume (twice or four times the
+    primitive's) lets random spots reach its predictions (ferritin's F cubic: 3.2 x chance)."""
+    halves = [np.array(n) for n in itertools.product((0, 1), repeat=3) if any(n)]
+    for _ in range(2):
+        ok = _indexed(T, q)
+        h = np.round(q[ok] @ T.T).astype(int)
+        if len(h) < 12:
+            break
+        for n in halves:
+            if np.mean((h @ n) % 2 == 0) >= min_fraction:
+                i = int(np.flatnonzero(n)[0])
+                T = T.copy()
+                T[i] = (n @ T) / 2.0  # (n . [a, b, c]) / 2 is a lattice vector: a new basis
+                break
+        else:
+            break
+    return T
+
+
+def third_vector(a: np.ndarray, b: np.ndarray, q: np.ndarray, min_height: float = 3.0,
+                 max_height: float = MAX_CELL_A) -> np.ndarray | None:
+    """The lattice vector c completing a and b: c = z n + u a + v b (n the unit normal of the
+    a, b plane, z the cell's height over it, u, v in [0, 1)) with c . q = z (n . q) + u h + v k
+    integer for the spots on a and b's rows (h = a . q, k = b . q integers). For each height
+    z the sum of exp(2 pi i c . q) over (u, v) is a 2-D Fourier transform of the spots'
+    phases at their integer (h, k): one FFT per height. Finds the third vector where the 1-D
+    search cannot: with c near the beam a still's spots all sit on a few layers l, and its
+    direction needs ~0.1 deg to index them (the real thaumatin hit)."""
+    n = np.cross(a, b)
+    n /= np.linalg.norm(n)
+    x, y = q @ a, q @ b
+    on = (np.abs(x - np.round(x)) < INDEX_TOL) & (np.abs(y - np.round(y)) < INDEX_TOL)
+    if on.sum() < 12:
+        return None
+    # the spots nearest the beam: the fewest heights and (h, k) to search; refine_vector
+    # extends c to the rest
+    on = np.flatnonzero(on)
+    on = on[np.argsort(np.linalg.norm(q[on], axis=1))[:THIRD_SPOTS]]
+    h, k, p = np.round(x[on]).astype(int), np.round(y[on]).astype(int), q[on] @ n
+    m = 1 << max(5, int(np.ceil(np.log2(2 * max(np.abs(h).max(), np.abs(k).max()) + 1))))
+    span = float(np.abs(p).max())
+    step = 0.2 / max(span, 1e-6)  # z changes c . q by <= 0.2
+    # heights below 2 / span leave c . q within +-2 of 0 for every spot: untested, trivially
+    # coherent; above it the spots' l span several orders
+    heights = np.arange(max(min_height, 2.0 / max(span, 1e-6)), max_height, step)
+    if not len(heights):
+        return None
+    cell = (h % m) * m + (k % m)
+    flat = (np.arange(len(heights))[:, None] * m * m + cell[None, :]).ravel()
+    phase = 2 * np.pi * heights[:, None] * p[None, :]
+    size = len(heights) * m * m
+    grid = (np.bincount(flat, np.cos(phase).ravel(), size) +
+            1j * np.bincount(flat, np.sin(phase).ravel(), size)).reshape(-1, m, m)
+    power = np.abs(scipy.fft.fft2(grid.astype(np.complex64))).reshape(len(heights), -1)
+    # F[u', v'] = sum w exp(-2 pi i (h u' + k v') / m): each height's best (u, v) = -(u', v')/m
+    iu, iv = np.unravel_index(np.argmax(power, axis=1), (m, m))
+    cs = heights[:, None] * n + ((-iu / m) % 1.0)[:, None] * a + ((-iv / m) % 1.0)[:, None] * b
+    # judged by the spots indexed beyond chance (2 INDEX_TOL of those it tests), not by the
+    # power: a short c leaves c . q near 0 for most spots, which the power counts as
+    # coherent; a spot tests height z only when |z (n . q)| >= 1/2. A supercell (height k z)
+    # indexes z's spots and more by chance: the best height's integer fractions that index
+    # nearly as many win.
+    lc = q[on] @ cs.T
+    tested = np.abs(heights[None, :] * p[:, None]) >= 0.5
+    count = ((np.abs(lc - np.round(lc)) < INDEX_TOL) & tested).sum(0) - \
+        2 * INDEX_TOL * tested.sum(0)
+    best = int(np.argmax(count))
+    ratio = heights[best] / heights
+    sub = (np.abs(ratio - np.round(ratio)) * heights < step) & (np.round(ratio) >= 2) & \
+        (count >= SUPERCELL_MARGIN * count[best])
+    c = cs[int(np.flatnonzero(sub)[0])] if sub.any() else cs[best]
+    c = refine_vector(c, q)  # (a fit to indices all 0 is the zero vector)
+    return c if np.isfinite(c).all() and np.linalg.norm(c) >= 0.5 * MIN_CELL_A else None
+
+
+def _pairs(vec: np.ndarray, q: np.ndarray, n: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ``n`` non-collinear pairs of candidate vectors that index the most spots together."""
+    scored = []
+    for i, j in itertools.combinations(range(len(vec)), 2):
+        cos = abs(vec[i] @ vec[j]) / (np.linalg.norm(vec[i]) * np.linalg.norm(vec[j]))
+        if cos < 0.95:
+            x, y = q @ vec[i], q @ vec[j]
+            both = (np.abs(x - np.round(x)) < INDEX_TOL) & (np.abs(y - np.round(y)) < INDEX_TOL)
+            scored.append((int(both.sum()), i, j))
+    return [(vec[i], vec[j]) for _, i, j in sorted(scored, reverse=True)[:n]]
+
+
+def _triples(bases: list[np.ndarray], q: np.ndarray) -> list[tuple[int, float, np.ndarray]]:
+    """(spots indexed, volume, basis) of the bases that are not (nearly) coplanar."""
+    out = []
+    for T in bases:
+        volume = abs(np.linalg.det(T))
+        if np.isfinite(volume) and volume > 0 and \
+                volume >= 0.1 * np.prod(np.linalg.norm(T, axis=1)):
+            out.append((int(_indexed(T, q).sum()), volume, T))
+    return out
+
+
 def find_basis(q: np.ndarray, n_candidates: int = 15) -> np.ndarray | None:
-    """The reduced basis (rows, Å) that indexes the most spots q, or None (too few spots)."""
+    """The reduced primitive basis (rows, Å) that indexes the most spots q, or None (too few
+    spots)."""
     if len(q) < 12:
         return None
-    vec = candidate_vectors(q)[:n_candidates]
-    triples = []  # (spots indexed, volume, basis)
-    for i, j, k in itertools.combinations(range(len(vec)), 3):
-        T = vec[[i, j, k]]
-        volume = abs(np.linalg.det(T))
-        if volume >= 0.1 * np.prod(np.linalg.norm(T, axis=1)):  # not (nearly) coplanar
-            triples.append((int(_indexed(T, q).sum()), volume, T))
+    vec = np.array([refine_vector(t, q) for t in candidate_vectors(q)[:n_candidates]])
+    vec = vec[np.isfinite(vec).all(1) & (np.linalg.norm(vec, axis=1) >= MIN_CELL_A)]
+    triples = _triples([vec[list(ijk)] for ijk in itertools.combinations(range(len(vec)), 3)],
+                       q)
+    if not triples or max(t[0] for t in triples) < COMPLETE_FRACTION * len(q):
+        # the 1-D search missed a vector (the third of a still's zone): complete the pairs
+        for a, b in _pairs(vec, q):
+            c = third_vector(a, b, q)
+            triples += _triples([np.stack([a, b, c])], q) if c is not None else []
+            if triples and max(t[0] for t in triples) >= COMPLETE_FRACTION * len(q):
+                break
     if not triples:
         return None
     # a supercell (n times the volume) indexes its cell's spots too, and a few more by chance:
@@ -150,7 +273,15 @@ def find_basis(q: np.ndarray, n_candidates: int = 15) -> np.ndarray | None:
     sub = [t for t in triples if t[0] >= SUPERCELL_MARGIN * most and
            abs(volume / t[1] - round(volume / t[1])) < 0.05]
     best = min(sub, key=lambda t: t[1])[2] if sub else best
-    return reduce_basis(_fit(reduce_basis(best), q))
+    T = _fit(reduce_basis(best), q)
+    T = _fit(reduce_basis(primitive(T, q)), q)
+    return reduce_basis(T) if _usable(T) else None
+
+
+def _usable(T: np.ndarray) -> bool:
+    """A basis of three finite, independent vectors (a fit to too few spots can collapse)."""
+    return bool(np.isfinite(T).all() and abs(np.linalg.det(T)) > 1e-3 * np.prod(
+        np.linalg.norm(T, axis=1)))
 
 
 def autoindex(spots: Spots, geom: Geometry | PanelGeometry, eps: float = 0.004,
@@ -169,7 +300,11 @@ def autoindex(spots: Spots, geom: Geometry | PanelGeometry, eps: float = 0.004,
         T = find_basis(spot_q(search, geom.wavelength_A))
         if T is None:
             break
-        T = reduce_basis(_fit(T, spot_q(rest, geom.wavelength_A)))
+        q_rest = spot_q(rest, geom.wavelength_A)
+        T = _fit(primitive(T, q_rest), q_rest)
+        if not _usable(T):
+            break
+        T = reduce_basis(T)
         edges = np.linalg.norm(T, axis=1)
         if edges.min() < 0.8 * MIN_CELL_A or edges.max() > 1.5 * MAX_CELL_A:
             break  # a fit gone astray (indices from a wrong basis), not a crystal

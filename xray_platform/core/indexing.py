@@ -45,6 +45,7 @@ MAX_DISTANCE_CHANGE = 0.03  # relative
 #: a lattice must explain this many times the spots chance would: the search (orientation
 #: candidates, beam centre and distance) lets random spots reach ~3 x (tests/unit/test_indexing)
 MIN_EXCESS = 4.0
+MIN_MARGIN = 10.0  # or this many Poisson sigma above chance (_significant)
 #: strongest spots the orientation search uses (all are matched afterwards)
 SEARCH_SPOTS = 400
 #: spots at lower resolution (beamstop halo, parasitic scatter) are left out (Å)
@@ -270,9 +271,12 @@ def chance(A: np.ndarray, spots: Spots, geom, d_min: float, eps: float, radius_m
 
 
 def _significant(n: int, expected: float, p: float = 1e-6, min_spots: int = 15) -> bool:
-    """n explained spots are more than chance: at least MIN_EXCESS x the ``expected`` by
-    chance and Poisson P(X >= n | expected) < p."""
-    if n < max(min_spots, MIN_EXCESS * expected):
+    """n explained spots are more than chance: Poisson P(X >= n | expected) < p, and at least
+    MIN_EXCESS x the ``expected`` by chance or, where chance is high (dense lattices: long
+    cells, wide mosaic), MIN_MARGIN sigma above it (the best of ~1e6 searched orientations of
+    a random lattice lies ~5 sigma above its mean)."""
+    if n < min_spots or n < min(MIN_EXCESS * expected,
+                                expected + MIN_MARGIN * math.sqrt(max(expected, 0.0))):
         return False
     from scipy.stats import poisson
 

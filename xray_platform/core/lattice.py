@@ -147,3 +147,12 @@ def angle_deg(U: np.ndarray, V: np.ndarray) -> float:
 def as_panels(geom: Geometry | PanelGeometry) -> PanelGeometry:
     """The geometry as panels (a flat detector: one panel)."""
     return geom if isinstance(geom, PanelGeometry) else panels_of(geom)
+
+
+def cell_of(T: np.ndarray) -> tuple[float, ...]:
+    """a, b, c (Å), alpha, beta, gamma (deg) of a real-space basis (rows a, b, c)."""
+    a, b, c = np.linalg.norm(T, axis=1)
+    G = T @ T.T
+    ang = [float(np.degrees(np.arccos(np.clip(G[i, j] / (n1 * n2), -1, 1))))
+           for i, j, n1, n2 in ((1, 2, b, c), (0, 2, a, c), (0, 1, a, b))]
+    return (float(a), float(b), float(c), *ang)

@@ -2,7 +2,7 @@
 with its type and meaning; units are in the names (_A: Å, _mm, _ms). The Serve app builds its
 OpenAPI model from ANSWER, `xrp predict --columns` prints TABLE, tests check both against what
 core/answer.py and orchestration/predict.py produce. Null (None, an empty cell) always means
-"not computed" (a miss has no resolution, no lattice model means no p_multi)."""
+"not computed" (a miss has no resolution and no lattice verdict)."""
 
 from __future__ import annotations
 
@@ -33,10 +33,13 @@ ANSWER: dict[str, tuple[Any, str]] = {
     "ice": (bool, "Hexagonal/cubic ice powder rings present (core/ice.py)."),
     "ice_rings": (list, "The ice rings seen: [{d_A, strength, z}], strongest first; strength "
                         "is the excess over the background in units of it."),
-    "p_multi": (float, "P(two or more lattices) from the lattice model (calibrated if its "
-                       "file says so); null without a lattice model."),
-    "is_multi": (bool, "A hit with p_multi >= 0.5; null when no lattice model answered."),
+    "p_multi": (float, "P(two or more lattices) of a hit: the lattices indexing found and "
+                       "the lattice model's p_multi_cnn, fused and calibrated on simulated "
+                       "validation shots (core/verdict.py); null for misses."),
+    "is_multi": (bool, "The lattice verdict: p_multi >= 0.5; null for misses."),
     "confidence": (float, "max(p_multi, 1 - p_multi): how likely the lattice verdict is right."),
+    "p_multi_cnn": (float, "The lattice model's own P(two or more lattices) (calibrated if its "
+                           "file says so); null for misses and without a lattice model."),
     "resolution_A": (float, "Visible resolution d_vis of a hit (Å, all lattices pooled) from "
                             "the resolution model; null for misses, and for multi-lattice hits "
                             "when only single-lattice hits were asked for."),
@@ -46,14 +49,26 @@ ANSWER: dict[str, tuple[Any, str]] = {
     "d_min_spots_sigma_A": (float, "Its uncertainty (Å)."),
     "resolution_disagrees": (bool, "resolution_A and d_min_spots_A differ by more than 2 "
                                    "combined sigma; null when one is missing."),
-    "n_lattices_indexed": (int, "Lattices of the given cell (--cell) that explain the hit's "
-                                "spots, each far above chance (core/indexing.py); null without "
-                                "a cell, and for misses."),
-    "lattices": (list, "Per lattice found by indexing: [{spots (it explains), chance (the "
-                       "same cell in random orientations would), misorientation_deg (from the "
-                       "first)}]."),
+    "n_lattices_indexed": (int, "Lattices that explain the hit's spots, each far above "
+                                "chance: of the given cell (--cell, core/indexing.py), else "
+                                "found from the spots alone (core/autoindex.py); null for "
+                                "misses."),
+    "lattices": (list, "Per lattice found by indexing, first found first: [{spots (it "
+                       "explains), chance (what the same cell in random orientations would), "
+                       "cell [a, b, c (Å), alpha, beta, gamma (deg)] (the reduced primitive "
+                       "cell without --cell), basis_A (rows a, b, c in Å, lab frame, +z "
+                       "along the beam), misorientation_deg (from the first; null when the "
+                       "cells differ)}]."),
     "fraction_indexed": (float, "Fraction of the hit's spots (full resolution, d <= 30 Å) the "
                                 "lattices explain."),
+    "indexed_with_cell": (bool, "Whether the hit was indexed with a given cell (--cell) or "
+                                "without one; null for misses."),
+    "spots": (dict, "Only when asked for (form field spots=true; `xrp predict --stream`): a "
+                    "hit's spots at full resolution (d <= 30 Å, brightest first) as columns: "
+                    "panel, fast_px, slow_px (pixel centres at integer indices), intensity "
+                    "and sigma (background-subtracted counts), d_A, ice (on an ice ring), "
+                    "lattice (the one that explains it, or -1), h, k, l (its indices in that "
+                    "lattice; 0 0 0 when unexplained); null for misses."),
     "models": (dict, "task -> {name, version, source} of the models that answered."),
     "timings_ms": (dict, "Milliseconds per step (decode, grid, hit finder, ice, d_min, models, "
                          "total)."),
@@ -70,7 +85,7 @@ _TABLE_ONLY = {
     "ice_ms": "Ice-ring test (ms).",
     "d_min_spots_ms": "Classical d_min (ms).",
     "spots_ms": "Spots at full resolution, for indexing (ms).",
-    "indexing_ms": "Known-cell indexing (ms).",
+    "indexing_ms": "Indexing, with or without a cell (ms).",
     "lattice_spots": "Spots each indexed lattice explains, space-separated, first found first.",
     "lattice_ms": "Lattice model, per frame of its batch (ms).",
     "resolution_ms": "Resolution model, per frame of its batch (ms).",
@@ -78,7 +93,8 @@ _TABLE_ONLY = {
     "resolution_model": "The resolution model that answered.",
     "error": "Why the frame has no answer (unreadable file, geometry out of range); else empty.",
 }
-_NOT_IN_TABLE = {"beam_center_px", "shape", "ice_rings", "lattices", "models", "timings_ms"}
+_NOT_IN_TABLE = {"beam_center_px", "shape", "ice_rings", "lattices", "models", "timings_ms",
+                 "spots"}
 
 TABLE: dict[str, str] = {**{k: d for k, (_, d) in ANSWER.items() if k not in _NOT_IN_TABLE},
                          **_TABLE_ONLY}

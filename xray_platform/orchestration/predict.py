@@ -6,6 +6,7 @@ Callers run :func:`xray_platform.orchestration.env.prepare_ray_env` before impor
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,11 +20,14 @@ from xray_platform.core.schema import ALWAYS_RESOLUTION
 COLUMNS = ["file", "frame", "format", "detector", "wavelength_A", "distance_mm",
            "pixel_size_mm", "beam_center_x_px", "beam_center_y_px", "hit", "n_spots",
            "n_spots_no_ice", "ice", "ice_rings_A", "p_multi", "is_multi", "confidence",
-           "resolution_A", "resolution_sigma_A", "d_min_spots_A", "d_min_spots_sigma_A",
-           "resolution_disagrees", "n_lattices_indexed", "lattice_spots", "fraction_indexed",
-           "decode_ms", "grid_ms", "hitfinder_ms", "ice_ms", "d_min_spots_ms", "spots_ms",
-           "indexing_ms", "lattice_ms", "resolution_ms", "lattice_model", "resolution_model",
-           "error"]
+           "p_multi_cnn", "resolution_A", "resolution_sigma_A", "d_min_spots_A",
+           "d_min_spots_sigma_A", "resolution_disagrees", "n_lattices_indexed",
+           "lattice_spots", "fraction_indexed", "indexed_with_cell", "decode_ms", "grid_ms",
+           "hitfinder_ms", "ice_ms", "d_min_spots_ms", "spots_ms", "indexing_ms", "lattice_ms",
+           "resolution_ms", "lattice_model", "resolution_model", "error"]
+
+#: the extra row key holding a frame's whole answer (predict_files with_spots)
+ANSWER_JSON = "answer_json"
 
 
 def _flat(rec: dict[str, Any]) -> dict[str, Any]:
@@ -50,14 +54,15 @@ class PredictFrames:
     """Ray Data UDF (an actor holds the models): rows {path, frame} -> table rows."""
 
     def __init__(self, specs: dict[str, str], mlflow_uri: str | None, overrides: dict,
-                 always_resolution: bool, cell: tuple[float, ...] | None = None) -> None:
+                 always_resolution: bool, cell: tuple[float, ...] | None = None,
+                 with_spots: bool = False) -> None:
         import torch
 
         from xray_platform.tracking.resolve import load
 
         torch.set_num_threads(1)
         self.models = {t: load(t, s, mlflow_uri) for t, s in specs.items()}
-        self.overrides, self.always = overrides, always_resolution
+        self.overrides, self.always, self.with_spots = overrides, always_resolution, with_spots
         self.cell = None
         if cell is not None:
             from xray_platform.core.indexing import as_cell
@@ -94,7 +99,8 @@ class PredictFrames:
         frames, errors, order = self._read(batch)
         recs: list[dict[str, Any]] = [{} for _ in batch["path"]]
         try:
-            done = predict_frames(frames, self.models, self.always, self.cell)
+            done = predict_frames(frames, self.models, self.always, self.cell,
+                                  with_spots=self.with_spots)
         except (ValueError, RuntimeError) as e:  # e.g. a frame the models cannot take
             done = [{"file": f.path, "frame": f.index, "error": str(e)} for f in frames]
         for (i, decode_ms), rec in zip(order, done, strict=True):
@@ -103,16 +109,21 @@ class PredictFrames:
         for i, rec in errors.items():
             recs[i] = rec
         rows = [_flat(r) for r in recs]
-        return {c: [r[c] for r in rows] for c in COLUMNS}
+        out = {c: [r[c] for r in rows] for c in COLUMNS}
+        if self.with_spots:  # whole answers with spots, for reports/crystfel_stream
+            out[ANSWER_JSON] = [json.dumps(r) for r in recs]
+        return out
 
 
 def predict_files(items: list[tuple[Path, int]], specs: dict[str, str],
                   mlflow_uri: str | None = None, *, overrides: dict | None = None,
                   always_resolution: bool = ALWAYS_RESOLUTION, batch_size: int = 4,
                   concurrency: int = 1, address: str | None = None,
-                  cell: tuple[float, ...] | None = None,
+                  cell: tuple[float, ...] | None = None, with_spots: bool = False,
                   on_progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
-    """The table rows, in input order (``cell``: a,b,c,alpha,beta,gamma to index every hit)."""
+    """The table rows, in input order (``cell``: a,b,c,alpha,beta,gamma to index every hit;
+    ``with_spots``: each row also holds its whole answer, spots included, as JSON under
+    ANSWER_JSON)."""
     from xray_platform.orchestration.env import init_ray
 
     init_ray(address)
@@ -124,11 +135,13 @@ def predict_files(items: list[tuple[Path, int]], specs: dict[str, str],
                         num_cpus=1, fn_constructor_kwargs={
                             "specs": specs, "mlflow_uri": mlflow_uri,
                             "overrides": overrides or {},
-                            "always_resolution": always_resolution, "cell": cell})
+                            "always_resolution": always_resolution, "cell": cell,
+                            "with_spots": with_spots})
     rows: list[dict[str, Any]] = []
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
         n = len(batch["file"])
-        rows.extend({c: _scalar(batch[c][k]) for c in COLUMNS} for k in range(n))
+        keys = COLUMNS + ([ANSWER_JSON] if with_spots else [])
+        rows.extend({c: _scalar(batch[c][k]) for c in keys} for k in range(n))
         if on_progress:
             on_progress(len(rows), len(items))
     index = {(r["file"], r["frame"]): r for r in rows}
@@ -146,9 +159,9 @@ def _scalar(v: Any) -> Any:
 
 def confident_rows(rows: list[dict[str, Any]], min_confidence: float) -> list[dict[str, Any]]:
     """The rows whose lattice verdict has at least ``min_confidence`` (unreadable frames stay:
-    their error says why they have no answer)."""
-    return [r for r in rows
-            if r.get("error") or (r.get("confidence") or 0.0) >= min_confidence]
+    their error says why they have no answer; misses stay: they have no lattice verdict)."""
+    return [r for r in rows if r.get("error") or r.get("hit") is False
+            or (r.get("confidence") or 0.0) >= min_confidence]
 
 
 def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
@@ -160,7 +173,7 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
     df = pd.DataFrame(rows, columns=COLUMNS)
     for c in ("frame", "n_spots", "n_spots_no_ice", "n_lattices_indexed"):  # ints beside nulls
         df[c] = df[c].astype("Int64")
-    for c in ("hit", "is_multi", "ice", "resolution_disagrees"):
+    for c in ("hit", "is_multi", "ice", "resolution_disagrees", "indexed_with_cell"):
         df[c] = df[c].astype("boolean")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".parquet":

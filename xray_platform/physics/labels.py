@@ -9,6 +9,11 @@
   d_vis = 1 / (98th percentile of 1/d over detectable reflections, all lattices pooled).
 - ``hit`` = at least 15 detectable reflections. Blanks and misses have d_vis = NaN.
 - ``n_lattices``, ``is_multi`` = n_lattices >= 2, misorientation angle(s) in degrees.
+- ``n_lattices_visible``: the lattices with at least MIN_VISIBLE_REFLECTIONS detectable
+  reflections; ``is_multi_visible`` = n_lattices_visible >= 2. A second lattice with three
+  reflections is invisible to any method (as d_vis is what a spot finder can see, this is what
+  an indexer can): the lattice verdict is judged on shots whose label is visible,
+  ``lattice_visible`` = (is_multi_visible == is_multi), and reported on all.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ SPOT_BOX_PX = 7
 MIN_I_OVER_SIGMA = 3.0
 #: A shot is a hit when at least this many reflections are detectable.
 MIN_HIT_SPOTS = 15
+#: A lattice is visible with this many detectable reflections (benchmarks/lattice_verdict.py
+#: measures how often indexing finds a lattice against its detectable reflections)
+MIN_VISIBLE_REFLECTIONS = 10
 #: d_vis is the resolution at this percentile of 1/d over detectable reflections.
 D_VIS_PERCENTILE = 98.0
 
@@ -96,3 +104,11 @@ def lattice_labels(n_lattices: int) -> dict:
     if n_lattices < 0:
         raise ValueError(f"n_lattices must be >= 0, got {n_lattices}")
     return {"n_lattices": int(n_lattices), "is_multi": bool(n_lattices >= 2)}
+
+
+def visibility_labels(n_detectable_per_lattice: list[int]) -> dict:
+    """``n_lattices_visible``, ``is_multi_visible`` and ``lattice_visible`` (module doc)."""
+    n = len(n_detectable_per_lattice)
+    seen = sum(int(k) >= MIN_VISIBLE_REFLECTIONS for k in n_detectable_per_lattice)
+    return {"n_lattices_visible": seen, "is_multi_visible": seen >= 2,
+            "lattice_visible": (seen >= 2) == (n >= 2)}

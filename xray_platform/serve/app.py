@@ -426,7 +426,9 @@ class Ingress:
                                               "axis (pixels)."),
         cell: str | None = Form(None, description="The crystal's cell a,b,c,alpha,beta,gamma "
                                 "(Å, deg): a hit's spots are indexed with it (n_lattices_indexed, "
-                                "lattices, fraction_indexed)."),
+                                "lattices, fraction_indexed); without it, from the spots alone."),
+        spots: bool = Form(False, description="Also answer a hit's spots and the lattice "
+                           "and indices of each (the answer's spots field)."),
     ) -> JSONResponse:
         """One frame -> hit, p_multi, is_multi, resolution_A and sigma (Å), versions, timings.
         What was not computed is null. Errors: {"error", "status", "id"} (ErrorBody)."""
@@ -440,7 +442,7 @@ class Ingress:
             unit_cell = _form_cell(cell)
             return await asyncio.wait_for(
                 self._answer(pieces, file.filename, frame, over, always_resolution, t0,
-                             unit_cell),
+                             unit_cell, spots),
                 timeout=serve_config.LIMITS["seconds"])
         except BadInput as e:
             return _error(e)
@@ -452,7 +454,8 @@ class Ingress:
 
     async def _answer(self, pieces: list, filename: str | None, frame: int, over: dict,
                       always_resolution: bool, t0: float,
-                      cell: tuple[float, ...] | None = None) -> JSONResponse:
+                      cell: tuple[float, ...] | None = None, spots: bool = False
+                      ) -> JSONResponse:
         from xray_platform.core.answer import answer, input_key, wants_resolution
 
         prepared = await _call(self.pre, pieces, filename, frame, over, cell)
@@ -475,7 +478,8 @@ class Ingress:
         t3 = time.perf_counter()
         return JSONResponse(answer(prepared, p, d, s, self.models, {
             "preprocess_total_ms": 1e3 * (t1 - t0), "lattice_ms": 1e3 * (t2 - t1),
-            "resolution_ms": 1e3 * (t3 - t2), "total_ms": 1e3 * (time.perf_counter() - t0)}))
+            "resolution_ms": 1e3 * (t3 - t2), "total_ms": 1e3 * (time.perf_counter() - t0)},
+            with_spots=spots))
 
 
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:
