@@ -1,7 +1,7 @@
 r"""Fit the lattice verdict (core/verdict.py) on simulated validation hits and write its
 coefficients (the zoo ships them as xray_platform/zoo/lattice_verdict.json).
 
-    python jobs/fit_verdict.py                      # 240 shots of zoo-lattice@2026.12, seed 1
+    python jobs/fit_verdict.py                      # 600 shots of zoo-lattice@2026.12, seed 1
     python jobs/fit_verdict.py --shots 40 --out /tmp/verdict.json --cache /tmp/verdict
 
 The validation shots (seed 1: the lattice model's own validation seed, never a training or
@@ -30,7 +30,7 @@ PRESET, SEED = "zoo-lattice@2026.12", 1
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shots", type=int, default=240, help="validation shots (default 240)")
+    ap.add_argument("--shots", type=int, default=600, help="validation shots (default 600)")
     ap.add_argument("--cache", type=Path, default=ROOT / "data" / "verdict",
                     help="folder of the cached rows (default data/verdict)")
     ap.add_argument("--out", type=Path, default=VERDICT_FILE, help="the coefficients file")

@@ -180,8 +180,8 @@ def test_a_cell_indexes_the_hit_by_form_and_through_xrp_watch_server(service,
 def test_real_miss_is_not_a_hit(service) -> None:
     body = _post(service, "thau_3_2_0017.cbf.bz2",
                  (REAL / "thau_3_2_0017.cbf.bz2").read_bytes()).json()
-    assert body["hit"] is False and body["is_multi"] is False
-    assert body["resolution_A"] is None
+    assert body["hit"] is False and body["resolution_A"] is None
+    assert body["is_multi"] is None and body["p_multi"] is None  # a miss: no lattice verdict
 
 
 def test_simulated_frames_and_npy_with_geometry(service, tmp_path: Path) -> None:
@@ -443,7 +443,9 @@ def test_xrp_predict_writes_a_per_image_table(service, tmp_path: Path) -> None:
     assert real.count("--- Begin crystal") >= 2 and "Cell parameters 5.7" in real
     from xray_platform.live.store import RunStore  # the same answers in the run store
 
-    stored = RunStore(f"sqlite:///{tmp_path}/runs.db").answers("batch")
+    rs = RunStore(f"sqlite:///{tmp_path}/runs.db")
+    stored = rs.answers("batch")
+    assert rs.info(rs.run("batch")["id"])["cell"] == [57.8, 57.8, 150.2, 90, 90, 90]
     assert sorted((Path(a["file"]).name, a["frame"]) for a in stored) == sorted(
         (Path(x["file"]).name, int(x["frame"])) for x in rows)
     by = {(Path(x["file"]).name, int(x["frame"])): x for x in rows}

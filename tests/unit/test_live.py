@@ -113,10 +113,14 @@ def test_the_runs_commands(tmp_path: Path) -> None:
     run = store.open_run("r", "folder:/x")
     store.add(run, [{"file": "/x/a.cbf", "frame": 0, "hit": True, "n_spots": 30,
                      "resolution_A": 2.1}])
+    assert store.info(run) == {}
+    store.set_info(run, cell=[57.8, 57.8, 150.2, 90, 90, 90])  # what --cell keeps
+    store.set_info(run, source_note="x")  # merged, not replaced
+    assert store.info(run)["cell"][2] == 150.2 and store.info(run)["source_note"] == "x"
     url = f"sqlite:///{tmp_path}/runs.db"
     assert "r" in xrp_here("runs", "list", "--store", url).stdout
     out = xrp_here("runs", "show", "r", "--store", url).stdout
-    assert "1 frames, 1 hits" in out and "2.10" in out
+    assert "1 frames, 1 hits" in out and "2.10" in out and "cell 57.8/57.8/150.2/90/90/90" in out
     r = xrp_here("runs", "export", "r", "--out", str(tmp_path / "r.csv"), "--store", url)
     assert r.returncode == 0 and "a.cbf" in (tmp_path / "r.csv").read_text()
     r = xrp_here("runs", "show", "nope", "--store", url)

@@ -221,6 +221,8 @@ def predict(
     if min_confidence is not None and "lattice" not in pinned:
         fail("--min-confidence needs a lattice model (its p_multi is the confidence)")
     target = _open_run(store, run, paths) if run is not None else None
+    if target is not None and unit_cell is not None:  # the cell is kept with the run
+        target[0].set_info(target[1], cell=list(unit_cell))
     from xray_platform.orchestration.predict import confident_rows, predict_files, write_table
 
     t0 = time.perf_counter()

@@ -123,6 +123,7 @@ def watch(
             models = partial(predict_frames, models=models, cell=as_cell(unit_cell))
     rs = _store(store)
     name = run or (_stream_name(source) if is_stream else folder.resolve().name)
+    info = {"cell": list(unit_cell)} if unit_cell is not None else None  # kept with the run
     update = _printer(name)
     if ui is not None:
         _serve_page(rs.url, ui_host, ui, name, page_key)
@@ -134,13 +135,14 @@ def watch(
 
             s = watch_stream(source, rs, name, models, max_queue=max_backlog,
                              exit_after_series=exit_after_series,
-                             exit_when_idle_s=exit_when_idle, raster=raster, on_update=update)
+                             exit_when_idle_s=exit_when_idle, raster=raster, on_update=update,
+                             info=info)
         else:
             s = watch_folder(folder, rs, name, models, poll_s=poll_s, settle_s=settle_s,
                              overrides={"geometry": geom} if geom else None,
                              give_up_s=give_up_s, max_backlog=max_backlog,
                              exit_when_idle_s=exit_when_idle, raster=raster, on_update=update,
-                             allow_links_outside=allow_links_outside)
+                             allow_links_outside=allow_links_outside, info=info)
     except ValueError as e:
         fail(str(e))
     except KeyboardInterrupt:
@@ -258,10 +260,13 @@ def runs_show(run: str = typer.Argument(..., help="The run's name."),
     except ValueError as e:
         fail(str(e))
     res = [a["resolution_A"] for a in answers if a.get("resolution_A") is not None]
+    cell = rs.info(r["id"]).get("cell")
     console.print(f"{run}: {r['source']}; {r['frames']} frames, {r['hits']} hits, "
                   f"{r['errors']} unreadable, {r['dropped']} dropped"
                   + (f"; resolution median {np.median(res):.2f} Å, best {min(res):.2f} Å"
-                     if res else ""), highlight=False)
+                     if res else "")
+                  + (f"; cell {'/'.join(f'{x:g}' for x in cell)} (Å, deg)" if cell else ""),
+                  highlight=False)
     t = Table()
     for c in ("file", "frame", "hit", "spots", "ice", "p_multi", "resolution (Å)",
               "d_min spots (Å)", "error"):

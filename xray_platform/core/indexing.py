@@ -46,6 +46,8 @@ MAX_DISTANCE_CHANGE = 0.03  # relative
 #: candidates, beam centre and distance) lets random spots reach ~3 x (tests/unit/test_indexing)
 MIN_EXCESS = 4.0
 MIN_MARGIN = 10.0  # or this many Poisson sigma above chance (_significant)
+#: orientation candidates (the most spots on integer indices first) matched by prediction
+CANDIDATES = 4
 #: strongest spots the orientation search uses (all are matched afterwards)
 SEARCH_SPOTS = 400
 #: spots at lower resolution (beamstop halo, parasitic scatter) are left out (Å)
@@ -306,6 +308,7 @@ def _refine_geometry(U: np.ndarray, cell: UnitCell, spots: Spots, geom: Geometry
     thaumatin hit on a geometry that explains half as many spots.)"""
     U, hit = _explained(U, cell, spots, geom, d_min, eps, radius)
     best, start = hit.sum(), geom
+    B, r_mm = cell.B(), _radius_mm(geom, radius)
     for step in (2.0, 1.0, 0.5):
         moved = True
         while moved:
@@ -317,9 +320,12 @@ def _refine_geometry(U: np.ndarray, cell: UnitCell, spots: Spots, geom: Geometry
                                 distance_mm=geom.distance_mm + dd)
                 if not _within(trial, start):
                     continue
-                U2, hit2 = _explained(U, cell, _moved(spots, trial), trial, d_min, eps, radius)
-                if hit2.sum() > best:
-                    U, geom, best, moved = U2, trial, hit2.sum(), True
+                # a trial keeps the orientation (one prediction); an accepted one refits it
+                n = int(explains(U @ B, _moved(spots, trial), trial, d_min, eps, r_mm).sum())
+                if n > best:
+                    U, hit = _explained(U, cell, _moved(spots, trial), trial, d_min, eps,
+                                        radius)
+                    geom, best, moved = trial, max(n, int(hit.sum())), True
     return U, geom, _moved(spots, geom)
 
 
@@ -353,9 +359,9 @@ def index_spots(spots: Spots, geom: Geometry | PanelGeometry,
                                         geom.wavelength_A)
         if not candidates:
             break
-        # the candidate whose predicted spots explain the most
+        # of the candidates that index the most spots, the one whose predictions explain most
         U, hit = max((_explained(U, cell, rest, geom, d_min, eps, radius_px)
-                      for U in candidates), key=lambda t: t[1].sum())
+                      for U in candidates[:CANDIDATES]), key=lambda t: t[1].sum())
         if not found and refine_geometry and isinstance(geom, Geometry):
             U, geom, spots = _refine_geometry(U, cell, spots, geom, d_min, eps, radius_px)
             rest = spots  # no lattice yet: every spot is left

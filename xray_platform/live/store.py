@@ -60,6 +60,14 @@ LIVE = sa.Table(
     sa.Column("updated", sa.Float, nullable=False),
 )
 
+#: what a run was asked with, beside its answers (the crystal's cell of --cell): JSON, a table
+#: of its own (older stores gain it on open)
+RUN_INFO = sa.Table(
+    "run_info", _meta,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("info", sa.Text, nullable=False),
+)
+
 
 def absolute_store_url(url: str | None) -> str:
     """The URL with a relative SQLite path made absolute (a Serve replica's working folder
@@ -159,6 +167,29 @@ class RunStore:
             return int(c.execute(RUNS.insert().values(name=name, source=source, started=now,
                                                       updated=now, dropped=0)
                                  ).inserted_primary_key[0])
+
+    def set_info(self, run_id: int, **info: Any) -> None:
+        """Record what the run was asked with (merged into what it holds: a resumed run
+        asked with another cell keeps the latest)."""
+        with self.engine.begin() as c:
+            row = c.execute(sa.select(RUN_INFO.c.info).where(RUN_INFO.c.run_id == run_id)
+                            ).first()
+            merged = json.dumps({**(json.loads(row[0]) if row else {}), **_clean(info)})
+            if row is None:
+                c.execute(RUN_INFO.insert().values(run_id=run_id, info=merged))
+            else:
+                c.execute(RUN_INFO.update().where(RUN_INFO.c.run_id == run_id)
+                          .values(info=merged))
+
+    def info(self, run_id: int) -> dict[str, Any]:
+        """What the run was asked with (set_info), {} when nothing (or a store opened
+        read-only from before the table existed)."""
+        if not sa.inspect(self.engine).has_table(RUN_INFO.name):
+            return {}
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(RUN_INFO.c.info).where(RUN_INFO.c.run_id == run_id)
+                            ).first()
+        return json.loads(row[0]) if row else {}
 
     def answered(self, run_id: int) -> set[tuple[str, int]]:
         """(file, frame) of every frame the run already holds."""

@@ -144,12 +144,15 @@ def watch_stream(url: str, store: RunStore, run: str, models: dict, *, max_queue
                  batch: int = 8, exit_after_series: int | None = None,
                  exit_when_idle_s: float | None = None, raster: dict | None = None,
                  thumb_every_s: float = 1.0,
-                 on_update: Callable[[StreamStats], None] | None = None) -> StreamStats:
+                 on_update: Callable[[StreamStats], None] | None = None,
+                 info: dict | None = None) -> StreamStats:
     """Follow the stream at ``url`` until ``exit_after_series`` series have ended and every
     image is answered, or no image came for ``exit_when_idle_s`` (None: until interrupted)."""
     rx = Receiver(url, max_queue)  # a bad address fails before the store gets a run
     try:
         run_id = store.open_run(run, f"stream:{url}")
+        if info:
+            store.set_info(run_id, **info)
     except ValueError:
         rx.close()
         raise

@@ -163,7 +163,8 @@ def watch_folder(folder: Path, store: RunStore, run: str, models: dict, *,
                  give_up_s: float = 60.0, max_backlog: int = 1000, batch: int = 8,
                  exit_when_idle_s: float | None = None, raster: dict | None = None,
                  thumb_every_s: float = 1.0, allow_links_outside: bool = False,
-                 on_update: Callable[[WatchStats], None] | None = None) -> WatchStats:
+                 on_update: Callable[[WatchStats], None] | None = None,
+                 info: dict | None = None) -> WatchStats:
     """Follow ``folder`` until idle for ``exit_when_idle_s`` (None: until interrupted);
     ``raster`` ({"rows", "cols", "snake"}) tells the live page the run is a grid scan. Symbolic
     links and HDF5 links (external, virtual data sets) are followed only inside ``folder``
@@ -174,6 +175,8 @@ def watch_folder(folder: Path, store: RunStore, run: str, models: dict, *,
     if not allow_links_outside:
         overrides = {**(overrides or {}), "links_inside": folder}
     run_id = store.open_run(run, f"folder:{folder}")
+    if info:
+        store.set_info(run_id, **info)
     if raster:
         store.set_live(run_id, raster=raster)
     done = store.answered(run_id)
