@@ -84,8 +84,9 @@ def model_specs(lattice_model: str | None, resolution_model: str | None) -> dict
 CellOption = Annotated[str | None, typer.Option(
     "--cell", help="The crystal's unit cell, a,b,c,alpha,beta,gamma (Å, degrees; a,b,c for "
     "90-degree angles): every hit's spots are indexed with it (n_lattices_indexed, lattices, "
-    "fraction_indexed; ~1-8 s per hit today). Without it each hit is indexed from its spots "
-    "alone (~0.2-1 s), and the lattice verdict fuses the lattices found with the CNN.")]
+    "fraction_indexed; ~0.2-0.7 s per hit, more with several lattices), and the cell is kept "
+    "with a --run. Without it each hit is indexed from its spots alone (~0.1-0.5 s); either "
+    "way the lattice verdict fuses the lattices found with the CNN.")]
 
 
 def cell_option(text: str | None) -> tuple[float, ...] | None:

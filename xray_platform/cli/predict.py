@@ -152,7 +152,7 @@ def predict(
     always_resolution: bool = typer.Option(
         ALWAYS_RESOLUTION, "--always-resolution/--single-lattice-only",
         help="Regress the resolution of every hit (d_vis pools all lattices, design.md), or "
-             "only of hits the lattice model calls single-lattice."),
+             "only of hits the lattice verdict (indexing and the CNN) calls single-lattice."),
     wavelength_a: float | None = typer.Option(None, "--wavelength", help="Override: "
                                               "wavelength (Å) for files with wrong or missing "
                                               "headers (and .npy)."),

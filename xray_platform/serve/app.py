@@ -415,7 +415,7 @@ class Ingress:
         file: UploadFile = File(..., description="A detector file (one frame is answered)."),
         frame: int = Form(0, description="Frame index in multi-frame files (HDF5, .npy)."),
         always_resolution: bool = Form(ALWAYS_RESOLUTION, description="Regress every hit "
-                                       "(false: only hits the lattice model calls "
+                                       "(false: only hits the lattice verdict calls "
                                        "single-lattice)."),
         wavelength_A: float | None = Form(None, description="Override: wavelength (Å)."),
         distance_mm: float | None = Form(None, description="Override: distance (mm)."),
