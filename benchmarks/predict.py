@@ -83,14 +83,16 @@ def run_predict(folder: Path, models: dict[str, str], out: Path) -> dict[str, fl
     if r.returncode:
         raise SystemExit(r.stdout[-2000:] + r.stderr[-2000:])
     rows = list(csv.DictReader(out.open()))
-    res = {"frames": len(rows), "wall_s": wall, "frames_per_s": len(rows) / wall}
+    res = {"frames": len(rows), "hits": sum(x["hit"] == "True" for x in rows), "wall_s": wall,
+           "frames_per_s": len(rows) / wall}
     # every step of the per-frame answer (orchestration/predict.py's timing columns)
-    steps = ("decode_ms", "grid_ms", "hitfinder_ms", "ice_ms", "d_min_spots_ms", "lattice_ms",
-             "resolution_ms")
+    steps = ("decode_ms", "grid_ms", "hitfinder_ms", "ice_ms", "d_min_spots_ms", "spots_ms",
+             "indexing_ms", "lattice_ms", "resolution_ms")
     for k in steps:
         vals = [float(x[k]) for x in rows if x[k]]
-        res[f"{k} p50"] = statistics.median(vals)
-        res[f"{k} max"] = max(vals)
+        if vals:  # spots and indexing: hits only
+            res[f"{k} p50"] = statistics.median(vals)
+            res[f"{k} max"] = max(vals)
     per_frame = [sum(float(x[k]) for k in steps if x[k]) for x in rows]
     res["steady ms per frame (sum of the steps)"] = statistics.median(per_frame)
     res["steady frames/s (1 core)"] = 1e3 / statistics.median(per_frame)
