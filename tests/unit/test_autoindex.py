@@ -127,3 +127,30 @@ def test_the_third_vector_of_a_zone_is_found_from_two() -> None:
     found = np.stack([T[0], T[1], c])
     assert abs(np.linalg.det(found)) == pytest.approx(abs(np.linalg.det(T)), rel=0.01)
     assert _indexed(found, q).mean() > 0.95
+
+
+def test_a_strong_single_crystal_is_one_lattice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A simulated glucose isomerase still with ~4,000 spots (one lattice): its partials and
+    leftovers are its own, not turned copies of it (MOSAIC_EPS, MIN_RELATIVE); without those
+    two rules the same spots give further lattices."""
+    from dataclasses import replace
+
+    from xray_platform.core import autoindex as ai
+    from xray_platform.core.verdict_data import simulated_frame
+    from xray_platform.physics.presets import preset
+    from xray_platform.physics.simulate import simulate
+
+    p0 = preset("resmos2").with_detector("pilatus6m")
+    first = p0.params(1, 0)  # benchmarks/predict.py's one-geometry set, its shot 11
+    p = replace(p0.params(1, 11), distance_mm=first.distance_mm,
+                wavelength_A=first.wavelength_A, beam_center_px=first.beam_center_px,
+                beamstop=first.beamstop)
+    assert p.n_lattices == 1 and p.crystal_form == "glucose_isomerase"
+    frame = simulated_frame(p, simulate(p, full_frame=True).frame)
+    geom = frame.geometry()
+    spots = SpotFinder().find(frame.image, geom)
+    assert len(spots) > 3000
+    assert autoindex(spots, geom).n_lattices == 1
+    monkeypatch.setattr(ai, "MIN_RELATIVE", 0.0)
+    monkeypatch.setattr(ai, "MOSAIC_EPS", 1.0)
+    assert autoindex(spots, geom).n_lattices > 1

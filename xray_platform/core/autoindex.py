@@ -25,6 +25,7 @@ import scipy.fft
 
 from xray_platform.core.indexing import (
     MAX_D_A,
+    MIN_RELATIVE,
     SEARCH_SPOTS,
     _hemisphere,
     _significant,
@@ -48,6 +49,9 @@ SUPERCELL_MARGIN = 0.75  # a cell dividing the best's volume and indexing this f
 #: are completed by third_vector's 2-D search too
 COMPLETE_FRACTION = 0.6
 THIRD_SPOTS = 150  # spots (nearest the beam) third_vector searches with
+#: a lattice found also takes the spots its predictions explain at this x the Ewald
+#: tolerance before further lattices are searched (its partial reflections)
+MOSAIC_EPS = 3.0
 
 
 @dataclass(frozen=True)
@@ -293,6 +297,7 @@ def autoindex(spots: Spots, geom: Geometry | PanelGeometry, eps: float = 0.004,
     radius = radius_px * geom.pixel_mm
     left, by = np.ones(len(spots), bool), np.full(len(spots), -1)
     found: list[FoundLattice] = []
+    first = 0
     while len(found) < max_lattices and left.sum() >= 15:
         rest = spots.subset(left)
         search = rest.subset(~rest.ice)
@@ -311,8 +316,13 @@ def autoindex(spots: Spots, geom: Geometry | PanelGeometry, eps: float = 0.004,
         A = np.linalg.inv(T)  # q = A h
         hit = explains(A, rest, geom, d_min, eps, radius)
         expected = chance(A, rest, geom, d_min, eps, radius)
-        if not _significant(int(hit.sum()), expected, min_spots=MIN_SPOTS):
+        if not _significant(int(hit.sum()), expected, min_spots=MIN_SPOTS) or \
+                (found and hit.sum() < MIN_RELATIVE * first):
             break
+        first = first if found else int(hit.sum())  # the first lattice's, within eps
+        # and its reflections further from the Ewald sphere (mosaic spread, bandwidth: a
+        # strong crystal's partials), which a slightly turned copy would otherwise claim
+        hit |= explains(A, rest, geom, d_min, MOSAIC_EPS * eps, radius)
         found.append(FoundLattice(T, int(hit.sum()), expected))
         idx = np.where(left)[0][hit]
         by[idx] = len(found) - 1

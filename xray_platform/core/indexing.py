@@ -46,6 +46,10 @@ MAX_DISTANCE_CHANGE = 0.03  # relative
 #: candidates, beam centre and distance) lets random spots reach ~3 x (tests/unit/test_indexing)
 MIN_EXCESS = 4.0
 MIN_MARGIN = 10.0  # or this many Poisson sigma above chance (_significant)
+#: a further lattice must explain this fraction of the spots the first does: a strong
+#: crystal's own leftovers (split spots, partials past the mosaic tolerance, high-resolution
+#: spots its fitted cell misplaces) let a turned copy of it explain a few dozen of thousands
+MIN_RELATIVE = 0.05
 #: orientation candidates (the most spots on integer indices first) matched by prediction
 CANDIDATES = 4
 #: strongest spots the orientation search uses (all are matched afterwards)
@@ -367,7 +371,8 @@ def index_spots(spots: Spots, geom: Geometry | PanelGeometry,
             rest = spots  # no lattice yet: every spot is left
             U, hit = _explained(U, cell, rest, geom, d_min, eps, radius_px)
         expected = chance(U @ cell.B(), rest, geom, d_min, eps, _radius_mm(geom, radius_px))
-        if not _significant(int(hit.sum()), expected):
+        if not _significant(int(hit.sum()), expected) or \
+                (found and hit.sum() < MIN_RELATIVE * found[0].n_spots):
             break
         found.append(Lattice(U, basis(U, cell), int(hit.sum()), expected))
         idx = np.where(left)[0][hit]
