@@ -17,9 +17,7 @@ from typing import Any
 import numpy as np
 
 from xray_platform import __version__
-
-#: eV x Å of a photon: E = HC_EV_A / lambda
-HC_EV_A = 12398.419843
+from xray_platform.physics.geometry import energy_keV
 
 
 def geometry_section(answer: dict[str, Any]) -> str:
@@ -30,7 +28,7 @@ def geometry_section(answer: dict[str, Any]) -> str:
     f0, s0 = answer["beam_center_px"]
     n_slow, n_fast = answer["shape"][-2:]
     lines = [f"; written by xrp {__version__} from {answer['file']}",
-             f"photon_energy = {HC_EV_A / answer['wavelength_A']:.2f}",
+             f"photon_energy = {1e3 * energy_keV(answer['wavelength_A']):.2f}",
              f"clen = {answer['distance_mm'] / 1e3:.6f}", f"res = {1e3 / px:.4f}",
              "adu_per_photon = 1"]
     if len(answer["shape"]) == 3:  # the panels are the frame's (its CBF or .geom file)
@@ -58,7 +56,7 @@ def chunk(answer: dict[str, Any], serial: int) -> str:
            f"hit = {int(bool(answer['hit']))}",
            f"indexed_by = {'xrp' if lattices else 'none'}",
            f"n_indexing_tries = {1 if answer['hit'] else 0}",
-           f"photon_energy_eV = {HC_EV_A / wl:.6f}",
+           f"photon_energy_eV = {1e3 * energy_keV(wl):.6f}",
            f"average_camera_length = {answer['distance_mm'] / 1e3:.6f} m",
            f"num_peaks = {len(spots.get('d_A', []))}", "num_saturated_peaks = 0",
            "Peaks from peak search", "  fs/px   ss/px (1/d)/nm^-1   Intensity  Panel"]
