@@ -7,6 +7,12 @@ over the run (bounded: it stops by itself).
     python benchmarks/stream.py                          # test, PILATUS 6M, EIGER 16M frames
     python benchmarks/stream.py --detectors pilatus6m --seconds 600   # a 10-minute run
     python benchmarks/stream.py --server http://127.0.0.1:8000        # answers from xrp serve
+    python benchmarks/stream.py --encodings --detectors test,pilatus6m  # per encoding
+
+--encodings: frames/s per DECTRIS encoding (v1 raw / lz4 / bslz4, v2 none / bslz4 / lz4, and v2
+with 2 thresholds): decode only (message parse + pixels + mask, one thread), and decode + answer
+through a real ZeroMQ socket into `watch_stream` in this process (receiver and answerer threads,
+classical answers only: hit finder, spots, indexing, d_min; no models), every frame answered.
 
 Models: the watcher's defaults (registry champions, else the zoo).
 """
@@ -160,12 +166,86 @@ def one(detector: str, seconds: float, server: str | None, tmp: Path) -> dict:
             "ms_per_step": {k: statistics.median(v) for k, v in timings.items()}}
 
 
+ENCODINGS = [(1, "<", 1), (1, "lz4<", 1), (1, "bs32-lz4<", 1), (2, "none", 1), (2, "bslz4", 1),
+             (2, "lz4", 1), (2, "bslz4", 2)]  # (stream version, encoding, thresholds)
+
+
+def encodings(detector: str, n: int, tmp: Path) -> list[dict]:
+    """Decode-only and decode + answer frames/s of each encoding for ``detector``."""
+    from xray_platform.live import dectris
+    from xray_platform.live.publisher import V2_ENCODINGS
+    from xray_platform.live.store import RunStore
+    from xray_platform.live.stream import watch_stream
+
+    frames, geometry = grid_scan_frames(GridScan(rows=1, cols=DISTINCT, crystal=(0, 1.5),
+                                                 radius=2.0, detector=detector))
+    n_slow, n_fast = frames[0].shape
+    config = dectris.config_of(geometry, n_fast, n_slow, n)
+    from xray_platform.core.answer import predict_frames
+
+    _, _, head = dectris.kind(dectris.header_v1(0, config))  # warm up: imports, caches
+    predict_frames([dectris.decode(dectris.kind(dectris.image_v1(0, k, f, "<"))[2], head, "w")
+                    for k, f in enumerate(frames)], {})
+    out = []
+    for version, enc, n_thr in ENCODINGS:
+        sent = [[f] * n_thr if n_thr > 1 else f for f in frames]
+        msgs = [dectris.image_v1(1, k, f, enc) if version == 1 else
+                dectris.image_v2(1, k, f, V2_ENCODINGS[enc]) for k, f in enumerate(sent)]
+        _, _, series = dectris.kind(dectris.header_v1(1, config) if version == 1 else
+                                    dectris.start_v2(1, config))
+        t0, k = time.perf_counter(), 0
+        while k < n or time.perf_counter() - t0 < 1.0:  # decode only: >= n frames, >= 1 s
+            _, _, image = dectris.kind(msgs[k % len(msgs)])
+            dectris.decode(image, series, "bench")
+            k += 1
+        decode_fps = k / (time.perf_counter() - t0)
+        port = free_port()
+        pub = Publisher(f"tcp://127.0.0.1:{port}")
+        store = RunStore(f"sqlite:///{tmp}/enc-{detector}-{version}-{enc[:4]}-{n_thr}.db")
+        result: dict = {}
+
+        def watch(url: str = f"tcp://127.0.0.1:{port}", store=store, result=result) -> None:
+            result["s"] = watch_stream(url, store, "enc", {}, max_queue=n + 1,
+                                       exit_after_series=1)
+
+        t = threading.Thread(target=watch)
+        t.start()
+        t0 = time.perf_counter()
+        pub.series(1, sent, geometry, version=version, encoding=enc,
+                   repeat=max(1, n // DISTINCT))
+        t.join()
+        e2e = time.perf_counter() - t0
+        pub.close()
+        s = result["s"]
+        mb = sum(len(b) for m in msgs for b in m) / len(msgs) / 2**20
+        out.append({"detector": detector, "shape": [n_slow, n_fast], "version": version,
+                    "encoding": enc, "thresholds": n_thr, "message_MB": round(mb, 2),
+                    "decode_fps": round(decode_fps, 1), "answered": s.answered,
+                    "dropped": s.dropped, "errors": s.errors,
+                    "decode_answer_fps": round(s.answered / e2e, 2)})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--detectors", default="test,pilatus6m,eiger16m")
     ap.add_argument("--seconds", type=float, default=30.0, help="sustained part per detector")
     ap.add_argument("--server", default=None, help="answer with a running xrp serve")
+    ap.add_argument("--encodings", action="store_true", help="frames/s per DECTRIS encoding")
+    ap.add_argument("--frames", type=int, default=40, help="--encodings: frames per encoding")
     args = ap.parse_args()
+    if args.encodings:
+        print("| detector | stream | encoding | thresholds | message MB | decode only "
+              "frames/s | decode + answer frames/s |", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            for det in args.detectors.split(","):
+                for r in encodings(det, args.frames, Path(tmp)):
+                    print(json.dumps(r), file=sys.stderr, flush=True)
+                    print(f"| {det} {r['shape'][1]}x{r['shape'][0]} | v{r['version']} | "
+                          f"{r['encoding']} | {r['thresholds']} | {r['message_MB']} | "
+                          f"{r['decode_fps']} | {r['decode_answer_fps']} ({r['answered']} "
+                          f"answered, {r['dropped']} dropped) |", flush=True)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for det in args.detectors.split(","):
             r = one(det, args.seconds, args.server, Path(tmp))

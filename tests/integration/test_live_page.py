@@ -72,7 +72,7 @@ def test_a_streamed_grid_scan_on_the_live_page(tmp_path: Path) -> None:
     pub = Publisher(f"tcp://127.0.0.1:{free_port()}")
     port = int(pub.url.rsplit(":", 1)[1])
     ui, store = free_port(), f"sqlite:///{tmp_path}/runs.db"
-    proc = _watch(port, ui, store)
+    proc = _watch(port, ui, store, "--step-um", "20,25", "--save-hits", str(tmp_path / "hits"))
     page_url = f"http://127.0.0.1:{ui}/ui/runs/scan"
     try:
         _wait_for_page(f"http://127.0.0.1:{ui}/ui", proc)
@@ -101,11 +101,15 @@ def test_a_streamed_grid_scan_on_the_live_page(tmp_path: Path) -> None:
                 "#heatmap rect.cell[data-hit=true]",
                 "cells => cells.map(c => [+c.dataset.row, +c.dataset.col])")
             counters = {k: page.text_content(f"#c-{k}") for k in
-                        ("frames", "hits", "dropped", "queued")}
+                        ("frames", "hits", "dropped", "queued", "saved", "save-failed")}
             page.wait_for_function("document.getElementById('thumb').naturalWidth > 0")
             rings = page.eval_on_selector_all("#rings circle", "c => c.length")
             page.hover(f"#heatmap rect.cell[data-frame='{SCAN.n - 1}']")
             hover = page.text_content("#hover")
+            page.wait_for_function("+document.getElementById('heatmap').dataset.crystals >= 1")
+            marks = page.eval_on_selector_all(
+                "#heatmap g.centre", "g => g.map(m => [+m.dataset.row, +m.dataset.col])")
+            info, centre_text = page.text_content("#run-info"), page.text_content("#centre-text")
             page.screenshot(path=str(ARTIFACTS / "live-page-grid-scan.png"), full_page=True)
             browser.close()
         proc.send_signal(signal.SIGINT)  # Ctrl-C: the answers so far are in the store
@@ -117,10 +121,21 @@ def test_a_streamed_grid_scan_on_the_live_page(tmp_path: Path) -> None:
         pub.close()
     want = {SCAN.cell(i) for i in range(SCAN.n) if SCAN.is_hit(i)}
     assert {tuple(c) for c in hit_cells} == want  # the crystal, where it was
+    n_saved, n_failed = counters.pop("saved"), counters.pop("save-failed")
     assert counters == {"frames": str(SCAN.n), "hits": str(len(want)), "dropped": "0",
                         "queued": "0"}
     assert 1 <= early < late == SCAN.n  # the trace grew as frames arrived
     assert rings >= 3 and f"frame {SCAN.n - 1}" in hover and not errors
+    # the crystal's centre drawn on the heat map, where it was (within half a cell), and
+    # the run's source, cell and grid stated
+    ((row, col),) = marks
+    assert abs(row - SCAN.crystal[0]) < 0.5 and abs(col - SCAN.crystal[1]) < 0.5
+    assert f"source: stream:tcp://127.0.0.1:{port}" in info and "cell: not given" in info
+    assert "grid: 4 x 5 snake, step 20 x 25 µm" in info
+    assert "crystal 1: centre row" in centre_text and "µm" in centre_text
     answers = RunStore(store).answers("scan")
+    saved = sorted((tmp_path / "hits").glob("*.cbf"))  # --save-hits: every hit as a CBF
+    assert len(saved) == len(want) == int(n_saved) and n_failed == "0"
+    assert {a["saved_file"] for a in answers if a["hit"]} == {str(p) for p in saved}
     assert sorted(a["frame"] for a in answers) == list(range(SCAN.n))  # each frame once
     assert all(a["resolution_A"] for a in answers if a["hit"])

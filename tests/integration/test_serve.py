@@ -562,3 +562,6 @@ def test_a_stream_answered_by_the_service_and_shown_on_its_live_page(service) ->
     assert requests.get(f"{service['url']}/ui/runs/served/thumb.png", timeout=10).content[
         :4] == b"\x89PNG"
     assert requests.get(f"{service['url']}/ui/api/runs/nosuch", timeout=10).status_code == 404
+    centre = requests.get(f"{service['url']}/v1/runs/served/centre", timeout=10).json()
+    assert [(g["best_cell"]["row"], g["best_cell"]["col"]) for g in centre["regions"]] == [(0, 1)]
+    assert centre["centre"] == {"row": 0.0, "col": 1.0} and centre["hits"] == 1

@@ -70,6 +70,17 @@ def watch(
                                     "frames (e.g. 10x12): the live page draws its heat map."),
     snake: bool = typer.Option(False, "--snake", help="Grid scan in snake order (odd rows "
                                "run backwards)."),
+    step_um: str | None = typer.Option(None, "--step-um", help="With --grid: the grid's step "
+                                       "X,Y in µm (X along a row, Y between rows), kept with "
+                                       "the run: `xrp runs centre` then gives positions in "
+                                       "µm as well as cells."),
+    save_hits: Path | None = typer.Option(None, "--save-hits", help="Write each hit's frame "
+                                          "into this folder as a CBF with its geometry "
+                                          "(miniCBF header), for indexamajig or "
+                                          "dials.stills_process; a stream run keeps no "
+                                          "frames otherwise. A failed write (disk full) is "
+                                          "counted, shown by `xrp runs show`, and the run "
+                                          "goes on."),
     ui: int | None = typer.Option(None, "--ui", min=1, max=65535, help="Also serve the live "
                                   "page on this port (http://127.0.0.1:PORT/ui/runs/RUN)."),
     ui_host: str = typer.Option("127.0.0.1", "--ui-host", help="Address the live page "
@@ -86,6 +97,14 @@ def watch(
     server: str | None = typer.Option(None, "--server", help="Answer with a running `xrp "
                                       "serve` at this URL (e.g. http://gpu-node:8000) instead "
                                       "of models in this process."),
+    epics: str | None = typer.Option(None, "--epics", help="Serve the run's results as EPICS "
+                                     "channel-access PVs PREFIX:FRAMES, :HITS, :HIT_RATE, "
+                                     ":LAST_RES, :LAST_NLAT, :BEST_ROW/COL, :CENTRE_ROW/COL "
+                                     "... (docs/beamline.md); loopback unless "
+                                     "EPICS_CAS_INTF_ADDR_LIST names interfaces."),
+    threshold: int = typer.Option(1, "--threshold", min=1, help="Stream v2 with several "
+                                  "thresholds: answer threshold N (1 = the first; kept with "
+                                  "each answer)."),
 ) -> None:
     """Follow a run as the detector writes it (a folder) or sends it (the DECTRIS stream):
     answer every new frame (hit, lattices, resolution, ice, classical d_min) in this process
@@ -102,8 +121,12 @@ def watch(
     if is_stream and geometry is not None:
         fail("--geometry is for folders of HDF5 files; the DECTRIS stream's header gives "
              "its geometry")
+    if threshold != 1 and not is_stream:
+        fail("--threshold picks a threshold of a DECTRIS stream v2 (tcp://...); a folder's "
+             "files hold one image per frame")
     geom = geometry_file(geometry)
     raster = _raster(grid, snake)
+    step = _step(step_um, raster)
     if server:
         from xray_platform.live.remote import ServerAnswers
 
@@ -123,8 +146,24 @@ def watch(
             models = partial(predict_frames, models=models, cell=as_cell(unit_cell))
     rs = _store(store)
     name = run or (_stream_name(source) if is_stream else folder.resolve().name)
-    info = {"cell": list(unit_cell)} if unit_cell is not None else None  # kept with the run
+    info = {"cell": list(unit_cell)} if unit_cell is not None else {}  # kept with the run
+    if step is not None:
+        info["step_um"] = list(step)
+    saver = _saver(models, save_hits, rs, name) if save_hits is not None else None
+    if saver is not None:
+        models = saver
     update = _printer(name)
+    results = None
+    if epics is not None:  # results on EPICS (live/epics.py): a server thread of this process
+        from xray_platform.live.epics import chained, serve_run
+
+        try:
+            results = serve_run(epics, rs, name, raster, step)
+        except ValueError as e:
+            fail(str(e))
+        update = chained(update, results.stats)
+        console.print(f"EPICS PVs {results.prefix}* on channel-access port {results.port}",
+                      highlight=False, markup=False)
     if ui is not None:
         _serve_page(rs.url, ui_host, ui, name, page_key)
     console.print(f"watching {source} as run {name!r} in {shown_url(rs.url)} (Ctrl-C stops; "
@@ -136,13 +175,15 @@ def watch(
             s = watch_stream(source, rs, name, models, max_queue=max_backlog,
                              exit_after_series=exit_after_series,
                              exit_when_idle_s=exit_when_idle, raster=raster, on_update=update,
-                             info=info)
+                             info=info, threshold=threshold,
+                             on_answers=results.answers if results else None)
         else:
             s = watch_folder(folder, rs, name, models, poll_s=poll_s, settle_s=settle_s,
                              overrides={"geometry": geom} if geom else None,
                              give_up_s=give_up_s, max_backlog=max_backlog,
                              exit_when_idle_s=exit_when_idle, raster=raster, on_update=update,
-                             allow_links_outside=allow_links_outside, info=info)
+                             allow_links_outside=allow_links_outside, info=info,
+                             on_answers=results.answers if results else None)
     except ValueError as e:
         fail(str(e))
     except KeyboardInterrupt:
@@ -150,6 +191,42 @@ def watch(
         return
     console.print(f"done: {s.answered} frames answered this time ({s.hits} hits, "
                   f"{s.dropped} dropped)")
+    if saver is not None:
+        c = saver.counts()
+        console.print(f"hits saved: {c['written']} in {c['dir']}"
+                      + (f"; {c['failed']} failed to write ({c['last_error']})"
+                         if c["failed"] else ""), soft_wrap=True, markup=False)
+
+
+def _step(text: str | None, raster: dict | None) -> tuple[float, float] | None:
+    from xray_platform.live.centre import parse_step
+
+    if text is not None and raster is None:
+        fail("--step-um is the step of a grid scan: give --grid ROWSxCOLS too")
+    try:
+        return parse_step(text)
+    except ValueError as e:
+        fail(str(e))
+
+
+def _saver(models, folder: Path, rs, name: str):
+    """The answerer that also writes every hit into ``folder`` (live/hits.py), its counts
+    kept with the run (run_info ``save_hits``; a resumed run counts on)."""
+    from xray_platform.live.hits import SaveHits
+    from xray_platform.live.watch import answerer
+
+    if folder.exists() and not folder.is_dir():
+        fail(f"--save-hits {folder}: not a folder")
+    old = {}
+    if rs.runs(name):
+        old = rs.info(rs.run(name)["id"]).get("save_hits") or {}
+        if old.get("dir") != str(folder.resolve()):
+            old = {}
+
+    def keep(counts: dict) -> None:
+        rs.set_info(rs.run(name)["id"], save_hits=counts)
+
+    return SaveHits(answerer(models), folder, on_counts=keep, counts=old)
 
 
 def _raster(grid: str | None, snake: bool) -> dict | None:
@@ -267,6 +344,12 @@ def runs_show(run: str = typer.Argument(..., help="The run's name."),
                      if res else "")
                   + (f"; cell {'/'.join(f'{x:g}' for x in cell)} (Å, deg)" if cell else ""),
                   highlight=False)
+    saved = rs.info(r["id"]).get("save_hits")
+    if saved:  # `xrp watch --save-hits`: what was written, and what the disk refused
+        console.print(f"hits saved: {saved['written']} in {saved['dir']}, {saved['failed']} "
+                      "failed to write" + (f" (last: {saved['last_error']})"
+                                           if saved.get("last_error") else ""),
+                      highlight=False, markup=False, soft_wrap=True)
     t = Table()
     for c in ("file", "frame", "hit", "spots", "ice", "p_multi", "resolution (Å)",
               "d_min spots (Å)", "error"):
@@ -285,18 +368,127 @@ def runs_show(run: str = typer.Argument(..., help="The run's name."),
 
 @runs_app.command("export")
 def runs_export(run: str = typer.Argument(..., help="The run's name."),
-                out: Path = typer.Option(..., "--out", help="A .csv, .tsv or .parquet "
-                                         "table (the columns of `xrp predict`)."),
+                out: Path | None = typer.Option(None, "--out", help="A .csv, .tsv or "
+                                                ".parquet table (the columns of `xrp "
+                                                "predict`)."),
+                hits: Path | None = typer.Option(None, "--hits", help="A hit list for "
+                                                 "processing: CrystFEL's (indexamajig -i; "
+                                                 "'file' or 'file //N' for frame N of a "
+                                                 "multi-frame file) or, for a .txt file or "
+                                                 "--format dials, one image file per line."),
+                list_format: str | None = typer.Option(None, "--format", help="The hit list's "
+                                                       "format: crystfel or dials (default: "
+                                                       "dials for .txt, else crystfel)."),
                 store: str | None = Store) -> None:
-    """Write a run's answers as the per-image table of `xrp predict`."""
-    from xray_platform.orchestration.predict import _flat, write_table
+    """Write a run's answers as the per-image table of `xrp predict` (--out) and/or its hits
+    as a list for CrystFEL or DIALS (--hits). Hits saved by `xrp watch --save-hits` are listed
+    by their saved CBF; a streamed hit that was not saved has no file and is left out."""
+    from xray_platform.live.hits import list_format as format_of
+    from xray_platform.live.hits import write_hit_list
 
-    if out.suffix not in (".csv", ".tsv", ".parquet"):
+    if out is None and hits is None:
+        fail("give --out TABLE and/or --hits LIST")
+    if out is not None and out.suffix not in (".csv", ".tsv", ".parquet"):
         fail(f"--out {out}: use a .csv, .tsv or .parquet file")
+    if hits is not None:
+        try:
+            fmt = format_of(hits, list_format)
+        except ValueError as e:
+            fail(str(e))
     rs = _store(store, create=False)
     try:
         answers = rs.answers(run)
-        write_table([_flat(a) for a in answers], out)
     except ValueError as e:
         fail(str(e))
-    console.print(f"{len(answers)} frames of {run} -> {out}")
+    if out is not None:
+        from xray_platform.orchestration.predict import _flat, write_table
+
+        write_table([_flat(a) for a in answers], out)
+        console.print(f"{len(answers)} frames of {run} -> {out}")
+    if hits is not None:
+        try:
+            done = write_hit_list(hits, answers, fmt)
+        except OSError as e:
+            fail(f"--hits {hits}: cannot write it ({e.strerror or e})")
+        console.print(f"{done['hits']} hits of {run} -> {hits} ({done['format']} list, "
+                      f"{done['lines']} lines)", soft_wrap=True, markup=False)
+        if done["missing"]:
+            err.print(f"[yellow]{done['missing']} hits have no file on disk[/] (streamed "
+                      "frames: `xrp watch --save-hits DIR` keeps them); not listed",
+                      soft_wrap=True)
+
+
+@runs_app.command("centre")
+def runs_centre(run: str = typer.Argument(..., help="The run's name."),
+                store: str | None = Store,
+                grid: str | None = typer.Option(None, "--grid", help="ROWSxCOLS, for a run "
+                                                "watched without --grid (default: the run's "
+                                                "own)."),
+                snake: bool = typer.Option(False, "--snake", help="With --grid: snake order "
+                                           "(odd rows run backwards)."),
+                step_um: str | None = typer.Option(None, "--step-um", help="The grid step "
+                                                   "X,Y in µm (default: the run's "
+                                                   "--step-um)."),
+                as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Where the crystal is in a grid-scan run: the best cell (most spots) and, for each
+    connected region of hit cells (cells touching at sides or corners, 8-connectivity; one
+    region per crystal, strongest first), its centre weighted by spot count and its extent.
+    Cells are (row, col) from 0, frame 0 at row 0, col 0; µm (with a step) are x = col *
+    step_x, y = row * step_y from the centre of that first cell."""
+    import json
+
+    from xray_platform.live.centre import parse_step, run_centre
+
+    raster = _raster(grid, snake)
+    try:
+        step = parse_step(step_um)
+    except ValueError as e:
+        fail(str(e))
+    rs = _store(store, create=False)
+    try:
+        c = run_centre(rs, run, raster, step)
+    except ValueError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(c, indent=1))
+        return
+    print_centre(c)
+
+
+def print_centre(c: dict) -> None:
+    """The centring as a human reads it: a line, then a table of the regions."""
+    step = c["step_um"]
+
+    def um(p: dict | None) -> str:
+        return "" if p is None else f"{p['x']:.1f}, {p['y']:.1f}"
+
+    b = c["best_cell"]
+    console.print(f"{c['run']}: {c['rows']}x{c['cols']} grid{' (snake)' if c['snake'] else ''}"
+                  + (f", step {step[0]:g} x {step[1]:g} µm" if step else "")
+                  + f"; {c['answered']} cells answered, {c['hits']} hits, "
+                  f"{len(c['regions'])} crystal(s)", highlight=False, markup=False,
+                  soft_wrap=True)
+    if b is None:
+        console.print("no hit: no crystal found", highlight=False)
+        return
+    console.print(f"best cell: row {b['row']}, col {b['col']} (frame {b['frame']}, "
+                  f"{b['n_spots']} spots" + (f", {b['resolution_A']:.2f} Å"
+                                             if b.get("resolution_A") else "") + ")"
+                  + (f" at x, y = {um(b['um'])} µm" if b["um"] else ""), highlight=False,
+                  markup=False, soft_wrap=True)
+    t = Table(title="crystals (centre weighted by spot count; cells touching at sides or "
+              "corners are one crystal)")
+    cols = ["crystal", "cells", "spots", "centre row, col", "extent rows x cols"]
+    if step:
+        cols += ["centre x, y (µm)", "extent x x y (µm)"]
+    for name in cols + ["best cell"]:
+        t.add_column(name)
+    for g in c["regions"]:
+        e, bc = g["extent"], g["best_cell"]
+        row = [str(g["crystal"]), str(g["n_cells"]), str(g["spots"]),
+               f"{g['centre']['row']:.2f}, {g['centre']['col']:.2f}",
+               f"{e['rows']} x {e['cols']}"]
+        if step:
+            row += [um(g["centre_um"]), f"{g['extent_um']['x']:g} x {g['extent_um']['y']:g}"]
+        t.add_row(*row, f"{bc['row']}, {bc['col']} ({bc['n_spots']} spots)")
+    console.print(t)

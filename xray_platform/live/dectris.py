@@ -8,9 +8,12 @@ Covered, as the SIMPLON API manual gives them:
   ``dpixelmask-1.0`` and ``dcountrate_table-1.0`` parts with their blobs for "all"),
   ``dimage-1.0`` + ``dimage_d-1.0`` (shape [x, y], type, encoding) + data blob + ``dconfig-1.0``
   (+ optional appendix), ``dseries_end-1.0``.
-- **stream v2** (CBOR, one part per message): ``start`` (geometry, ``pixel_mask``), ``image``
-  (``data`` per threshold: an RFC 8746 multi-dimensional typed array, its bytes plain or under
-  the DECTRIS compression tag 56500 ``["bslz4", elem_size, bytes]``), ``end``.
+- **stream v2** (CBOR, one part per message): ``start`` (geometry, ``pixel_mask``, and kept
+  with the run: ``goniometer``, ``user_data``, ``channels``, ``threshold_energy``), ``image``
+  (``data`` per threshold channel: an RFC 8746 multi-dimensional typed array, its bytes plain or
+  under the DECTRIS compression tag 56500 ``["bslz4", elem_size, bytes]`` or ``["lz4", 0,
+  bytes]``, both in HDF5 filter framing), ``end``. One threshold is answered per run (``N``,
+  1-based, default the first): the channel named ``threshold_N``, else the N-th in the message.
 
 Geometry follows the master-file conventions (io/formats/eiger.py): ``detector_distance`` and
 ``x_pixel_size`` in m, wavelength in Å, ``beam_center_x/y`` in pixels from the first pixel's
@@ -20,8 +23,10 @@ corner (centre = value - 0.5). Pixels at the top of their bit depth and pixels o
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +41,12 @@ TYPED_ARRAYS = {64: "u1", 65: ">u2", 66: ">u4", 69: "<u2", 70: "<u4", 72: "i1", 
                 74: ">i4", 77: "<i2", 78: "<i4", 81: ">f4", 85: "<f4"}
 MULTI_DIM = 40
 DECTRIS_COMPRESSION = 56500
+#: v2 compression algorithm -> the codec's encoding name (io/dectris_codec.py)
+V2_COMPRESSION = {"bslz4": "bslz4", "lz4": codec.LZ4_HDF5}
+#: start-message fields kept with the run (store run_info), JSON-safe
+V2_KEPT = ("goniometer", "user_data", "channels", "threshold_energy", "series_unique_id",
+           "arm_date", "detector_serial_number", "incident_energy")
+MAX_KEPT_BYTES = 64 << 10  # a byte string in user_data beyond this is kept as its size only
 
 
 class StreamError(FormatError):
@@ -51,6 +62,7 @@ class Series:
     mask: np.ndarray | None  # (slow, fast), nonzero = bad pixel
     bit_depth: int | None
     version: int  # 1 (JSON) or 2 (CBOR)
+    meta: dict[str, Any] = field(default_factory=dict)  # V2_KEPT fields of a v2 start, JSON-safe
 
 
 @dataclass
@@ -63,10 +75,14 @@ class Image:
     dtype: np.dtype
     encoding: str
     blob: bytes
+    threshold: int | None = None  # v2: the threshold (1-based) of the channel taken
+    channel: str | None = None  # v2: its channel name (threshold_N)
+    error: str | None = None  # why this image cannot be answered (stored as its answer)
 
 
-def kind(parts: list[bytes]) -> tuple[str, int, Any]:
-    """("header" | "image" | "end", series, parsed message) of a received multipart message."""
+def kind(parts: list[bytes], threshold: int = 1) -> tuple[str, int, Any]:
+    """("header" | "image" | "end", series, parsed message) of a received multipart message;
+    a v2 image keeps only its ``threshold``-th channel (1-based)."""
     first = bytes(parts[0])
     if first[:1] == b"{":
         try:
@@ -78,11 +94,15 @@ def kind(parts: list[bytes]) -> tuple[str, int, Any]:
         if htype.startswith("dheader-"):
             return "header", series, parse_header_v1(parts)
         if htype.startswith("dimage-"):
-            return "image", series, parse_image_v1(parts)
+            image = parse_image_v1(parts)
+            if threshold != 1:
+                image.error = (f"threshold {threshold} asked for, but stream v1 carries one "
+                               "image per frame (multi-threshold images need stream v2)")
+            return "image", series, image
         if htype.startswith("dseries_end-"):
             return "end", series, None
         raise StreamError(f"unknown stream v1 message htype {htype!r}")
-    return _kind_v2(first)
+    return _kind_v2(first, threshold)
 
 
 def _json(part: bytes, what: str) -> dict:
@@ -166,6 +186,8 @@ def decode(image: Image, series: Series | None, source: str) -> XrpFrame:
     if series is None:
         raise StreamError(f"{where}: no header for this series was received (start the "
                           "watcher before arming the detector, or use header_detail basic/all)")
+    if image.error:
+        raise StreamError(f"{where}: {image.error}")
     try:
         raw = codec.decode(image.blob, image.encoding, image.dtype, image.shape)
     except codec.EncodingError as e:
@@ -192,7 +214,7 @@ def frame_file(source: str, series: int) -> str:
 
 # -- stream v2 (CBOR) ------------------------------------------------------------------------
 
-def _kind_v2(data: bytes) -> tuple[str, int, Any]:
+def _kind_v2(data: bytes, threshold: int = 1) -> tuple[str, int, Any]:
     import cbor2
 
     try:
@@ -204,20 +226,34 @@ def _kind_v2(data: bytes) -> tuple[str, int, Any]:
     series = int(msg.get("series_id", -1))
     if msg["type"] == "start":
         mask = msg.get("pixel_mask")
-        if isinstance(mask, dict) and mask:
-            mask = _array(next(iter(mask.values())))
+        if isinstance(mask, dict) and mask:  # the answered threshold's, else the first
+            mask = _array(mask.get(f"threshold_{threshold}", next(iter(mask.values()))))
         else:
             mask = None
         bits = msg.get("bit_depth_image")
-        return "header", series, Series(series, _info(msg, wavelength_key="incident_wavelength"),
-                                        mask, int(bits) if bits else None, 2)
+        config = {**msg}
+        for v1_name, v2_name in (("x_pixel_size", "pixel_size_x"), ("nimages",
+                                 "number_of_images"), ("description", "detector_description")):
+            config.setdefault(v1_name, msg.get(v2_name))  # the v2 manual's names
+        meta = {k: jsonable(msg[k]) for k in V2_KEPT if k in msg}
+        return "header", series, Series(series, _info(config,
+                                                      wavelength_key="incident_wavelength"),
+                                        mask, int(bits) if bits else None, 2, meta)
     if msg["type"] == "image":
         data_ = msg.get("data") or {}
-        if not data_:
+        if not data_ or not isinstance(data_, dict):
             raise StreamError("stream v2 image without data")
-        shape, dtype, encoding, blob = _typed(next(iter(data_.values())))
-        return "image", series, Image(series, int(msg.get("image_id", -1)), shape, dtype,
-                                      encoding, blob)
+        frame = int(msg.get("image_id", -1))
+        channel = f"threshold_{threshold}" if f"threshold_{threshold}" in data_ else \
+            (list(data_)[threshold - 1] if 0 < threshold <= len(data_) else None)
+        if channel is None:
+            return "image", series, Image(
+                series, frame, (0, 0), np.dtype("<u4"), "<", b"", threshold, None,
+                f"threshold {threshold} asked for, the image carries {len(data_)} "
+                f"({', '.join(map(str, data_))})")
+        shape, dtype, encoding, blob = _typed(data_[channel])
+        return "image", series, Image(series, frame, shape, dtype, encoding, blob, threshold,
+                                      str(channel))
     if msg["type"] == "end":
         return "end", series, None
     raise StreamError(f"unknown stream v2 message type {msg['type']!r}")
@@ -236,14 +272,46 @@ def _typed(tag: Any) -> tuple[tuple[int, int], np.dtype, str, bytes]:
     body = arr.value
     encoding = "<" if dtype.byteorder in "<=|" else ">"
     if isinstance(body, cbor2.CBORTag) and body.tag == DECTRIS_COMPRESSION:
-        algorithm, _elem, body = body.value
-        if algorithm != "bslz4":
+        try:
+            algorithm, elem, body = body.value
+        except (TypeError, ValueError):
+            raise StreamError("stream v2 compression tag 56500 is not [algorithm, "
+                              "modifier, bytes]") from None
+        if algorithm not in V2_COMPRESSION:
             raise StreamError(f"stream v2 compression {algorithm!r} is not one xrp decodes "
-                              "(bslz4)")
-        encoding = "bslz4"
+                              f"({', '.join(V2_COMPRESSION)})")
+        if algorithm == "bslz4" and elem != dtype.itemsize:
+            raise StreamError(f"stream v2 bslz4 element size {elem} for {dtype.itemsize}-byte "
+                              "pixels")
+        encoding = V2_COMPRESSION[algorithm]
+    if not isinstance(body, bytes):
+        raise StreamError("stream v2 image array holds no byte string")
     if len(dims) != 2:
         raise StreamError(f"stream v2 image of {len(dims)} dimensions (2 expected)")
     return (int(dims[0]), int(dims[1])), dtype, encoding, bytes(body)
+
+
+def jsonable(v: Any, depth: int = 0) -> Any:
+    """A CBOR value made JSON-safe for the run store: byte strings as base64 (their size only
+    beyond MAX_KEPT_BYTES), dates as ISO text, other tags as {"cbor_tag", "value"}."""
+    import cbor2
+
+    if depth > 32:
+        return "(nested too deep)"
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return {"bytes": len(v)} if len(v) > MAX_KEPT_BYTES else \
+            {"base64": base64.b64encode(bytes(v)).decode()}
+    if isinstance(v, (dt.datetime, dt.date)):
+        return v.isoformat()
+    if isinstance(v, dict):
+        return {str(k): jsonable(x, depth + 1) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x, depth + 1) for x in v]
+    if isinstance(v, cbor2.CBORTag):
+        return {"cbor_tag": v.tag, "value": jsonable(v.value, depth + 1)}
+    return str(v)
 
 
 def _array(tag: Any) -> np.ndarray:
@@ -298,35 +366,47 @@ def end_v1(series: int) -> list[bytes]:
     return [json.dumps({"htype": "dseries_end-1.0", "series": series}).encode()]
 
 
-def _typed_tag(image: np.ndarray, compress: bool) -> Any:
+def _typed_tag(image: np.ndarray, compression: str | None) -> Any:
+    """The tag-40 array of ``image``, its bytes plain or under tag 56500 (``"bslz4"`` or
+    ``"lz4"``)."""
     import cbor2
 
     code = {v: k for k, v in TYPED_ARRAYS.items()}[image.dtype.newbyteorder("<").str
                                                     if image.dtype.itemsize > 1 else
                                                     image.dtype.str.lstrip("|")]
     body: Any = image.astype(image.dtype.newbyteorder("<")).tobytes()
-    if compress:
-        body = cbor2.CBORTag(DECTRIS_COMPRESSION, ["bslz4", image.dtype.itemsize,
-                                                   codec.encode(image, "bslz4")])
+    if compression is not None:
+        if compression not in V2_COMPRESSION:
+            raise ValueError(f"stream v2 compression {compression!r}: bslz4, lz4 or None")
+        body = cbor2.CBORTag(DECTRIS_COMPRESSION, [
+            compression, image.dtype.itemsize if compression == "bslz4" else 0,
+            codec.encode(image, V2_COMPRESSION[compression])])
     return cbor2.CBORTag(MULTI_DIM, [list(image.shape), cbor2.CBORTag(code, body)])
 
 
-def start_v2(series: int, config: dict, mask: np.ndarray | None = None) -> list[bytes]:
+def start_v2(series: int, config: dict, mask: np.ndarray | None = None, *,
+             extra: dict | None = None) -> list[bytes]:
+    """A start message; ``extra``: more fields (goniometer, user_data, channels,
+    threshold_energy, ...) as the detector sends them."""
     import cbor2
 
     msg = {"type": "start", "series_id": series, "series_unique_id": f"xrp-{series}",
-           **config}
+           **config, **(extra or {})}
     if mask is not None:
-        msg["pixel_mask"] = {"threshold_1": _typed_tag(mask.astype("<u4"), False)}
+        msg["pixel_mask"] = {"threshold_1": _typed_tag(mask.astype("<u4"), None)}
     return [cbor2.dumps(msg)]
 
 
-def image_v2(series: int, frame: int, image: np.ndarray, compress: bool = True) -> list[bytes]:
+def image_v2(series: int, frame: int, image: np.ndarray | list[np.ndarray],
+             compression: str | None = "bslz4") -> list[bytes]:
+    """An image message; a list of images: one channel each (threshold_1, threshold_2, ...)."""
     import cbor2
 
+    images = image if isinstance(image, list) else [image]
     return [cbor2.dumps({"type": "image", "series_id": series,
                          "series_unique_id": f"xrp-{series}", "image_id": frame,
-                         "data": {"threshold_1": _typed_tag(image, compress)}})]
+                         "data": {f"threshold_{k + 1}": _typed_tag(im, compression)
+                                  for k, im in enumerate(images)}})]
 
 
 def end_v2(series: int) -> list[bytes]:

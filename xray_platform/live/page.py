@@ -5,10 +5,14 @@ no internet (nothing from a CDN) and no frontend build. No Ray.
 - ``GET /ui``: the runs in the store; ``GET /ui/runs/{run}``: the run's page (trace of
   resolution with sigma, p_multi and spots against frame, grid-scan heat map, latest frame with
   resolution rings, counters); ``?rows=R&cols=C&snake=1`` gives a raster the run lacks.
-- ``GET /ui/api/runs/{run}?after=SEQ``: counters and the compact rows after SEQ (JSON);
+- ``GET /ui/api/runs/{run}?after=SEQ``: counters, what the run was asked with (cell, grid
+  step), a grid run's centring when rows came and the compact rows after SEQ (JSON);
   ``GET /ui/api/runs/{run}/events``: the same as Server-Sent Events, a few hundred bytes per
   frame, at most MAX_EVENT_STREAMS at a time per process (then 503); ``GET
   /ui/runs/{run}/thumb.png``: the latest frame.
+- ``GET /v1/runs/{run}/centre``: a grid scan's crystal position(s) (live/centre.py; the run's
+  raster and step, or ``?rows=R&cols=C&snake=1&step_um=X,Y``); 404 for no such run, 422 for
+  a run that is not a grid scan.
 With an API key every route needs it (live/auth.py).
 """
 
@@ -52,14 +56,29 @@ def snapshot(store: RunStore, name: str, after: int = -1) -> dict[str, Any]:
         raise HTTPException(404, str(e)) from None
     live = store.live(run["id"])
     rows = [compact(a) for a in store.since(run["id"], after)]
+    info = store.info(run["id"])
+    saved = info.get("save_hits") or {}
     counters = {"frames": int(run["frames"]), "hits": int(run["hits"]),
                 "multi": int(run.get("multi") or 0), "errors": int(run["errors"]),
                 "frames_per_s": round(store.rate(run["id"], RATE_WINDOW_S), 2),
                 "received": int(live["received"]), "queued": int(live["queued"]),
-                "dropped": int(run["dropped"])}
-    return {"run": name, "source": run["source"], "counters": counters, "rows": rows,
-            "raster": live["raster"], "thumb": live["thumb_meta"],
-            "thumb_updated": live["updated"] if live["thumb"] else None}
+                "dropped": int(run["dropped"]), "saved": int(saved.get("written") or 0),
+                "save_failed": int(saved.get("failed") or 0)}
+    out = {"run": name, "source": run["source"], "counters": counters, "rows": rows,
+           "raster": live["raster"], "thumb": live["thumb_meta"],
+           "thumb_updated": live["updated"] if live["thumb"] else None,
+           "cell": info.get("cell"), "step_um": info.get("step_um")}
+    if live["raster"] and (rows or after < 0):  # the centring moves only when answers come
+        from xray_platform.live.centre import centre
+
+        r = live["raster"]
+        out["centre"] = centre(store.cells(run["id"]), int(r["rows"]), int(r["cols"]),
+                               bool(r.get("snake")), _step(info.get("step_um")))
+    return out
+
+
+def _step(value: Any) -> tuple[float, float] | None:
+    return (float(value[0]), float(value[1])) if value else None
 
 
 class StreamSlots:
@@ -145,6 +164,34 @@ def router(store_of: Callable[[], RunStore], max_streams: int | None = None) -> 
         first = await stream.__anext__()  # a 503 or 404 is answered before streaming starts
         return StreamingResponse(_then(first, stream), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
+
+    @r.get("/v1/runs/{name}/centre", tags=["runs"])
+    def run_centre(name: str, rows: int | None = Query(None, ge=1),
+                   cols: int | None = Query(None, ge=1), snake: bool = Query(False),
+                   step_um: str | None = Query(None)) -> dict[str, Any]:
+        """A grid-scan run's crystal position(s): the best cell and, per connected region of
+        hit cells (8-connectivity: one per crystal, strongest first), its centre weighted by
+        spot count and its extent, in cells (row, col from 0) and in µm with the grid step
+        (x = col * step_x, y = row * step_y). The run's own raster and step unless given."""
+        from xray_platform.live.centre import parse_step
+        from xray_platform.live.centre import run_centre as centring
+
+        store = store_of()
+        if (rows is None) != (cols is None):
+            raise HTTPException(422, "give both rows and cols (or neither: the run's grid)")
+        raster = {"rows": rows, "cols": cols, "snake": snake} if rows else None
+        try:
+            step = parse_step(step_um)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
+        try:
+            store.run(name)
+        except ValueError as e:
+            raise HTTPException(404, str(e)) from None
+        try:
+            return centring(store, name, raster, step)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
 
     @r.get("/ui/runs/{name}/thumb.png", include_in_schema=False)
     def thumb(name: str) -> Response:

@@ -70,6 +70,11 @@ def grid_scan_frames(scan: GridScan) -> tuple[list[np.ndarray], object]:
     return frames, base.geometry
 
 
+#: the publisher's v2 encodings (the v1 names work too) -> the compression tag's algorithm
+V2_ENCODINGS = {"<": None, "none": None, "bslz4": "bslz4", "bs32-lz4<": "bslz4",
+                "bs16-lz4<": "bslz4", "lz4": "lz4", "lz4<": "lz4"}
+
+
 class Publisher:
     """A PUSH socket bound at ``url`` (e.g. tcp://127.0.0.1:9999)."""
 
@@ -88,20 +93,27 @@ class Publisher:
                 time.sleep(0.1)
         self.url = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
-    def series(self, series: int, frames: list[np.ndarray], geometry: object, *,
-               version: int = 1, encoding: str = "bs32-lz4<", rate_hz: float | None = None,
-               mask: np.ndarray | None = None, repeat: int = 1,
-               on_sent: Callable[[int, float], None] | None = None) -> float:
+    def series(self, series: int, frames: list[np.ndarray] | list[list[np.ndarray]],
+               geometry: object, *, version: int = 1, encoding: str = "bs32-lz4<",
+               rate_hz: float | None = None, mask: np.ndarray | None = None, repeat: int = 1,
+               on_sent: Callable[[int, float], None] | None = None,
+               start_extra: dict | None = None) -> float:
         """Send one series (its frames ``repeat`` times over, numbered on) at ``rate_hz``
         (None: as fast as the socket takes them); ``on_sent(frame, time.time())`` after each
-        image. Returns the seconds it took."""
-        n_slow, n_fast = frames[0].shape
+        image. ``encoding``: v1 the ``dimage_d`` encoding, v2 the compression (V2_ENCODINGS).
+        v2 only: a frame may be a list of images, one per threshold channel; ``start_extra``
+        adds fields to the start message (goniometer, user_data, ...). Returns the seconds it
+        took."""
+        n_slow, n_fast = np.shape(frames[0])[-2:]
         config = dectris.config_of(geometry, n_fast, n_slow, len(frames) * repeat)
         t0 = time.perf_counter()
+        if version == 1 and (start_extra or isinstance(frames[0], list)):
+            raise ValueError("stream v1 has one threshold and no start fields beyond its "
+                             "config: multi-threshold frames and start_extra need version=2")
         self.sock.send_multipart(dectris.header_v1(series, config, mask) if version == 1
-                                 else dectris.start_v2(series, config, mask))
+                                 else dectris.start_v2(series, config, mask, extra=start_extra))
         encoded = [dectris.image_v1(series, 0, f, encoding) if version == 1 else
-                   dectris.image_v2(series, 0, f, encoding != "<") for f in frames]
+                   dectris.image_v2(series, 0, f, V2_ENCODINGS[encoding]) for f in frames]
         for k in range(len(frames) * repeat):
             parts = _renumber(encoded[k % len(frames)], k, version)
             if rate_hz:

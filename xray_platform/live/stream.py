@@ -11,7 +11,10 @@ Two threads, so the detector is never blocked:
   the counters and, about once a second, a thumbnail of the latest frame.
 
 A frame is keyed by (source#series, frame number): a restarted watcher never answers a frame
-the store already holds.
+the store already holds. Stream v2: one threshold channel is answered (``threshold``, 1-based),
+stored with each answer (``threshold``, ``threshold_energy_eV``) and with the run; each series'
+start-message fields (goniometer, user_data, channels, threshold energies) are kept with the run
+(run_info ``series``: {series id: fields}).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Receiver:
 
     url: str
     max_queue: int = 256
+    threshold: int = 1  # v2: the threshold channel kept (1-based)
     max_queue_bytes: int = MAX_QUEUE_BYTES  # encoded bytes held, whatever the frame count
     queue: deque = field(default_factory=deque)
     series: dict[int, Series] = field(default_factory=dict)
@@ -79,7 +83,7 @@ class Receiver:
                 continue
             parts = self._sock.recv_multipart()
             try:
-                what, series, msg = kind(parts)
+                what, series, msg = kind(parts, self.threshold)
             except (StreamError, ValueError, KeyError, TypeError) as e:
                 with self._lock:
                     self.bad += 1
@@ -137,7 +141,19 @@ def answer_images(items: list[tuple[Image, Series | None]], source: str, models:
     answers = answerer(models)(frames) if frames else []
     for a, ms in zip(answers, decode_ms, strict=False):
         a.setdefault("timings_ms", {})["decode_ms"] = ms
+    thresholds = {(frame_file(source, i.series), i.frame): _threshold(i, s) for i, s in items
+                  if i.threshold is not None}
+    for a in answers + errors:  # v2: which threshold channel was answered
+        a.update(thresholds.get((str(a.get("file")), int(a.get("frame", -1))), {}))
     return answers + errors, frames
+
+
+def _threshold(image: Image, series: Series | None) -> dict[str, Any]:
+    """The answer fields of a v2 image's threshold: its number and energy (eV) if known."""
+    energies = (series.meta.get("threshold_energy") if series else None) or {}
+    energy = energies.get(image.channel) if isinstance(energies, dict) else None
+    return {"threshold": image.threshold,
+            "threshold_energy_eV": float(energy) if isinstance(energy, (int, float)) else None}
 
 
 def watch_stream(url: str, store: RunStore, run: str, models: dict, *, max_queue: int = 256,
@@ -145,14 +161,23 @@ def watch_stream(url: str, store: RunStore, run: str, models: dict, *, max_queue
                  exit_when_idle_s: float | None = None, raster: dict | None = None,
                  thumb_every_s: float = 1.0,
                  on_update: Callable[[StreamStats], None] | None = None,
-                 info: dict | None = None) -> StreamStats:
+                 info: dict | None = None, threshold: int = 1,
+                 on_answers: Callable[[list[dict[str, Any]]], None] | None = None
+                 ) -> StreamStats:
     """Follow the stream at ``url`` until ``exit_after_series`` series have ended and every
-    image is answered, or no image came for ``exit_when_idle_s`` (None: until interrupted)."""
-    rx = Receiver(url, max_queue)  # a bad address fails before the store gets a run
+    image is answered, or no image came for ``exit_when_idle_s`` (None: until interrupted).
+    ``threshold``: the v2 threshold channel answered (1-based); ``on_answers``: called with
+    each batch of answers once they are stored (live/epics.py)."""
+    if threshold < 1:
+        raise ValueError(f"threshold {threshold}: thresholds count from 1")
+    rx = Receiver(url, max_queue, threshold)  # a bad address fails before the store gets a run
     try:
         run_id = store.open_run(run, f"stream:{url}")
-        if info:
-            store.set_info(run_id, **info)
+        held = store.info(run_id).get("threshold")
+        if held not in (None, threshold) and store.answered(run_id):
+            raise ValueError(f"run {run!r} answered threshold {held}; watch threshold "
+                             f"{threshold} under another --run (a frame is answered once)")
+        store.set_info(run_id, **(info or {}), threshold=threshold)
     except ValueError:
         rx.close()
         raise
@@ -162,8 +187,10 @@ def watch_stream(url: str, store: RunStore, run: str, models: dict, *, max_queue
     stats, told_dropped = StreamStats(), 0
     told, told_at = (-1, -1), 0.0  # the live counters last written, and when
     idle_since, thumbs = time.time(), _Thumbs(store, run_id, thumb_every_s)
+    kept: set[int] = set()  # series whose start fields are in the run's info
     try:
         while True:
+            _keep_series(store, run_id, rx, kept)
             items = [(i, s) for i, s in rx.take(batch)
                      if (frame_file(url, i.series), i.frame) not in done]
             c = rx.counts()
@@ -173,6 +200,8 @@ def watch_stream(url: str, store: RunStore, run: str, models: dict, *, max_queue
                 told_dropped = c["dropped"]
                 done.update((str(a["file"]), int(a["frame"])) for a in answers)
                 stats.count(answers)
+                if on_answers:
+                    on_answers(answers)
                 if frames:
                     thumbs.offer(frames[-1])
                 idle_since = time.time()
@@ -196,6 +225,17 @@ def watch_stream(url: str, store: RunStore, run: str, models: dict, *, max_queue
             time.sleep(0.02)
     finally:
         rx.close()
+
+
+def _keep_series(store: RunStore, run_id: int, rx: Receiver, kept: set[int]) -> None:
+    """Store the start-message fields of series not kept yet with the run (run_info
+    ``series``, keyed by series id)."""
+    with rx._lock:
+        new = {k: s.meta for k, s in rx.series.items() if k not in kept}
+    kept.update(new)
+    new = {str(k): m for k, m in new.items() if m}
+    if new:
+        store.set_info(run_id, series={**(store.info(run_id).get("series") or {}), **new})
 
 
 def _update(stats: StreamStats, c: dict[str, Any]) -> None:

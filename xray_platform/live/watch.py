@@ -164,8 +164,11 @@ def watch_folder(folder: Path, store: RunStore, run: str, models: dict, *,
                  exit_when_idle_s: float | None = None, raster: dict | None = None,
                  thumb_every_s: float = 1.0, allow_links_outside: bool = False,
                  on_update: Callable[[WatchStats], None] | None = None,
-                 info: dict | None = None) -> WatchStats:
+                 info: dict | None = None,
+                 on_answers: Callable[[list[dict[str, Any]]], None] | None = None
+                 ) -> WatchStats:
     """Follow ``folder`` until idle for ``exit_when_idle_s`` (None: until interrupted);
+    ``on_answers``: called with each batch of answers once they are stored (live/epics.py);
     ``raster`` ({"rows", "cols", "snake"}) tells the live page the run is a grid scan. Symbolic
     links and HDF5 links (external, virtual data sets) are followed only inside ``folder``
     unless ``allow_links_outside``."""
@@ -199,7 +202,7 @@ def watch_folder(folder: Path, store: RunStore, run: str, models: dict, *,
         made = 0
         for k in range(0, len(pending), batch):
             made += _answer_batch(pending[k:k + batch], store, run_id, models, overrides or {},
-                                  give_up_s, failing, done, stats, thumbs)
+                                  give_up_s, failing, done, stats, thumbs, on_answers)
             stats.retrying = len(failing)
             stats.backlog = max(0, len(pending) - k - batch)
             store.set_live(run_id, received=len(done), queued=stats.backlog)
@@ -219,7 +222,8 @@ def watch_folder(folder: Path, store: RunStore, run: str, models: dict, *,
 
 def _answer_batch(work: list[tuple[Path, int]], store: RunStore, run_id: int, models: dict,
                   overrides: dict, give_up_s: float, failing: dict[tuple[str, int], float],
-                  done: set[tuple[str, int]], stats: WatchStats, thumbs: _Thumbs) -> int:
+                  done: set[tuple[str, int]], stats: WatchStats, thumbs: _Thumbs,
+                  on_answers: Callable[[list[dict[str, Any]]], None] | None = None) -> int:
     """Answer one batch into the store; frames that fail to read wait in ``failing`` until
     they have failed for give_up_s, then get their error as the answer. Returns answers made."""
     answers, errors, frames = answer_items(work, models, overrides)
@@ -235,4 +239,6 @@ def _answer_batch(work: list[tuple[Path, int]], store: RunStore, run_id: int, mo
         done.add(key)
         failing.pop(key, None)
     stats.count(answers)
+    if on_answers and answers:
+        on_answers(answers)
     return len(answers)

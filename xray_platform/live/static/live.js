@@ -6,6 +6,7 @@ const rows = [];           // compact answers in arrival order
 let raster = null;         // {rows, cols, snake}
 let thumb = null;          // thumbnail meta (geometry for the rings)
 let thumbStamp = null;
+let centre = null;         // the grid scan's centring (live/centre.py), when it is one
 
 function el(tag, attrs, parent) {
   const e = document.createElementNS(NS, tag);
@@ -117,6 +118,7 @@ function drawHeatmap() {
     if (r) n++;
   }
   svg.dataset.cells = String(n);
+  drawCentre(svg, s);
   const unit = by === "spots" ? " spots" : " Å";
   document.getElementById("legend").innerHTML = vals.length ?
     `<span style="background:${by === "spots" ? colour(0) : colour(1)}"></span>` +
@@ -125,6 +127,61 @@ function drawHeatmap() {
     `<span style="background:${by === "spots" ? colour(1) : colour(0)}"></span>` +
     `${hi.toFixed(by === "spots" ? 0 : 2)}${unit} ${by === "spots" ? "(most)" : "(worst)"}; ` +
     `<span style="background:#ddd"></span>no hit` : "no hits yet";
+}
+
+// The crystal(s) on the heat map: each region's extent (dashed box), its spot-weighted centre
+// (a ring with a cross) and its number; the best cell outlined. Cells are (row, col) from 0.
+function drawCentre(svg, s) {
+  svg.dataset.crystals = "0";
+  if (!centre || !raster || centre.rows !== raster.rows || centre.cols !== raster.cols) return;
+  for (const g of centre.regions) {
+    const e = g.extent;
+    el("rect", {x: e.col_min * s + 0.5, y: e.row_min * s + 0.5, width: e.cols * s - 1,
+                height: e.rows * s - 1, fill: "none", stroke: "#d33", "stroke-width": 1.2,
+                "stroke-dasharray": "4 3", class: "extent"}, svg);
+    const cx = (g.centre.col + 0.5) * s, cy = (g.centre.row + 0.5) * s, r = Math.max(4, s / 4);
+    const mark = el("g", {class: "centre", "data-crystal": g.crystal, "data-row": g.centre.row,
+                          "data-col": g.centre.col}, svg);
+    el("circle", {cx, cy, r, fill: "none", stroke: "#d33", "stroke-width": 2}, mark);
+    el("line", {x1: cx - 1.6 * r, x2: cx + 1.6 * r, y1: cy, y2: cy, stroke: "#d33"}, mark);
+    el("line", {x1: cx, x2: cx, y1: cy - 1.6 * r, y2: cy + 1.6 * r, stroke: "#d33"}, mark);
+    el("text", {x: cx + r + 2, y: cy - r - 2, class: "label", fill: "#d33"}, mark)
+      .textContent = String(g.crystal);
+  }
+  const b = centre.best_cell;
+  if (b) {
+    el("rect", {x: b.col * s + 1, y: b.row * s + 1, width: s - 2, height: s - 2, fill: "none",
+                stroke: "#000", "stroke-width": 2, class: "best"}, svg);
+  }
+  svg.dataset.crystals = String(centre.regions.length);
+}
+
+// One line per crystal: centre (and extent) in cells, and in µm with the grid step.
+function centreText() {
+  if (!centre) return "";
+  if (!centre.regions.length) return "centre: no hit yet";
+  const um = p => p ? ` = x ${p.x.toFixed(1)}, y ${p.y.toFixed(1)} µm` : "";
+  const b = centre.best_cell;
+  return centre.regions.map(g =>
+    `crystal ${g.crystal}: centre row ${g.centre.row.toFixed(2)}, col ` +
+    `${g.centre.col.toFixed(2)}${um(g.centre_um)}; ${g.extent.rows} x ${g.extent.cols} cells` +
+    (g.extent_um ? ` (${g.extent_um.x} x ${g.extent_um.y} µm)` : "") +
+    `, ${g.n_cells} hits, ${g.spots} spots`).join("\n") +
+    `\nbest cell: row ${b.row}, col ${b.col} (frame ${b.frame}, ${b.n_spots} spots)` +
+    um(b.um);
+}
+
+// The run's source, cell and grid step, and a grid run's centre.
+function drawInfo(snap) {
+  const parts = [`source: ${snap.source}`];
+  if (snap.cell) parts.push(`cell: ${snap.cell.map(v => +v.toFixed(2)).join(", ")} (Å, °)`);
+  else parts.push("cell: not given");
+  if (raster) {
+    parts.push(`grid: ${raster.rows} x ${raster.cols}${raster.snake ? " snake" : ""}` +
+      (snap.step_um ? `, step ${snap.step_um[0]} x ${snap.step_um[1]} µm` : ""));
+  }
+  document.getElementById("run-info").textContent = parts.join("; ");
+  document.getElementById("centre-text").textContent = centreText();
 }
 
 // Resolution rings on the thumbnail: r = D tan(2 asin(lambda / 2d)) / pixel, in thumb px.
@@ -181,10 +238,17 @@ function apply(snap) {
   setCounter("c-multi", c.multi); setCounter("c-rate", c.frames_per_s);
   setCounter("c-queued", c.queued); setCounter("c-dropped", c.dropped);
   setCounter("c-errors", c.errors);
+  setCounter("c-saved", c.saved ?? 0); setCounter("c-save-failed", c.save_failed ?? 0);
+  for (const id of ["saved", "save-failed"]) {
+    document.getElementById(`k-${id}`).hidden = !(c.saved || c.save_failed);
+  }
   document.getElementById("source").textContent = snap.source;
   const q = new URLSearchParams(location.search);
   raster = q.get("rows") ? {rows: +q.get("rows"), cols: +q.get("cols"),
                             snake: q.get("snake") === "1"} : snap.raster;
+  const centreMoved = snap.centre !== undefined && !q.get("rows");
+  if (centreMoved) centre = snap.centre;
+  drawInfo(snap);
   if (snap.thumb && snap.thumb_updated !== thumbStamp) {
     thumbStamp = snap.thumb_updated;
     thumb = snap.thumb;
@@ -194,7 +258,7 @@ function apply(snap) {
       `${thumb.file.split("/").pop()} frame ${thumb.frame}`;
     drawRings();
   }
-  if (snap.rows.length || !document.getElementById("heatmap").firstChild) {
+  if (snap.rows.length || centreMoved || !document.getElementById("heatmap").firstChild) {
     drawTraces();
     drawHeatmap();
   }
