@@ -85,10 +85,13 @@ def test_spots_at_random_positions_index_on_no_lattice() -> None:
 
 @needs_real
 def test_a_multi_panel_detector_indexes() -> None:
-    """A CSPAD thermolysin still (64 ASICs, hexagonal cell): one lattice, far above chance."""
+    """A CSPAD thermolysin still (64 ASICs, hexagonal cell): one lattice, far above chance
+    (~830 spots, of which a random orientation explains ~40: 15 Poisson sigma above that)."""
     frame = read_frame(REAL / "cspad_thermolysin_0401.cbf")
     r = count_lattices(frame, xtal.CRYSTAL_FORMS["thermolysin"].cell)
-    assert r.n_lattices >= 1 and r.lattices[0].n_spots > 5 * r.lattices[0].chance, r.lattices
+    assert r.n_lattices >= 1, r.lattices
+    n, chance = r.lattices[0].n_spots, r.lattices[0].chance
+    assert n > 4 * chance and n > chance + 15 * np.sqrt(chance), r.lattices
     assert len(np.unique(r.spots.panel[r.explained_by == 0])) > 10  # across many panels
 
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
+from scipy.spatial.transform import Rotation
 
 from xray_platform.core.indexing import (
     MAX_D_A,
@@ -29,8 +31,11 @@ from xray_platform.core.indexing import (
     SEARCH_SPOTS,
     _hemisphere,
     _significant,
+    as_cell,
+    basis,
     chance,
     explains,
+    orient,
     spot_q,
 )
 from xray_platform.core.lattice import cell_of
@@ -49,9 +54,17 @@ SUPERCELL_MARGIN = 0.75  # a cell dividing the best's volume and indexing this f
 #: are completed by third_vector's 2-D search too
 COMPLETE_FRACTION = 0.6
 THIRD_SPOTS = 150  # spots (nearest the beam) third_vector searches with
+THIRD_MAX_INDEX = 31  # and their largest index along the pair's vectors
+THIRD_HEIGHTS = 400  # and the most heights it tries
 #: a lattice found also takes the spots its predictions explain at this x the Ewald
 #: tolerance before further lattices are searched (its partial reflections)
 MOSAIC_EPS = 3.0
+#: a 1-D transform's peak is scored over the mean of the spectrum this many bins either side
+PEAK_BASE_BINS = 3
+#: triples (the most spots on integer indices first) fitted and judged by their predictions
+SCORED = 8
+#: of the judged bases, the smallest cell explaining this fraction of the best's spots wins
+SUPERCELL_SCORE = 0.9
 
 
 @dataclass(frozen=True)
@@ -89,10 +102,15 @@ def candidate_vectors(q: np.ndarray, min_cell: float = MIN_CELL_A, max_cell: flo
     flat = (np.arange(len(dirs))[:, None] * n + proj).ravel()
     hist = np.bincount(flat, minlength=len(dirs) * n).reshape(len(dirs), n)
     spectrum = np.abs(scipy.fft.rfft(hist.astype(np.float32), axis=1))
+    # a peak's height over the spectrum PEAK_BASE_BINS either side: where the spots'
+    # projections bunch (directions near the beam, along which a still's q barely spreads)
+    # the transform of that envelope swamps the short lengths, and falls smoothly
+    prominence = spectrum - 0.5 * (np.roll(spectrum, PEAK_BASE_BINS, axis=1) +
+                                   np.roll(spectrum, -PEAK_BASE_BINS, axis=1))
     lengths = np.arange(spectrum.shape[1]) / (n * delta)  # Å per frequency bin
     band = (lengths >= min_cell) & (lengths <= max_cell)
-    best = np.argmax(np.where(band, spectrum, 0.0), axis=1)
-    score = spectrum[np.arange(len(dirs)), best]
+    best = np.argmax(np.where(band, prominence, -np.inf), axis=1)
+    score = prominence[np.arange(len(dirs)), best]
     vectors: list[np.ndarray] = []
     for i in np.argsort(score)[::-1]:
         t = dirs[i] * lengths[best[i]]
@@ -193,6 +211,13 @@ def third_vector(a: np.ndarray, b: np.ndarray, q: np.ndarray, min_height: float 
     # extends c to the rest
     on = np.flatnonzero(on)
     on = on[np.argsort(np.linalg.norm(q[on], axis=1))[:THIRD_SPOTS]]
+    # the cost is heights x m^2: indices within +-THIRD_MAX_INDEX, heights at most
+    # THIRD_HEIGHTS (max_height x span / 0.2, below)
+    on = on[(np.abs(np.round(x[on])) <= THIRD_MAX_INDEX) &
+            (np.abs(np.round(y[on])) <= THIRD_MAX_INDEX) &
+            (np.abs(q[on] @ n) <= THIRD_HEIGHTS * 0.2 / max_height)]
+    if len(on) < 12:
+        return None
     h, k, p = np.round(x[on]).astype(int), np.round(y[on]).astype(int), q[on] @ n
     m = 1 << max(5, int(np.ceil(np.log2(2 * max(np.abs(h).max(), np.abs(k).max()) + 1))))
     span = float(np.abs(p).max())
@@ -253,9 +278,13 @@ def _triples(bases: list[np.ndarray], q: np.ndarray) -> list[tuple[int, float, n
     return out
 
 
-def find_basis(q: np.ndarray, n_candidates: int = 15) -> np.ndarray | None:
+def find_basis(q: np.ndarray, n_candidates: int = 15,
+               score: Callable[[np.ndarray], int] | None = None) -> np.ndarray | None:
     """The reduced primitive basis (rows, Å) that indexes the most spots q, or None (too few
-    spots)."""
+    spots). With ``score`` (a basis -> the spots its predictions explain), the SCORED bases
+    that index the most spots are fitted and judged by it instead: where several lattices
+    share a frame, a triple of vectors from different ones can put the most spots near
+    integer indices and predict none of them."""
     if len(q) < 12:
         return None
     vec = np.array([refine_vector(t, q) for t in candidate_vectors(q)[:n_candidates]])
@@ -271,21 +300,120 @@ def find_basis(q: np.ndarray, n_candidates: int = 15) -> np.ndarray | None:
                 break
     if not triples:
         return None
-    # a supercell (n times the volume) indexes its cell's spots too, and a few more by chance:
-    # the smallest cell whose volume divides the best's and that indexes nearly as many
+    bases = [_basis(_smallest(triples), q)]
+    if score is not None:
+        ranked = sorted(triples, key=lambda t: (-t[0], t[1]))
+        bases += [_basis(t[2], q) for t in ranked[:SCORED]]
+        bases = _distinct_bases([T for T in bases if T is not None])
+        if not bases:
+            return None
+        scored = [(score(T), abs(np.linalg.det(T)), T) for T in bases]
+        most = max(s for s, _, _ in scored)
+        if not most > 0:
+            return None
+        # a supercell predicts its cell's spots and more: the smallest cell explaining ~as many
+        return min((t for t in scored if t[0] >= SUPERCELL_SCORE * most), key=lambda t: t[1])[2]
+    return bases[0]
+
+
+def _smallest(triples: list[tuple[int, float, np.ndarray]]) -> np.ndarray:
+    """The triple indexing the most spots, or the smallest cell whose volume divides its and
+    that indexes nearly as many (a supercell indexes its cell's spots and more by chance)."""
     most, volume, best = max(triples, key=lambda t: (t[0], -t[1]))
     sub = [t for t in triples if t[0] >= SUPERCELL_MARGIN * most and
            abs(volume / t[1] - round(volume / t[1])) < 0.05]
-    best = min(sub, key=lambda t: t[1])[2] if sub else best
-    T = _fit(reduce_basis(best), q)
+    return min(sub, key=lambda t: t[1])[2] if sub else best
+
+
+def _basis(T: np.ndarray, q: np.ndarray) -> np.ndarray | None:
+    """A triple fitted to the spots it indexes, made primitive and reduced (None: collapsed)."""
+    T = _fit(reduce_basis(T), q)
+    if not _usable(T):
+        return None
     T = _fit(reduce_basis(primitive(T, q)), q)
     return reduce_basis(T) if _usable(T) else None
+
+
+def _distinct_bases(bases: list[np.ndarray]) -> list[np.ndarray]:
+    """``bases`` without repeats (the same reduced vectors within 1 %)."""
+    out: list[np.ndarray] = []
+    for T in bases:
+        if all(np.abs(T - U).max() > 0.01 * np.abs(U).max() for U in out):
+            out.append(T)
+    return out
 
 
 def _usable(T: np.ndarray) -> bool:
     """A basis of three finite, independent vectors (a fit to too few spots can collapse)."""
     return bool(np.isfinite(T).all() and abs(np.linalg.det(T)) > 1e-3 * np.prod(
         np.linalg.norm(T, axis=1)))
+
+
+def _sane(T: np.ndarray) -> bool:
+    edges = np.linalg.norm(T, axis=1)  # beyond these: a fit gone astray, not a crystal
+    return bool(edges.min() >= 0.8 * MIN_CELL_A and edges.max() <= 1.5 * MAX_CELL_A)
+
+
+def near_lattice(A: np.ndarray, q: np.ndarray, wavelength_A: float, eps: float,
+                 tol_q: np.ndarray) -> np.ndarray:
+    """Per spot q: whether its nearest lattice point of A (q = A h) lies within ``tol_q``
+    (1/Å) of it and within ``eps`` of the Ewald sphere: what ``explains`` asks, from the
+    spots' side (no reflection list: one rounding per spot)."""
+    h = np.round(q @ np.linalg.inv(A).T)
+    g = h @ A.T
+    k1 = g + np.array([0.0, 0.0, 1.0 / wavelength_A])
+    return (np.linalg.norm(g - q, axis=1) < tol_q) & h.any(1) & (
+        np.abs(np.linalg.norm(k1, axis=1) - 1.0 / wavelength_A) < eps)
+
+
+def next_lattice(rest: Spots, geom: Geometry | PanelGeometry, d_min: float, eps: float,
+                 radius: float) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """The best basis for the spots ``rest`` (searched on the strongest SEARCH_SPOTS off the
+    ice rings), the spots it explains and how many it would by chance; None: no basis."""
+    search = rest.subset(~rest.ice)
+    search = search.subset(np.arange(len(search)) < SEARCH_SPOTS)
+
+    q = spot_q(search, geom.wavelength_A)
+    # a spot's position error of ``radius`` mm, as a distance in reciprocal space (1/Å)
+    tol_q = radius / (np.linalg.norm(search.xyz_mm, axis=1) * geom.wavelength_A)
+    turns = Rotation.random(3, random_state=0).as_matrix()
+
+    def excess(T: np.ndarray) -> float:  # explained beyond chance (3 random orientations)
+        if not _sane(T):
+            return -np.inf
+        A = np.linalg.inv(T)
+        return float(near_lattice(A, q, geom.wavelength_A, eps, tol_q).sum() - np.mean(
+            [near_lattice(R @ A, q, geom.wavelength_A, eps, tol_q).sum() for R in turns]))
+
+    T = find_basis(q, score=excess)
+    if T is None:
+        return None
+    q_rest = spot_q(rest, geom.wavelength_A)
+    T = _fit(primitive(T, q_rest), q_rest)
+    if not _usable(T):
+        return None
+    T = reduce_basis(T)
+    if not _sane(T):
+        return None
+    A = np.linalg.inv(T)  # q = A h
+    return T, explains(A, rest, geom, d_min, eps, radius), chance(A, rest, geom, d_min, eps,
+                                                                  radius)
+
+
+def _with_cell(T: np.ndarray, rest: Spots, geom: Geometry | PanelGeometry, d_min: float,
+               eps: float, radius_px: float) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """A further lattice of the first's cell among the spots ``rest``, if significant as a
+    known cell's (core/indexing.py: three free parameters, not nine; the crystals of one
+    sample share a cell): its basis, the spots it explains, chance."""
+    cell = as_cell(cell_of(T))
+    best = orient(rest, geom, cell, d_min, eps, radius_px)
+    if best is None:
+        return None
+    U, hit = best
+    expected = chance(U @ cell.B(), rest, geom, d_min, eps, radius_px * geom.pixel_mm)
+    if not _significant(int(hit.sum()), expected):
+        return None
+    return reduce_basis(basis(U, cell)), hit, expected
 
 
 def autoindex(spots: Spots, geom: Geometry | PanelGeometry, eps: float = 0.004,
@@ -300,29 +428,19 @@ def autoindex(spots: Spots, geom: Geometry | PanelGeometry, eps: float = 0.004,
     first = 0
     while len(found) < max_lattices and left.sum() >= 15:
         rest = spots.subset(left)
-        search = rest.subset(~rest.ice)
-        search = search.subset(np.arange(len(search)) < SEARCH_SPOTS)
-        T = find_basis(spot_q(search, geom.wavelength_A))
-        if T is None:
-            break
-        q_rest = spot_q(rest, geom.wavelength_A)
-        T = _fit(primitive(T, q_rest), q_rest)
-        if not _usable(T):
-            break
-        T = reduce_basis(T)
-        edges = np.linalg.norm(T, axis=1)
-        if edges.min() < 0.8 * MIN_CELL_A or edges.max() > 1.5 * MAX_CELL_A:
-            break  # a fit gone astray (indices from a wrong basis), not a crystal
-        A = np.linalg.inv(T)  # q = A h
-        hit = explains(A, rest, geom, d_min, eps, radius)
-        expected = chance(A, rest, geom, d_min, eps, radius)
-        if not _significant(int(hit.sum()), expected, min_spots=MIN_SPOTS) or \
-                (found and hit.sum() < MIN_RELATIVE * first):
+        attempt = _with_cell(found[0].T, rest, geom, d_min, eps, radius_px) if found else None
+        if attempt is None:
+            attempt = next_lattice(rest, geom, d_min, eps, radius)
+            if attempt is None or not _significant(int(attempt[1].sum()), attempt[2],
+                                                   min_spots=MIN_SPOTS):
+                break
+        T, hit, expected = attempt
+        if found and hit.sum() < MIN_RELATIVE * first:
             break
         first = first if found else int(hit.sum())  # the first lattice's, within eps
         # and its reflections further from the Ewald sphere (mosaic spread, bandwidth: a
         # strong crystal's partials), which a slightly turned copy would otherwise claim
-        hit |= explains(A, rest, geom, d_min, MOSAIC_EPS * eps, radius)
+        hit |= explains(np.linalg.inv(T), rest, geom, d_min, MOSAIC_EPS * eps, radius)
         found.append(FoundLattice(T, int(hit.sum()), expected))
         idx = np.where(left)[0][hit]
         by[idx] = len(found) - 1

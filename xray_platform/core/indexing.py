@@ -344,6 +344,20 @@ def count_lattices(frame: Frame, cell: UnitCell | tuple[float, ...],
     return index_spots(spots.subset(spots.d_A <= d_max_A), geom, cell, **options)
 
 
+def orient(spots: Spots, geom: Geometry | PanelGeometry, cell: UnitCell, d_min: float,
+           eps: float, radius_px: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """The orientation of ``cell`` that explains the most ``spots`` (searched on the strongest
+    SEARCH_SPOTS off the ice rings) and the spots it explains; None: too few spots."""
+    search = spots.subset(~spots.ice)
+    search = search.subset(np.arange(len(search)) < SEARCH_SPOTS)  # brightest first
+    candidates = search_orientation(spot_q(search, geom.wavelength_A), cell, geom.wavelength_A)
+    if not candidates:
+        return None
+    # of the candidates that index the most spots, the one whose predictions explain most
+    return max((_explained(U, cell, spots, geom, d_min, eps, radius_px)
+                for U in candidates[:CANDIDATES]), key=lambda t: t[1].sum())
+
+
 def index_spots(spots: Spots, geom: Geometry | PanelGeometry,
                 cell: UnitCell | tuple[float, ...], eps: float = 0.004, radius_px: float = 2.5,
                 max_lattices: int = 5, refine_geometry: bool = True) -> Indexing:
@@ -357,15 +371,10 @@ def index_spots(spots: Spots, geom: Geometry | PanelGeometry,
     found: list[Lattice] = []
     while len(found) < max_lattices and left.sum() >= 15:
         rest = spots.subset(left)
-        search = rest.subset(~rest.ice)
-        search = search.subset(np.arange(len(search)) < SEARCH_SPOTS)  # brightest first
-        candidates = search_orientation(spot_q(search, geom.wavelength_A), cell,
-                                        geom.wavelength_A)
-        if not candidates:
+        best = orient(rest, geom, cell, d_min, eps, radius_px)
+        if best is None:
             break
-        # of the candidates that index the most spots, the one whose predictions explain most
-        U, hit = max((_explained(U, cell, rest, geom, d_min, eps, radius_px)
-                      for U in candidates[:CANDIDATES]), key=lambda t: t[1].sum())
+        U, hit = best
         if not found and refine_geometry and isinstance(geom, Geometry):
             U, geom, spots = _refine_geometry(U, cell, spots, geom, d_min, eps, radius_px)
             rest = spots  # no lattice yet: every spot is left
