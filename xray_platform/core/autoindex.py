@@ -1,17 +1,20 @@
 """Lattices of a still without a known cell: the basis found from the spots themselves (numpy;
-no Ray). A first step of issue 30's unknown-cell path; not yet on the answer path.
+no Ray). Every hit's answer without ``--cell`` (core/answer.py).
 
 1. Real-space vectors by 1-D Fourier analysis (Steller, Bolotovsky & Rossmann 1997, J. Appl.
    Cryst. 30, 1036; DIALS' fft1d): along a direction u parallel to a real lattice vector t of
    length L, the projections u . q of one lattice's spots fall on multiples of 1/L, so the
    Fourier transform of their histogram peaks at L. Every direction of a hemisphere is scored
-   by its strongest peak in [``min_cell``, ``max_cell``] Å; the best distinct vectors are kept.
-2. A basis: of the best vectors, the non-coplanar triple that puts the most spots on integer
-   indices (smallest cell among equals), fitted to those spots by least squares and reduced
-   (shortest vectors, pairwise size-reduced: a Buerger-like reduced cell).
+   by its most prominent peak in [``min_cell``, ``max_cell``] Å; the best distinct vectors are
+   kept.
+2. A basis: the non-coplanar triples of the best vectors that put the most spots on integer
+   indices, fitted to those spots by least squares, made primitive and reduced (shortest
+   vectors, pairwise size-reduced: a Buerger-like reduced cell), judged by the spots they
+   explain beyond chance (``near_lattice``; the smallest cell among near equals).
 3. Counting: the basis's predicted spots (core/lattice.py) matched within ``radius_px``; a
    lattice counts only when it explains MIN_EXCESS x what the same cell in random orientations
-   explains (as core/indexing.py); further lattices among the unexplained spots.
+   explains (as core/indexing.py); further lattices among the unexplained spots, first with
+   the first lattice's cell (core/indexing.orient), then without.
 """
 
 from __future__ import annotations
