@@ -185,7 +185,7 @@ def index_hit(frame: Frame, geom, counts: np.ndarray, hit_finder: HitFinder,
               "fraction": round(explained / n, 4) if n else None,
               "lattices": [lattice_record(lat.n_spots, lat.chance, T, bases[0])
                            for lat, T in zip(r.lattices, bases, strict=True)]}
-    return record, spot_table(r.spots, r.explained_by, bases, geom.wavelength_A)
+    return record, spot_table(r.spots, r.explained_by, bases, getattr(r, "geom", geom))
 
 
 #: the columns of an answer's spots (spot_table)
@@ -193,19 +193,28 @@ SPOT_COLUMNS = ("panel", "fast_px", "slow_px", "intensity", "sigma", "d_A", "ice
                 "h", "k", "l")
 
 
-def spot_table(spots, explained_by: np.ndarray, bases: list[np.ndarray], wavelength_A: float
+def spot_table(spots, explained_by: np.ndarray, bases: list[np.ndarray], geom
                ) -> dict[str, np.ndarray]:
     """A hit's spots (d <= 30 Å, brightest first) as columns (SPOT_COLUMNS): position (pixel
     centres at integer indices, in the panel), background-subtracted intensity and sigma
     (counts), d (Å), on an ice ring, the lattice (0, 1, ...) that explains it or -1, and its
-    indices hkl = T q in that lattice (0 0 0 when unexplained)."""
-    from xray_platform.core.indexing import spot_q
+    indices hkl in that lattice (0 0 0 when unexplained): those of the lattice's predicted
+    reflection nearest the spot on the detector (the one that explains it; the lattice
+    point nearest its q in three dimensions can be one off the Ewald sphere, at low
+    resolution several pixels away)."""
+    from scipy.spatial import cKDTree
+
+    from xray_platform.core.autoindex import MOSAIC_EPS
+    from xray_platform.core.indexing import EWALD_EPS
+    from xray_platform.core.lattice import predict
 
     hkl = np.zeros((len(spots), 3), np.int64)
-    q = spot_q(spots, wavelength_A)
+    d_min = 0.98 * float(spots.d_A.min()) if len(spots) else 1.0
     for i, T in enumerate(bases):
         mine = explained_by == i
-        hkl[mine] = np.round(q[mine] @ T.T).astype(np.int64)
+        pred = predict(np.linalg.inv(T), geom, d_min, MOSAIC_EPS * EWALD_EPS)
+        if mine.any() and len(pred.hkl):
+            hkl[mine] = pred.hkl[cKDTree(pred.xyz_mm).query(spots.xyz_mm[mine])[1]]
     return {"panel": spots.panel, "fast_px": spots.fast, "slow_px": spots.slow,
             "intensity": spots.intensity, "sigma": spots.sigma, "d_A": spots.d_A,
             "ice": spots.ice, "lattice": explained_by, "h": hkl[:, 0], "k": hkl[:, 1],

@@ -29,6 +29,7 @@ import scipy.fft
 from scipy.spatial.transform import Rotation
 
 from xray_platform.core.indexing import (
+    EWALD_EPS,
     MAX_D_A,
     MIN_RELATIVE,
     SEARCH_SPOTS,
@@ -419,7 +420,7 @@ def _with_cell(T: np.ndarray, rest: Spots, geom: Geometry | PanelGeometry, d_min
     return reduce_basis(basis(U, cell)), hit, expected
 
 
-def autoindex(spots: Spots, geom: Geometry | PanelGeometry, eps: float = 0.004,
+def autoindex(spots: Spots, geom: Geometry | PanelGeometry, eps: float = EWALD_EPS,
               radius_px: float = 2.5, max_lattices: int = 5) -> AutoIndexing:
     """The lattices that explain ``spots`` with no cell given, one after another among the
     spots still unexplained."""

@@ -56,6 +56,8 @@ CANDIDATES = 4
 SEARCH_SPOTS = 400
 #: spots at lower resolution (beamstop halo, parasitic scatter) are left out (Å)
 MAX_D_A = 30.0
+#: a still records the reflections this close to the Ewald sphere (1/Å; core/lattice.py)
+EWALD_EPS = 0.004
 
 
 @dataclass(frozen=True)
@@ -359,7 +361,7 @@ def orient(spots: Spots, geom: Geometry | PanelGeometry, cell: UnitCell, d_min: 
 
 
 def index_spots(spots: Spots, geom: Geometry | PanelGeometry,
-                cell: UnitCell | tuple[float, ...], eps: float = 0.004, radius_px: float = 2.5,
+                cell: UnitCell | tuple[float, ...], eps: float = EWALD_EPS, radius_px: float = 2.5,
                 max_lattices: int = 5, refine_geometry: bool = True) -> Indexing:
     """The lattices of ``cell`` that explain ``spots``, one after another among the spots
     still unexplained; on a flat detector the beam centre and distance are refined on the
