@@ -20,11 +20,10 @@ models_app = typer.Typer(help="Models: the zoo shipped with xrp and the MLflow r
 
 
 def _client(mlflow_uri: str | None):
-    import mlflow
+    """The registry's client (tracking/ speaks to it; this module only passes it on)."""
+    from xray_platform.tracking.store import client, tracking_uri
 
-    from xray_platform.tracking.store import tracking_uri
-
-    return mlflow.MlflowClient(tracking_uri(mlflow_uri))
+    return client(tracking_uri(mlflow_uri))
 
 
 def _existing_store(mlflow_uri: str | None) -> str | None:
@@ -105,14 +104,13 @@ def models_show(
 ) -> None:
     """One model: where it comes from and the model file's own metadata."""
     from xray_platform.core.models import model_metadata, model_summary, provenance_summary
+    from xray_platform.tracking.registry import get_version, parse_spec
     from xray_platform.tracking.resolve import resolve
 
     task, ref = spec, None
     if spec.startswith("zoo:"):
         task, ref = spec.removeprefix("zoo:"), "zoo"
     elif "@" in spec or "/" in spec:
-        from xray_platform.tracking.registry import parse_spec
-
         name = parse_spec(spec)[0]
         task, ref = name.removeprefix("xrp-"), spec
     if task not in TASKS:
@@ -125,7 +123,7 @@ def models_show(
     rows = [("source", r.source), ("file", str(r.path)), ("model file", model_summary(meta)),
             ("made by", provenance_summary(meta))]
     if r.source.startswith("models:/"):
-        mv = _client(mlflow_uri).get_model_version(r.name, r.version)
+        mv = get_version(_client(mlflow_uri), f"{r.name}/{r.version}")
         rows += [("aliases", ", ".join(sorted(mv.aliases)) or "-"),
                  ("description", mv.description or "")]
         rows += sorted(mv.tags.items())

@@ -32,6 +32,7 @@ from xray_platform.core.training import (
     val_metrics,
     val_seed,
 )
+from xray_platform.tracking.runs import Tracker
 
 STATE_FILE = "train_state.pt"
 MODEL_FILE = "model.pt"
@@ -159,17 +160,16 @@ def _gather(local: tuple[torch.Tensor, torch.Tensor], world: int):
             {p[2] for p in parts})
 
 
-def _report(model, opt, sched, cfg: dict, epoch: int, metrics: dict, client) -> None:
+def _report(model, opt, sched, cfg: dict, epoch: int, metrics: dict,
+            tracker: Tracker | None) -> None:
     """Rank 0: log to MLflow, write the checkpoint (model file + optimiser state), report."""
     import ray.train
 
     if cfg["log_every"]:  # a search prints its own progress (tune.py)
         print("[xrp train] " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                            for k, v in metrics.items()}), flush=True)
-    if client is not None:
-        for k, v in metrics.items():
-            if isinstance(v, int | float) and np.isfinite(v):
-                client.log_metric(cfg["mlflow_run_id"], k, float(v), step=epoch + 1)
+    if tracker is not None:
+        tracker.log_metrics(cfg["mlflow_run_id"], metrics, step=epoch + 1)
     with tempfile.TemporaryDirectory() as d:
         meta = {**cfg["metadata"], "epoch": epoch + 1,
                 "metrics": {k: v for k, v in metrics.items() if k.startswith("val_")}}
@@ -200,11 +200,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     start = _restore(model, opt, sched, cfg, device)
     if start and rank == 0:
         print(f"[xrp train] resumed from the checkpoint of epoch {start}", flush=True)
-    client = None
-    if rank == 0 and cfg.get("mlflow_run_id"):
-        import mlflow
-
-        client = mlflow.MlflowClient(cfg["mlflow_uri"])
+    tracker = Tracker(cfg["mlflow_uri"]) if rank == 0 and cfg.get("mlflow_run_id") else None
     fast = {"amp": cfg["amp"], "channels_last": cfg["channels_last"]}
 
     def progress(st) -> None:
@@ -228,7 +224,7 @@ def train_loop_per_worker(cfg: dict) -> None:
                    "data_wait_s": st.data_s, "compute_s": st.compute_s,
                    "train_nodes": len(nodes), **val_metrics(cfg["task"], out_all, y_all)}
         if rank == 0:
-            _report(model, opt, sched, cfg, epoch, metrics, client)
+            _report(model, opt, sched, cfg, epoch, metrics, tracker)
         else:
             ray.train.report(metrics)
 
@@ -303,13 +299,13 @@ def data_sources(s: TrainSettings, with_val: bool = True):
     return train, val, grid, desc
 
 
-def _write_history(client, run_id: str, path: Path) -> Path:
+def _write_history(tracker: Tracker, run_id: str, path: Path) -> Path:
     """Per-epoch metrics of the run (all epochs, across resumes) as CSV, from MLflow."""
-    keys = sorted(k for k in client.get_run(run_id).data.metrics if k != "wall_s")
+    keys = sorted(k for k in tracker.metric_names(run_id) if k != "wall_s")
     rows: dict[int, dict[str, float]] = {}
-    for k in keys:
-        for m in client.get_metric_history(run_id, k):
-            rows.setdefault(int(m.step), {})[k] = m.value
+    for k, steps in tracker.history(run_id, keys).items():
+        for step, value in steps.items():
+            rows.setdefault(step, {})[k] = value
     cols = ["epoch"] + [k for k in keys if k != "epoch"]
     lines = [",".join(cols)]
     for step in sorted(rows):
@@ -351,13 +347,12 @@ def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val
     keep the best model, the latest checkpoint and the validation report in ``out_dir`` and log
     them to the run. A run with the same ``ray_name`` and ``out_dir`` continues from its saved
     Ray Train state (Train V2 restores it); ``resume_from`` names a checkpoint folder instead."""
-    import mlflow
     from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from xray_platform.tracking.store import ui_command
 
-    client = mlflow.MlflowClient(uri)
+    tracker = Tracker(uri)
     metadata = {"task": s.task, "depth": s.depth, "init": s.init, "label": s.label,
                 "preprocessing": Preprocessing.for_grid(grid, s.input_options).to_dict(),
                 "training_data": data_desc, "provenance": run_provenance(s, data_desc),
@@ -394,7 +389,7 @@ def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val
     try:
         result = trainer.fit()
     except Exception:
-        client.set_terminated(run_id, "FAILED")
+        tracker.close(run_id, "FAILED")
         raise
     wall = time.perf_counter() - t0
     latest, best = result.checkpoint, None
@@ -416,15 +411,14 @@ def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val
             shutil.copytree(d, ckpt_dir)
     with best.as_directory() as d:
         shutil.copy2(Path(d) / MODEL_FILE, out_dir / MODEL_FILE)
-    history_path = _write_history(client, run_id, out_dir / "history.csv")
+    history_path = _write_history(tracker, run_id, out_dir / "history.csv")
     val_report = _validation_report(out_dir / MODEL_FILE, val_ds, s.task, s.label, history_path,
                                     out_dir / "validation")
-    for f in val_report:
-        client.log_artifact(run_id, str(f), artifact_path="validation")
-    client.log_metric(run_id, "wall_s", wall)
-    client.log_artifact(run_id, str(out_dir / MODEL_FILE), artifact_path="model")
-    client.log_artifact(run_id, str(history_path))
-    client.set_terminated(run_id, "FINISHED")
+    tracker.log_artifacts(run_id, val_report, "validation")
+    tracker.log_metrics(run_id, {"wall_s": wall})
+    tracker.log_artifacts(run_id, [out_dir / MODEL_FILE], "model")
+    tracker.log_artifacts(run_id, [history_path])
+    tracker.close(run_id, "FINISHED")
     summary = {"model": str(out_dir / MODEL_FILE), "out_dir": str(out_dir), "run_id": run_id,
                "experiment": s.experiment or f"xrp-{s.task}", "tracking_uri": uri,
                "mlflow_ui": ui_command(uri), "wall_s": wall,
@@ -457,12 +451,12 @@ def run_provenance(s: TrainSettings, data_desc: dict) -> dict:
                                           provenance.stored_data(s.data), val)
 
 
-def log_params(client, run_id: str, s: TrainSettings, grid, data_desc: dict) -> None:
+def log_params(tracker: Tracker, run_id: str, s: TrainSettings, grid, data_desc: dict) -> None:
+    """A run's settings (but its address) and the grid and source of its data."""
     params = {k: v for k, v in asdict(s).items() if v is not None and k != "address"}
     params.update(grid_size=grid.size, grid_d_min_A=grid.d_min_A,
                   data_source=data_desc["source"])
-    for k, v in params.items():
-        client.log_param(run_id, k, str(v)[:500])
+    tracker.log_params(run_id, params)
 
 
 def saved_checkpoints(out_dir: Path, key: str = "val_score") -> list[tuple[float, float, Path]]:
@@ -490,11 +484,10 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 def run_training(s: TrainSettings) -> dict:
     """Train as set out in ``s``; returns a summary (model file, MLflow run, metrics)."""
-    import mlflow
     import ray
 
     from xray_platform.orchestration.env import init_ray
-    from xray_platform.tracking.store import experiment_id, tracking_uri
+    from xray_platform.tracking.store import tracking_uri
 
     s.validate()
     name = s.name or f"{s.task}-r{s.depth}-{s.init}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -516,17 +509,15 @@ def run_training(s: TrainSettings) -> dict:
     train_ds, val_ds, grid, data_desc = data_sources(s)
 
     uri = tracking_uri(s.mlflow_uri)
-    client = mlflow.MlflowClient(uri)
-    exp = experiment_id(client, s.experiment or f"xrp-{s.task}", uri)
+    tracker = Tracker(uri)
+    exp = tracker.experiment(s.experiment or f"xrp-{s.task}")
     run_id_file = out_dir / "mlflow_run_id"
     if s.resume and run_id_file.exists():
         run_id = run_id_file.read_text().strip()
     else:
-        run = client.create_run(exp, run_name=name, tags={"xrp.task": s.task,
-                                                            "xrp.version": __version__})
-        run_id = run.info.run_id
+        run_id = tracker.open_run(exp, name, {"xrp.task": s.task, "xrp.version": __version__})
         run_id_file.write_text(run_id)
-        log_params(client, run_id, s, grid, data_desc)
+        log_params(tracker, run_id, s, grid, data_desc)
     # --resume: Ray Train V2 restores by checkpoint path (resume_from_checkpoint is deprecated);
     # the workers read it, so on a cluster --out must be on storage every node reaches
     summary = fit(s, out_dir=out_dir, run_id=run_id, uri=uri, train_ds=train_ds, val_ds=val_ds,

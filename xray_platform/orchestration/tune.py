@@ -28,6 +28,7 @@ from xray_platform.core.training import score_model, val_seed
 from xray_platform.orchestration.train import MODEL_FILE, DataSettings, TrainSettings
 from xray_platform.reports.trials import write_trial_table
 from xray_platform.tracking.champion import decide
+from xray_platform.tracking.runs import ChildRun, Tracker
 
 #: Search presets: `quick` fits a 2-core laptop in about 10 minutes (64^2 inputs), `full` is the
 #: GPU-cluster search (512^2 inputs, the poster's data set sizes). Command-line options win.
@@ -126,20 +127,8 @@ class SearchSettings(DataSettings):
 # ----------------------------------------------------------------------------------------
 # the trial (runs in a Tune actor; Ray Train does the work)
 # ----------------------------------------------------------------------------------------
-def _child_run(client, exp: str, parent: str, trial_id: str, name: str, tags: dict) -> str:
-    """The trial's MLflow child run: found again by trial id when a search resumes."""
-    found = client.search_runs([exp], filter_string=f"tags.`xrp.trial_id` = '{trial_id}' and "
-                               f"tags.`mlflow.parentRunId` = '{parent}'", max_results=1)
-    if found:  # a resumed trial (its run was marked failed or killed when it was interrupted)
-        client.update_run(found[0].info.run_id, status="RUNNING")
-        return found[0].info.run_id
-    return client.create_run(exp, run_name=name, tags={
-        "mlflow.parentRunId": parent, "xrp.trial_id": trial_id, **tags}).info.run_id
-
-
 def run_trial(config: dict, setup: dict, val_ds) -> None:
     """Tune function trainable: one TorchTrainer run with this trial's hyperparameters."""
-    import mlflow
     import ray
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -156,12 +145,12 @@ def run_trial(config: dict, setup: dict, val_ds) -> None:
         transfer_from=setup["transfer_from"] if config["init"] == "transfer" else None)
     out_dir = Path(ts.out) / name
     out_dir.mkdir(parents=True, exist_ok=True)
-    client = mlflow.MlflowClient(setup["uri"])
-    run_id = _child_run(client, setup["experiment_id"], setup["parent_run_id"], trial_id, name,
-                        {"xrp.task": s.task, "xrp.version": __version__,
-                         "xrp.depth": str(config["depth"]), "xrp.init": config["init"]})
-    if not client.get_run(run_id).data.params:
-        log_params(client, run_id, ts, setup["grid"], setup["data_desc"])
+    tracker = Tracker(setup["uri"])
+    run_id = tracker.child_run(setup["experiment_id"], setup["parent_run_id"], trial_id, name,
+                               {"xrp.task": s.task, "xrp.version": __version__,
+                                "xrp.depth": str(config["depth"]), "xrp.init": config["init"]})
+    if not tracker.has_params(run_id):
+        log_params(tracker, run_id, ts, setup["grid"], setup["data_desc"])
     train_ds, _, grid, _ = data_sources(ts, with_val=False)
     # the Train run is named after the trial: when a search resumes, Train V2 finds its saved
     # state under the same name and storage and continues from the last checkpoint
@@ -246,14 +235,12 @@ def _search_dir(s: SearchSettings) -> Path:
     return root / f"tune-{s.task}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def _trial_rows(results, task: str, client, parent: str, search_dir: Path
-                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _trial_rows(results, task: str, tracker: Tracker, parent: str, search_dir: Path
+                ) -> tuple[list[dict[str, Any]], dict[str | None, ChildRun]]:
     """One row per trial: hyperparameters and status (from Tune), the per-epoch validation
     metrics (from the trial's MLflow child run: complete across resumes) and the checkpoint of
     its best epoch (from its Ray Train storage). Also returns trial id -> child run."""
-    kids = {k.data.tags.get("xrp.trial_id"): k for k in client.search_runs(
-        [client.get_run(parent).info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")}
+    kids = tracker.child_runs(parent)
     key = headline(task)[0]
     rows = []
     for r in results:
@@ -265,8 +252,7 @@ def _trial_rows(results, task: str, client, parent: str, search_dir: Path
                                "curve": [], "checkpoint": None}
         kid = kids.get(tid)
         if kid is not None:
-            hist = {m: {h.step: h.value for h in client.get_metric_history(kid.info.run_id, m)}
-                    for m in kid.data.metrics if m.startswith("val_")}
+            hist = tracker.history(kid.run_id, [m for m in kid.metrics if m.startswith("val_")])
             score = hist.get("val_score", {})
             if score:
                 best_epoch = max(score, key=score.get)
@@ -274,7 +260,7 @@ def _trial_rows(results, task: str, client, parent: str, search_dir: Path
                 row.update(best_epoch=best_epoch, epochs_run=max(score),
                            curve=sorted(hist.get(key, {}).items()))
                 row["checkpoint"] = _best_checkpoint(
-                    search_dir / TRIALS_DIR / kid.info.run_name / "ray" / f"trial-{tid}",
+                    search_dir / TRIALS_DIR / kid.name / "ray" / f"trial-{tid}",
                     best_epoch)
         rows.append(row)
     return rows, kids
@@ -320,15 +306,13 @@ def _val_rows(val_ds) -> dict[str, np.ndarray]:
 
 def run_search(s: SearchSettings) -> dict:
     """Run (or resume) the search; returns a summary (parent run, trials, champion decision)."""
-    import mlflow
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     from xray_platform.orchestration.env import init_ray
     from xray_platform.orchestration.train import data_sources
-    from xray_platform.tracking.registry import champion, download
-    from xray_platform.tracking.store import experiment_id, tracking_uri, ui_command
+    from xray_platform.tracking.store import tracking_uri, ui_command
 
     s = s.resolved()
     search_dir = _search_dir(s)
@@ -340,9 +324,9 @@ def run_search(s: SearchSettings) -> dict:
                          "or choose another --name")
     search_dir.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri(s.mlflow_uri)
-    client = mlflow.MlflowClient(uri)
+    tracker = Tracker(uri)
     exp_name = f"xrp-{s.task}"
-    exp = experiment_id(client, exp_name, uri)
+    exp = tracker.experiment(exp_name)
 
     # inits: scratch always, imagenet with a weights file, transfer from the other task's
     # champion when there is one (its trunk starts the model)
@@ -350,9 +334,9 @@ def run_search(s: SearchSettings) -> dict:
     transfer_from = None
     inits = list(s.inits) if s.inits else ["scratch"] + (["imagenet"] if s.imagenet_weights
                                                           else [])
-    other_mv = champion(client, other)
+    other_mv = tracker.champion(other)
     if other_mv is not None and (s.inits is None or "transfer" in s.inits):
-        transfer_from = str(download(client, other_mv, search_dir / f"transfer-{other}"))
+        transfer_from = str(tracker.download(other_mv, search_dir / f"transfer-{other}"))
         if "transfer" not in inits:
             inits.append("transfer")
     elif "transfer" in inits:
@@ -376,18 +360,17 @@ def run_search(s: SearchSettings) -> dict:
     parent_file = search_dir / PARENT_RUN_FILE
     if s.resume and parent_file.exists():
         parent = parent_file.read_text().strip()
-        client.update_run(parent, status="RUNNING")
+        tracker.reopen(parent)
     else:
-        parent = client.create_run(exp, run_name=search_dir.name, tags={
-            "xrp.task": s.task, "xrp.version": __version__, "xrp.kind": "search"}).info.run_id
+        parent = tracker.open_run(exp, search_dir.name, {
+            "xrp.task": s.task, "xrp.version": __version__, "xrp.kind": "search"})
         parent_file.write_text(parent)
         params = {k: v for k, v in asdict(s).items()
                   if v is not None and k not in ("address", "extra", "resume")}
         params.update(inits=inits, n_trials=n_trials, grid_size=grid.size,
                       transfer_from=f"{other_mv.name} v{other_mv.version}" if other_mv else None,
                       val_shots=len(val_ds.take_all()) if s.val_shots is None else s.val_shots)
-        for k, v in params.items():
-            client.log_param(parent, k, str(v)[:500])
+        tracker.log_params(parent, params)
 
     setup = {"search": s, "search_dir": str(search_dir), "uri": uri, "experiment": exp_name,
              "experiment_id": exp, "parent_run_id": parent, "transfer_from": transfer_from,
@@ -417,16 +400,16 @@ def run_search(s: SearchSettings) -> dict:
     try:
         results = tuner.fit()
     except BaseException:
-        client.set_terminated(parent, "KILLED")
+        tracker.close(parent, "KILLED")
         raise
     wall = time.perf_counter() - t0
     # Ctrl-C / SIGUSR1; a stop between trials leaves the later ones out of ``results``
     if len(_ENDED.get(str(search_dir), ())) < max(len(results), n_trials):
-        client.set_terminated(parent, "KILLED")
+        tracker.close(parent, "KILLED")
         raise SearchInterrupted(f"search interrupted after {wall:.0f} s; its state is saved: "
                                 f"continue it with `xrp tune {s.task} --resume --name "
                                 f"{search_dir.name} --out {search_dir.parent}`")
-    summary = _finish(client, s, search_dir, parent, results, val_ds, grid, wall, inits)
+    summary = _finish(tracker, s, search_dir, parent, results, val_ds, grid, wall, inits)
     summary.update(tracking_uri=uri, mlflow_ui=ui_command(uri), experiment=exp_name)
     (search_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     if not s.address:
@@ -438,7 +421,7 @@ def _trial_dirname(trial) -> str:
     return f"trial-{trial.trial_id}"
 
 
-def _finish_trial_run(client, run_id: str, row: dict, epochs: int, out: Path) -> None:
+def _finish_trial_run(tracker: Tracker, run_id: str, row: dict, epochs: int, out: Path) -> None:
     """Log a trial's best model and training curves to its child run and close the run."""
     import shutil
 
@@ -448,48 +431,44 @@ def _finish_trial_run(client, run_id: str, row: dict, epochs: int, out: Path) ->
     out.mkdir(parents=True, exist_ok=True)
     if row.get("checkpoint") and (Path(row["checkpoint"]) / MODEL_FILE).is_file():
         shutil.copy2(Path(row["checkpoint"]) / MODEL_FILE, out / MODEL_FILE)
-        client.log_artifact(run_id, str(out / MODEL_FILE), artifact_path="model")
+        tracker.log_artifacts(run_id, [out / MODEL_FILE], "model")
     if row["epochs_run"]:
-        hist = _write_history(client, run_id, out / "history.csv")
-        client.log_artifact(run_id, str(hist))
-        client.log_artifact(run_id, str(plot_history(hist, out / "history.png")),
-                            artifact_path="validation")
+        hist = _write_history(tracker, run_id, out / "history.csv")
+        tracker.log_artifacts(run_id, [hist])
+        tracker.log_artifacts(run_id, [plot_history(hist, out / "history.png")], "validation")
     finished = row["status"] != "error" and row["epochs_run"] >= epochs
     row["status"] = "finished" if finished else \
         ("error" if row["status"] == "error" else "stopped early")
-    client.set_tag(run_id, "xrp.trial_status", row["status"])
-    client.set_terminated(run_id, "FINISHED" if finished else
-                          "FAILED" if row["status"] == "error" else "KILLED")
+    tracker.set_tags(run_id, {"xrp.trial_status": row["status"]})
+    tracker.close(run_id, "FINISHED" if finished else
+                  "FAILED" if row["status"] == "error" else "KILLED")
 
 
-def _finish(client, s: SearchSettings, search_dir: Path, parent: str, results, val_ds, grid,
-            wall: float, inits: list[str]) -> dict:
+def _finish(tracker: Tracker, s: SearchSettings, search_dir: Path, parent: str, results,
+            val_ds, grid, wall: float, inits: list[str]) -> dict:
     """Trial table and plots in the parent run; register the best trial; move the alias."""
     import shutil
 
-    from xray_platform.tracking.champion import incumbent
-    from xray_platform.tracking.registry import CHAMPION, register
-
     key, label, _ = headline(s.task)
-    rows, kids = _trial_rows(results, s.task, client, parent, search_dir)
+    rows, kids = _trial_rows(results, s.task, tracker, parent, search_dir)
     # Tune ends a trial as soon as the scheduler says stop (ASHA at a rung, or the last epoch),
     # before fit() writes its outputs (fit() may even see the stop as a failure): finish those
     # child runs here, with the status Tune's record gives them
     for row in rows:
         kid = kids.get(row["trial_id"])
-        if kid is not None and kid.info.status != "FINISHED":
-            _finish_trial_run(client, kid.info.run_id, row, s.epochs,
-                              search_dir / TRIALS_DIR / kid.info.run_name)
-    for f in write_trial_table(rows, s.task, s.epochs, search_dir / "report"):
-        client.log_artifact(parent, str(f))
+        if kid is not None and kid.status != "FINISHED":
+            _finish_trial_run(tracker, kid.run_id, row, s.epochs,
+                              search_dir / TRIALS_DIR / kid.name)
+    tracker.log_artifacts(parent, write_trial_table(rows, s.task, s.epochs,
+                                                    search_dir / "report"))
     scored = [r for r in rows if r.get("checkpoint") and "val_score" in r]
     summary: dict[str, Any] = {"search_dir": str(search_dir), "parent_run_id": parent,
                                "wall_s": wall, "n_trials": len(rows),
                                "trials": [{k: v for k, v in r.items() if k != "curve"}
                                           for r in rows]}
-    client.log_metric(parent, "wall_s", wall)
+    tracker.log_metrics(parent, {"wall_s": wall})
     if not scored:
-        client.set_terminated(parent, "FAILED")
+        tracker.close(parent, "FAILED")
         raise RuntimeError(f"no trial finished an epoch; see {search_dir / TUNE_DIR}")
     best = max(scored, key=lambda r: r["val_score"])
     cand_dir = search_dir / "best"
@@ -498,18 +477,16 @@ def _finish(client, s: SearchSettings, search_dir: Path, parent: str, results, v
     shutil.copy2(Path(best["checkpoint"]) / MODEL_FILE, cand_model)
     val_rows = _val_rows(val_ds)
     cand = score_model(cand_model, val_rows)  # re-scored by the driver: same code as champion
-    client.log_artifact(parent, str(cand_model), artifact_path="model")
-    for k, v in cand.items():
-        if math.isfinite(v):
-            client.log_metric(parent, f"best_{k}", v)
-    for k in ("depth", "init", "lr", "batch_size", "trial_id", "best_epoch"):
-        client.set_tag(parent, f"xrp.best.{k}", str(best.get(k)))
+    tracker.log_artifacts(parent, [cand_model], "model")
+    tracker.log_metrics(parent, {f"best_{k}": v for k, v in cand.items()})
+    tracker.set_tags(parent, {f"xrp.best.{k}": str(best.get(k)) for k in
+                              ("depth", "init", "lr", "batch_size", "trial_id", "best_epoch")})
 
-    inc = incumbent(client, s.task, search_dir)
+    inc = tracker.incumbent(s.task, search_dir)
     promote, why, champ_metrics = decide(s.task, cand, inc, val_rows,
                                          lambda prep: _val_rows_on(s, prep, len(val_rows["y"])),
                                          s.force, val_grid=(grid.size, grid.d_min_A))
-    mv = register(client, s.task, parent, tags={
+    mv = tracker.register(s.task, parent, tags={
         "xrp.search": search_dir.name, "xrp.depth": best["depth"], "xrp.init": best["init"],
         "xrp.lr": f"{best['lr']:.3g}", "xrp.batch_size": best["batch_size"],
         "xrp.grid_size": val_rows["x"].shape[-1], "xrp.data": s.data,
@@ -518,10 +495,10 @@ def _finish(client, s: SearchSettings, search_dir: Path, parent: str, results, v
         description=f"best of search {search_dir.name}: ResNet-{best['depth']} "
                     f"({best['init']}), {label} {cand[key]:.4g}")
     if promote:
-        client.set_registered_model_alias(mv.name, CHAMPION, mv.version)
-    client.set_tag(parent, "xrp.registered", f"{mv.name} v{mv.version}")
-    client.set_tag(parent, "xrp.champion_decision", why)
-    client.set_terminated(parent, "FINISHED")
+        tracker.crown(mv)
+    tracker.set_tags(parent, {"xrp.registered": f"{mv.name} v{mv.version}",
+                              "xrp.champion_decision": why})
+    tracker.close(parent, "FINISHED")
     summary.update(best={k: v for k, v in best.items() if k != "curve"}, candidate_metrics=cand,
                    registered={"name": mv.name, "version": int(mv.version)},
                    promoted=promote, decision=why, previous_champion=(

@@ -62,11 +62,10 @@ def _zoo(task: str) -> Resolved:
 
 
 def _registry(task: str, ref: str, uri: str) -> Resolved:
-    import mlflow
-
     from xray_platform.tracking.registry import download, get_version
+    from xray_platform.tracking.store import client as make_client
 
-    client = mlflow.MlflowClient(uri)
+    client = make_client(uri)
     mv = get_version(client, ref)
     dst = cache_dir() / "models" / f"{mv.name}-v{mv.version}"
     path = dst / "model.pt"

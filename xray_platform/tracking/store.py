@@ -9,6 +9,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 #: Default store: a sqlite file in the working folder (`mlflow ui --backend-store-uri` it).
 DEFAULT_DB = "mlflow.db"
@@ -40,6 +44,13 @@ def tracking_uri(uri: str | None = None) -> str:
     if env:
         return check_uri(env, "$MLFLOW_TRACKING_URI")
     return f"sqlite:///{(Path.cwd() / DEFAULT_DB).resolve()}"
+
+
+def client(uri: str) -> MlflowClient:
+    """An ``mlflow.MlflowClient`` for ``uri``: the one place xrp makes one."""
+    import mlflow
+
+    return mlflow.MlflowClient(uri)
 
 
 def ui_command(uri: str) -> str:
@@ -74,13 +85,11 @@ def log_evaluation(uri: str, run_id: str, name: str, result: dict) -> None:
     """Log an evaluation (report, plots and the numeric metrics) to the model's run."""
     import math
 
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
+    c = client(uri)
     for f in [result["report"], str(Path(result["report"]).with_suffix(".json")),
               *result["plots"].values()]:
-        client.log_artifact(run_id, f, artifact_path=f"eval-{name}")
+        c.log_artifact(run_id, f, artifact_path=f"eval-{name}")
     for sec, d in result["metrics"].items():
         for k, v in d.items():
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-                client.log_metric(run_id, f"eval_{name}_{sec}_{k}"[:250], float(v))
+                c.log_metric(run_id, f"eval_{name}_{sec}_{k}"[:250], float(v))
