@@ -104,7 +104,7 @@ def test_xrp_models_calibrate_refuses_what_it_cannot_do(lattice_shots, tmp_path)
 def test_min_confidence_keeps_confident_frames_and_the_unreadable_ones(tmp_path) -> None:
     from helpers import REAL
 
-    from xray_platform.orchestration.predict import confident_rows
+    from xray_platform.reports.table import confident_rows
 
     rows = [{"confidence": 0.99}, {"confidence": 0.6}, {"confidence": None},
             {"error": "truncated CBF", "confidence": None}, {"hit": False, "confidence": None}]

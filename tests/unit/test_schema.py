@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from helpers import REAL, needs_real, xrp_here
 
-from xray_platform.core.schema import ANSWER, TABLE
-from xray_platform.orchestration.predict import COLUMNS, _flat
+from xray_platform.core.schema import ANSWER, COLUMNS, TABLE
+from xray_platform.reports.table import table_row
 
 
 @needs_real
@@ -18,7 +18,7 @@ def test_every_answer_field_and_table_column_is_documented_and_nothing_else() ->
     rows = predict_frames([read_frame(REAL / "thau_3_2_0002.cbf.bz2")], models,
                           with_spots=True)
     assert set(rows[0]) == set(ANSWER)
-    assert set(COLUMNS) == set(TABLE) and set(_flat(rows[0])) == set(TABLE)
+    assert set(COLUMNS) == set(TABLE) and set(table_row(rows[0])) == set(TABLE)
     assert all(doc.strip() for _, doc in ANSWER.values()) and all(TABLE.values())
 
 

@@ -99,14 +99,14 @@ def evaluate(
 ) -> None:
     """Evaluate a model: accuracy/ROC (lattice) or Pearson r, MAE, calibration, user sets
     (resolution), with the poster's plots, a JSON + markdown report and MLflow logging."""
-    from xray_platform.core.evaluate import predict_dataset
-    from xray_platform.core.models import model_metadata, provenance_summary, temperature_of
+    from xray_platform.core.evaluate import predict_loaded
+    from xray_platform.core.models import load_model, provenance_summary, temperature_of
     from xray_platform.physics.presets import PRESETS
     from xray_platform.reports.evaluation import evaluate_predictions
 
     path, source = _model_file(model, mlflow_uri)
     try:
-        meta = model_metadata(path)
+        net, meta = load_model(path)  # the one read of the model file
     except (ValueError, OSError) as e:
         fail(str(e))
     name = Path(data).name if data not in PRESETS else data
@@ -120,7 +120,7 @@ def evaluate(
         fail(f"--data {data!r} is neither a preset nor an existing data set")
     with progress("predicting") as update:
         try:
-            preds, table, meta = predict_dataset(path, data_path, progress=update)
+            preds, table = predict_loaded(net, meta, data_path, progress=update)
         except ValueError as e:
             fail(str(e))
     task, label = meta["task"], meta.get("label")

@@ -121,7 +121,7 @@ def _write_stream(path: Path, rows: list[dict]) -> None:
     """The hits of ``rows`` (each holding its answer as JSON, taken out here) as a stream."""
     import json
 
-    from xray_platform.orchestration.predict import ANSWER_JSON
+    from xray_platform.core.schema import ANSWER_JSON
     from xray_platform.reports.crystfel_stream import write_stream
 
     answers = [json.loads(r.pop(ANSWER_JSON)) for r in rows if r.get(ANSWER_JSON)]
@@ -223,7 +223,8 @@ def predict(
     target = _open_run(store, run, paths) if run is not None else None
     if target is not None and unit_cell is not None:  # the cell is kept with the run
         target[0].set_info(target[1], cell=list(unit_cell))
-    from xray_platform.orchestration.predict import confident_rows, predict_files, write_table
+    from xray_platform.orchestration.predict import predict_files
+    from xray_platform.reports.table import confident_rows, write_table
 
     t0 = time.perf_counter()
     with progress("predicting frames", len(items)) as update:

@@ -401,9 +401,9 @@ def runs_export(run: str = typer.Argument(..., help="The run's name."),
     except ValueError as e:
         fail(str(e))
     if out is not None:
-        from xray_platform.orchestration.predict import _flat, write_table
+        from xray_platform.reports.table import table_row, write_table
 
-        write_table([_flat(a) for a in answers], out)
+        write_table([table_row(a) for a in answers], out)
         console.print(f"{len(answers)} frames of {run} -> {out}")
     if hits is not None:
         try:

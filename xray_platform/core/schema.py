@@ -1,7 +1,8 @@
 """The one answer schema: every field of a frame's answer (HTTP JSON, the `xrp predict` table),
 with its type and meaning; units are in the names (_A: Å, _mm, _ms). The Serve app builds its
-OpenAPI model from ANSWER, `xrp predict --columns` prints TABLE, tests check both against what
-core/answer.py and orchestration/predict.py produce. Null (None, an empty cell) always means
+OpenAPI model from ANSWER, `xrp predict --columns` prints TABLE, COLUMNS orders the table's
+columns (reports/table.py writes it), tests check all three against what core/answer.py and
+reports/table.py produce. Null (None, an empty cell) always means
 "not computed" (a miss has no resolution and no lattice verdict)."""
 
 from __future__ import annotations
@@ -98,3 +99,18 @@ _NOT_IN_TABLE = {"beam_center_px", "shape", "ice_rings", "lattices", "models", "
 
 TABLE: dict[str, str] = {**{k: d for k, (_, d) in ANSWER.items() if k not in _NOT_IN_TABLE},
                          **_TABLE_ONLY}
+
+#: The columns of the per-image table (`xrp predict`, `xrp runs export`), in their order.
+COLUMNS: list[str] = [
+    "file", "frame", "format", "detector", "wavelength_A", "distance_mm",
+    "pixel_size_mm", "beam_center_x_px", "beam_center_y_px", "hit", "n_spots",
+    "n_spots_no_ice", "ice", "ice_rings_A", "p_multi", "is_multi", "confidence",
+    "p_multi_cnn", "resolution_A", "resolution_sigma_A", "d_min_spots_A",
+    "d_min_spots_sigma_A", "resolution_disagrees", "n_lattices_indexed",
+    "lattice_spots", "fraction_indexed", "indexed_with_cell", "decode_ms", "grid_ms",
+    "hitfinder_ms", "ice_ms", "d_min_spots_ms", "spots_ms", "indexing_ms", "lattice_ms",
+    "resolution_ms", "lattice_model", "resolution_model", "error"]
+
+#: The extra row key holding a frame's whole answer as JSON (`xrp predict --stream`), beside
+#: the table's columns; never written to the table.
+ANSWER_JSON = "answer_json"

@@ -29,6 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from xray_platform.io.cif_common import (
+    BINARY_MARKER,
+    STARTER,
+    Axes,
+    mime_fields,
+    number,
+    vector,
+)
 from xray_platform.io.compress import CompressionError, TooLarge, read_all
 from xray_platform.io.optional import cbf_image
 from xray_platform.physics.geometry import HC_KEV_A
@@ -43,8 +51,6 @@ __all__ = [
     "write_cbf",
 ]
 
-_STARTER = b"\x0c\x1a\x04\xd5"
-_BINARY_MARKER = b"--CIF-BINARY-FORMAT-SECTION--"
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _INT32 = np.iinfo(np.int32)
 _ACCEPTED_TYPES = {
@@ -95,29 +101,15 @@ def _load_bytes(path: Path) -> bytes:
         raise TooLarge(f"{path}: {exc}") from None
 
 
-def mime_fields(text: str) -> dict[str, str]:
-    """The fields of a binary section's MIME header (its text from the marker to the data
-    starter), with the Content-Type parameter ``conversions`` as a field of its own."""
-    mime: dict[str, str] = {}
-    for line in text.splitlines()[1:]:
-        key, sep, val = line.partition(":")
-        if sep:
-            mime[key.strip()] = val.strip().strip('"').strip()
-    conv = re.search(r'conversions\s*=\s*"?([\w-]+)', text)
-    if conv:
-        mime["conversions"] = conv.group(1)
-    return mime
-
-
 def _check_binary_section(path: Path, buf: bytes) -> dict[str, str]:
     """Validate the MIME-framed binary section; return its header fields."""
-    marker = buf.find(_BINARY_MARKER)
+    marker = buf.find(BINARY_MARKER)
     is_cbf = buf.startswith(b"###CBF") or b"_array_data.data" in buf[: max(marker, 0)]
     if not is_cbf:
         raise CBFError(f"{path}: not a CBF file (no '###CBF' magic or CIF binary section)")
     if marker < 0:
         raise CBFError(f"{path}: truncated or corrupt CBF (no CIF binary section)")
-    start = buf.find(_STARTER, marker)
+    start = buf.find(STARTER, marker)
     if start < 0:
         raise CBFError(f"{path}: truncated CBF (binary section header incomplete)")
     mime = mime_fields(buf[marker:start].decode("latin-1"))
@@ -150,7 +142,7 @@ def _check_binary_section(path: Path, buf: bytes) -> dict[str, str]:
         check_shape(n_fast, n_slow)  # before fabio decodes a single pixel
     except GeometryError as e:
         raise GeometryError(f"{path}: {e}") from None
-    blob = buf[start + len(_STARTER) : start + len(_STARTER) + size]
+    blob = buf[start + len(STARTER) : start + len(STARTER) + size]
     if len(blob) < size:
         raise CBFError(f"{path}: truncated CBF (binary data has {len(blob)} of {size} bytes)")
     md5 = mime.get("Content-MD5")
@@ -247,27 +239,16 @@ def _pilatus_geometry(raw: Mapping[str, str]) -> dict[str, Any]:
     return {k: v for k, v in geo.items() if v is not None}
 
 
-def _num(row: Mapping[str, str], key: str, default: float = 0.0) -> float:
-    value = row.get(key, ".")
-    try:
-        return float(value)
-    except ValueError:
-        return default  # '.' or '?' (CIF null)
-
-
-
 def _axis_geometry(tables: Mapping[str, list[dict[str, str]]]) -> dict[str, Any]:
     """Distance, pixel size and beam centre from the imgCIF _axis/_array_structure tables.
 
     As dxtbx does, the position of array index 0 is taken as the first pixel's outer corner, so
     the beam centre in pixel-centre convention is the intersection point's index minus 0.5.
     """
-    from xray_platform.io.imgcif import _Axes  # the axis chains and this frame's settings
-
-    ax = _Axes(tables)
+    ax = Axes(tables)  # the axis chains and this frame's settings
     axes = ax.rows
     lists = sorted(
-        tables.get("_array_structure_list", []), key=lambda r: _num(r, "precedence", 0.0)
+        tables.get("_array_structure_list", []), key=lambda r: number(r, "precedence", 0.0)
     )
     list_axes = {r.get("axis_set_id"): r for r in tables.get("_array_structure_list_axis", [])}
     if len(lists) < 2 or not axes:
@@ -277,7 +258,8 @@ def _axis_geometry(tables: Mapping[str, list[dict[str, str]]]) -> dict[str, Any]
         la = list_axes.get(lst.get("axis_set_id"))
         if la is None or la.get("axis_id") not in axes or lst.get("direction") == "decreasing":
             return {}
-        elem.append((la["axis_id"], _num(la, "displacement"), _num(la, "displacement_increment")))
+        elem.append((la["axis_id"], number(la, "displacement"),
+                     number(la, "displacement_increment")))
     involved = {a: len(ax.chain(a)) for e in elem for a in ax.chain(e[0])}
     order = sorted(involved, key=lambda a: -involved[a])  # innermost first
 
@@ -293,11 +275,7 @@ def _axis_geometry(tables: Mapping[str, list[dict[str, str]]]) -> dict[str, Any]
         return {}
     normal /= np.linalg.norm(normal)
     source = next((r for r in axes.values() if r.get("equipment") == "source"), None)
-    s_vec = (
-        np.array([_num(source, f"vector[{i}]") for i in (1, 2, 3)])
-        if source
-        else np.array([0.0, 0.0, 1.0])
-    )
+    s_vec = vector(source, "vector") if source else np.array([0.0, 0.0, 1.0])
     beam = -s_vec / np.linalg.norm(s_vec)  # imgCIF SOURCE axis points from sample to source
     geo: dict[str, Any] = {"distance_mm": round(float(abs(normal @ origin)), 9)}
     if math.isclose(np.linalg.norm(df), np.linalg.norm(ds), rel_tol=1e-6):
@@ -313,13 +291,13 @@ def _table_geometry(tables: Mapping[str, list[dict[str, str]]]) -> dict[str, Any
     """Geometry of a full CBF from its imgCIF categories (values that are present only)."""
     geo: dict[str, Any] = {}
     for r in tables.get("_diffrn_radiation_wavelength", [])[:1]:
-        geo["wavelength_A"] = _num(r, "wavelength", math.nan)
+        geo["wavelength_A"] = number(r, "wavelength", math.nan)
     for r in tables.get("_array_element_size", [])[:1]:
-        geo["pixel_size_mm"] = round(_num(r, "size", math.nan) * 1e3, 9)  # metres in imgCIF
+        geo["pixel_size_mm"] = round(number(r, "size", math.nan) * 1e3, 9)  # metres in imgCIF
     for r in tables.get("_diffrn_measurement", [])[:1]:
-        geo["distance_mm"] = _num(r, "sample_detector_distance", math.nan)
+        geo["distance_mm"] = number(r, "sample_detector_distance", math.nan)
     for r in tables.get("_diffrn_scan_frame", [])[:1]:
-        geo["exposure_s"] = _num(r, "integration_time", math.nan)
+        geo["exposure_s"] = number(r, "integration_time", math.nan)
     for r in tables.get("_diffrn_detector", [])[:1]:
         geo["detector"] = r.get("type") or r.get("id")
     try:

@@ -27,11 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from xray_platform.io.atomic import atomic_open
-from xray_platform.io.cbf import _num, mime_fields
-from xray_platform.physics.panels import Panel, rotation
+from xray_platform.io.cif_common import BINARY_MARKER, STARTER, Axes, mime_fields, number, vector
+from xray_platform.physics.panels import Panel
 
-_STARTER = b"\x0c\x1a\x04\xd5"
-_MARKER = b"--CIF-BINARY-FORMAT-SECTION--"
 _TO_LAB = np.diag([1.0, -1.0, -1.0])  # imgCIF -> design.md lab frame
 
 
@@ -138,13 +136,14 @@ def binary_sections(path: Path | str, buf: bytes) -> list[Section]:
     out: list[Section] = []
     pos = 0
     while True:
-        marker = buf.find(_MARKER, pos)
+        marker = buf.find(BINARY_MARKER, pos)
         if marker < 0:
             break
-        if buf[marker + len(_MARKER):marker + len(_MARKER) + 2] == b"--":  # a section's end
-            pos = marker + len(_MARKER) + 2
+        after = marker + len(BINARY_MARKER)
+        if buf[after:after + 2] == b"--":  # a section's end
+            pos = after + 2
             continue
-        start = buf.find(_STARTER, marker)
+        start = buf.find(STARTER, marker)
         if start < 0:
             raise ImgCIFError(f"{path}: truncated CBF (binary section header incomplete)")
         text = buf[marker:start].decode("latin-1")
@@ -168,54 +167,6 @@ def binary_sections(path: Path | str, buf: bytes) -> list[Section]:
 
 # --- panels from the axis tables --------------------------------------------------------------
 
-def _vec(row: dict[str, str], name: str) -> np.ndarray:
-    return np.array([_num(row, f"{name}[{i}]") for i in (1, 2, 3)])
-
-
-
-class _Axes:
-    """The _axis table and this frame's axis settings (angles in deg, displacements in mm)."""
-
-    def __init__(self, tables: dict[str, list[dict[str, str]]]) -> None:
-        self.rows = {r["id"]: r for r in tables.get("_axis", []) if "id" in r}
-        self.settings: dict[str, float] = {}
-        for r in tables.get("_diffrn_scan_axis", []):
-            key = "angle_start" if self.is_rotation(r.get("axis_id", "")) else \
-                "displacement_start"
-            self.settings[r.get("axis_id", "")] = _num(r, key)
-        frames = tables.get("_diffrn_scan_frame_axis", [])
-        first = frames[0].get("frame_id") if frames else None
-        for r in frames:
-            if r.get("frame_id") == first:
-                key = "angle" if self.is_rotation(r.get("axis_id", "")) else "displacement"
-                self.settings[r.get("axis_id", "")] = _num(r, key)
-
-    def is_rotation(self, axis_id: str) -> bool:
-        return self.rows.get(axis_id, {}).get("type") == "rotation"
-
-    def chain(self, axis_id: str) -> list[str]:
-        """The axis and every axis it depends on, innermost first."""
-        out: list[str] = []
-        while axis_id in self.rows and axis_id not in out:
-            out.append(axis_id)
-            axis_id = self.rows[axis_id].get("depends_on", ".")
-        return out
-
-    def position(self, chain: list[str], local: dict[str, float]) -> np.ndarray:
-        """The imgCIF-frame position (mm) of the point at the origin of the innermost axis."""
-        x = np.zeros(3)
-        for a in chain:
-            row = self.rows[a]
-            vec, off = _vec(row, "vector"), _vec(row, "offset")
-            value = local.get(a, self.settings.get(a, 0.0))
-            if row.get("type") == "rotation":
-                x = rotation(vec, value) @ x + off
-            else:
-                norm = np.linalg.norm(vec)
-                x = x + (value * vec / norm if norm else 0.0) + off
-        return x
-
-
 @dataclass(frozen=True)
 class PanelSlice:
     """Where one panel's pixels are in a binary section: section index, 3rd-dimension index,
@@ -234,8 +185,8 @@ def _list_axes(tables) -> dict[str, dict[str, str]]:
 def _section_ranges(tables) -> dict[str, dict[int, tuple[int, int]]]:
     out: dict[str, dict[int, tuple[int, int]]] = {}
     for r in tables.get("_array_structure_list_section", []):
-        out.setdefault(r.get("id", ""), {})[int(_num(r, "index"))] = (
-            int(_num(r, "start")), int(_num(r, "end")))
+        out.setdefault(r.get("id", ""), {})[int(number(r, "index"))] = (
+            int(number(r, "start")), int(number(r, "end")))
     return out
 
 
@@ -245,10 +196,10 @@ def imgcif_panels(path: Path | str, tables: dict[str, list[dict[str, str]]],
 
     Arrays with sections (CSPAD) give one panel per section, arrays without one panel each.
     ImgCIFError names what is missing when a layout cannot be placed."""
-    axes = _Axes(tables)
+    axes = Axes(tables)
     source = next((r for r in axes.rows.values() if r.get("equipment") == "source"), None)
-    if source is not None and not np.allclose(_vec(source, "vector"), (0, 0, 1)):
-        raise ImgCIFError(f"{path}: the source axis is {_vec(source, 'vector')}, not (0, 0, 1); "
+    if source is not None and not np.allclose(vector(source, "vector"), (0, 0, 1)):
+        raise ImgCIFError(f"{path}: the source axis is {vector(source, 'vector')}, not (0, 0, 1); "
                           "xrp places panels only in imgCIF's standard frame")
     by_binary = {s.binary_id: i for i, s in enumerate(sections)}
     array_of_binary = {r.get("binary_id", ""): r.get("array_id", "")
@@ -270,7 +221,7 @@ def imgcif_panels(path: Path | str, tables: dict[str, list[dict[str, str]]],
             named = [""]
         for sec in named:
             srows = whole if sec == "" else [r for r in rows if r.get("array_section_id") == sec]
-            by_index = {int(_num(r, "index")): r for r in srows}
+            by_index = {int(number(r, "index")): r for r in srows}
             if 1 not in by_index or 2 not in by_index:
                 raise ImgCIFError(f"{path}: array {array_id} {sec}: no fast/slow axes in "
                                   "_array_structure_list")
@@ -281,7 +232,7 @@ def imgcif_panels(path: Path | str, tables: dict[str, list[dict[str, str]]],
     return out
 
 
-def _panel(path, axes: _Axes, list_axes, by_index, section: int,
+def _panel(path, axes: Axes, list_axes, by_index, section: int,
            rng: dict[int, tuple[int, int]], name: str) -> tuple[PanelSlice, Panel]:
     la = []
     for idx in (1, 2):
@@ -292,7 +243,7 @@ def _panel(path, axes: _Axes, list_axes, by_index, section: int,
         if ax is None or ax.get("axis_id") not in axes.rows:
             raise ImgCIFError(f"{path}: {name}: axis set {row.get('axis_set_id')} is not in "
                               "_array_structure_list_axis / _axis")
-        la.append((ax["axis_id"], _num(ax, "displacement"), _num(ax, "displacement_increment")))
+        la.append((ax["axis_id"], number(ax, "displacement"), number(ax, "displacement_increment")))
     (fa, fd, fi), (sa, sd, si) = la
     chain = axes.chain(fa)
     if sa not in chain:
@@ -308,8 +259,8 @@ def _panel(path, axes: _Axes, list_axes, by_index, section: int,
     if not math.isclose(p, float(np.linalg.norm(ds)), rel_tol=1e-6):
         raise ImgCIFError(f"{path}: {name}: pixels are not square ({p:.5f} x "
                           f"{np.linalg.norm(ds):.5f} mm)")
-    f0, f1 = rng.get(1, (1, int(_num(by_index[1], "dimension"))))
-    s0, s1 = rng.get(2, (1, int(_num(by_index[2], "dimension"))))
+    f0, f1 = rng.get(1, (1, int(number(by_index[1], "dimension"))))
+    s0, s1 = rng.get(2, (1, int(number(by_index[2], "dimension"))))
     k = rng.get(3, (1, 1))[0]
     panel = Panel(tuple(origin), tuple(df / p), tuple(ds / p), p, f1 - f0 + 1, s1 - s0 + 1, name)
     return PanelSlice(section, k - 1, (s0 - 1, s1), (f0 - 1, f1)), panel
@@ -363,15 +314,15 @@ def header_text(buf: bytes) -> str:
     """The CIF text of a CBF: everything outside its binary sections."""
     parts, pos = [], 0
     while True:
-        m = buf.find(_MARKER, pos)
+        m = buf.find(BINARY_MARKER, pos)
         if m < 0:
             parts.append(buf[pos:])
             break
         parts.append(buf[pos:m])
-        end = buf.find(_MARKER + b"--", m)
+        end = buf.find(BINARY_MARKER + b"--", m)
         if end < 0:
             break
-        pos = end + len(_MARKER) + 2
+        pos = end + len(BINARY_MARKER) + 2
     return b"".join(parts).decode("latin-1")
 
 
@@ -387,7 +338,7 @@ def read_panels(path: Path | str, buf: bytes) -> tuple[np.ndarray, tuple[Panel, 
         raise ImgCIFError(f"{path}: panels of {len(sizes)} different sizes "
                           f"{sorted(sizes)}; xrp stacks panels of one size only")
     arrays = {i: decode_section(path, s) for i, s in enumerate(sections)}
-    undefined = {r.get("binary_id"): _num(r, "undefined_value", math.nan)
+    undefined = {r.get("binary_id"): number(r, "undefined_value", math.nan)
                  for r in tables.get("_array_intensities", [])}
     img = np.empty((len(placed), *sizes.pop()), dtype=np.float32)
     for k, (sl, _) in enumerate(placed):
@@ -401,12 +352,12 @@ def read_panels(path: Path | str, buf: bytes) -> tuple[np.ndarray, tuple[Panel, 
         img[k] = np.where(bad, -1.0, np.maximum(px, 0))
     fields = {"wavelength_A": None, "detector": None, "exposure_s": None, "max_counts": None}
     for r in tables.get("_diffrn_radiation_wavelength", [])[:1]:
-        fields["wavelength_A"] = _num(r, "wavelength", math.nan)
+        fields["wavelength_A"] = number(r, "wavelength", math.nan)
     for r in tables.get("_diffrn_detector", [])[:1]:
         fields["detector"] = r.get("type") or r.get("id")
     for r in tables.get("_diffrn_scan_frame", [])[:1]:
-        fields["exposure_s"] = _num(r, "integration_time", math.nan)
-    overloads = [_num(r, "overload", math.nan) for r in tables.get("_array_intensities", [])]
+        fields["exposure_s"] = number(r, "integration_time", math.nan)
+    overloads = [number(r, "overload", math.nan) for r in tables.get("_array_intensities", [])]
     if overloads and all(math.isfinite(v) and v > 0 for v in overloads):
         fields["max_counts"] = int(min(overloads))
     fields = {k: (None if isinstance(v, float) and not (math.isfinite(v) and v > 0) else v)
@@ -421,7 +372,7 @@ def _binary_section(binary_id: int, a: np.ndarray) -> bytes:
 
     blob = compByteOffset(np.ascontiguousarray(a, dtype=np.int32))
     md5 = base64.b64encode(hashlib.md5(blob).digest()).decode()
-    head = (f"\n{_MARKER.decode()}\nContent-Type: application/octet-stream;\n"
+    head = (f"\n{BINARY_MARKER.decode()}\nContent-Type: application/octet-stream;\n"
             '     conversions="x-CBF_BYTE_OFFSET"\nContent-Transfer-Encoding: BINARY\n'
             f"X-Binary-Size: {len(blob)}\nX-Binary-ID: {binary_id}\n"
             'X-Binary-Element-Type: "signed 32-bit integer"\n'
@@ -429,7 +380,7 @@ def _binary_section(binary_id: int, a: np.ndarray) -> bytes:
             f"Content-MD5: {md5}\nX-Binary-Number-of-Elements: {a.size}\n"
             f"X-Binary-Size-Fastest-Dimension: {a.shape[1]}\n"
             f"X-Binary-Size-Second-Dimension: {a.shape[0]}\n\n")
-    return head.encode() + _STARTER + blob + f"\n{_MARKER.decode()}--\n".encode()
+    return head.encode() + STARTER + blob + f"\n{BINARY_MARKER.decode()}--\n".encode()
 
 
 def write_imgcif(path: Path | str, img: np.ndarray, panels, *, wavelength_A: float,

@@ -1,6 +1,7 @@
 """`xrp predict` on Ray Data: detector files (folders, globs, multi-frame HDF5) -> a per-image
 table (file, frame, geometry, hit, p_multi, resolution, sigma, timings), like the per-image
-reports crystallographers know from DIALS. The work per frame is xray_platform.core.answer (no Ray).
+reports crystallographers know from DIALS. The work per frame is xray_platform.core.answer, the
+table's columns core/schema.py, writing it reports/table.py (none of them imports Ray).
 
 Callers run :func:`xray_platform.orchestration.env.prepare_ray_env` before importing this module."""
 
@@ -15,39 +16,8 @@ from typing import Any
 import numpy as np
 import ray
 
-from xray_platform.core.schema import ALWAYS_RESOLUTION
-
-COLUMNS = ["file", "frame", "format", "detector", "wavelength_A", "distance_mm",
-           "pixel_size_mm", "beam_center_x_px", "beam_center_y_px", "hit", "n_spots",
-           "n_spots_no_ice", "ice", "ice_rings_A", "p_multi", "is_multi", "confidence",
-           "p_multi_cnn", "resolution_A", "resolution_sigma_A", "d_min_spots_A",
-           "d_min_spots_sigma_A", "resolution_disagrees", "n_lattices_indexed",
-           "lattice_spots", "fraction_indexed", "indexed_with_cell", "decode_ms", "grid_ms",
-           "hitfinder_ms", "ice_ms", "d_min_spots_ms", "spots_ms", "indexing_ms", "lattice_ms",
-           "resolution_ms", "lattice_model", "resolution_model", "error"]
-
-#: the extra row key holding a frame's whole answer (predict_files with_spots)
-ANSWER_JSON = "answer_json"
-
-
-def _flat(rec: dict[str, Any]) -> dict[str, Any]:
-    row = {c: rec.get(c) for c in COLUMNS}
-    if "beam_center_px" in rec or "beam_center_x_px" not in rec:  # an answer, not a row
-        bc = rec.get("beam_center_px") or (None, None)
-        row["beam_center_x_px"], row["beam_center_y_px"] = bc
-    rings = rec.get("ice_rings")  # the table keeps the d-spacings (Å), strongest first
-    if rings is not None or "ice_rings_A" not in rec:
-        row["ice_rings_A"] = " ".join(f"{r['d_A']:.3f}" for r in rings) if rings else None
-    lattices = rec.get("lattices")  # the table keeps the spots each lattice explains
-    if lattices is not None or "lattice_spots" not in rec:
-        row["lattice_spots"] = " ".join(str(x["spots"]) for x in lattices) if lattices \
-            else None
-    for k, v in (rec.get("timings_ms") or {}).items():
-        if k in row:
-            row[k] = v
-    for t, m in (rec.get("models") or {}).items():
-        row[f"{t}_model"] = f"{m['name']}/{m['version']}" if m.get("name") else m.get("source")
-    return row
+from xray_platform.core.schema import ALWAYS_RESOLUTION, ANSWER_JSON, COLUMNS
+from xray_platform.reports.table import table_row
 
 
 class PredictFrames:
@@ -108,7 +78,7 @@ class PredictFrames:
             recs[i] = rec
         for i, rec in errors.items():
             recs[i] = rec
-        rows = [_flat(r) for r in recs]
+        rows = [table_row(r) for r in recs]
         out = {c: [r[c] for r in rows] for c in COLUMNS}
         if self.with_spots:  # whole answers with spots, for reports/crystfel_stream
             out[ANSWER_JSON] = [json.dumps(r) for r in recs]
@@ -155,33 +125,3 @@ def _scalar(v: Any) -> Any:
     if isinstance(v, float) and np.isnan(v):
         return None
     return v
-
-
-def confident_rows(rows: list[dict[str, Any]], min_confidence: float) -> list[dict[str, Any]]:
-    """The rows whose lattice verdict has at least ``min_confidence`` (unreadable frames stay:
-    their error says why they have no answer; misses stay: they have no lattice verdict)."""
-    return [r for r in rows if r.get("error") or r.get("hit") is False
-            or (r.get("confidence") or 0.0) >= min_confidence]
-
-
-def write_table(rows: list[dict[str, Any]], out: Path) -> Path:
-    """CSV or Parquet by suffix, written atomically."""
-    import pandas as pd
-
-    from xray_platform.io.atomic import atomic_open
-
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    for c in ("frame", "n_spots", "n_spots_no_ice", "n_lattices_indexed"):  # ints beside nulls
-        df[c] = df[c].astype("Int64")
-    for c in ("hit", "is_multi", "ice", "resolution_disagrees", "indexed_with_cell"):
-        df[c] = df[c].astype("boolean")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".parquet":
-        with atomic_open(out, "wb") as fh:
-            df.to_parquet(fh, index=False)
-    elif out.suffix in (".csv", ".tsv"):
-        with atomic_open(out, "w") as fh:
-            df.to_csv(fh, index=False, sep="\t" if out.suffix == ".tsv" else ",")
-    else:
-        raise ValueError(f"--out {out}: use a .csv, .tsv or .parquet file")
-    return out

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from xray_platform.io import cbf as _cbf
 from xray_platform.io.cbf import CBFError, decode_cbf
+from xray_platform.io.cif_common import BINARY_MARKER, STARTER
 from xray_platform.io.formats import dls_i23
 from xray_platform.io.formats.base import (
     FormatError,
@@ -115,9 +116,9 @@ class CBFReader(Reader):
         start = -1
         for piece in stream(path):
             buf += piece
-            marker = buf.find(_cbf._BINARY_MARKER)
+            marker = buf.find(BINARY_MARKER)
             if marker >= 0:
-                start = buf.find(_cbf._STARTER, marker)
+                start = buf.find(STARTER, marker)
                 if start >= 0:
                     break
             if len(buf) > 1 << 22:  # no binary section within 4 MB of header
@@ -126,7 +127,7 @@ class CBFReader(Reader):
             return None
         try:
             img = cbf_image()()  # no fabio: None here, and read_cbf names the package
-            img._readheader(io.BytesIO(bytes(buf[: start + len(_cbf._STARTER)])))
+            img._readheader(io.BytesIO(bytes(buf[: start + len(STARTER)])))
             header = img.header
             n_fast = int(header["X-Binary-Size-Fastest-Dimension"])
             n_slow = int(header["X-Binary-Size-Second-Dimension"])
