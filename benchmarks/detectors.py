@@ -13,7 +13,7 @@ Simulated: single-lattice shots of the zoo's distribution (ice, beamstop, weak t
 each detector; the resolution model is scored on the hits against d_vis (Pearson r, MAE), the
 hit finder on all shots against the label.
 
-README figures it prints: the Detectors section's table (decode, map ms and answers of the real
+Figures it prints (docs/guide/detectors.md): the table (decode, map ms and answers of the real
 frames), the detectors' edge resolutions beside it, and the simulated per-detector figures
 (Pearson r / MAE / bias / hit-finder accuracy).
 """

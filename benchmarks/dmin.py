@@ -9,9 +9,9 @@ fraction within 1 and 2 sigma, how often the two disagree beyond their uncertain
 ../shared/data/nanobragg-ref, d_vis from their JSON labels), frame -> answer as `xrp predict`
 answers them.
 
-README figures it prints: the classical d_min paragraph (Spearman, MAE by shell, within
-2 sigma, disagreements, ms) and, with --nanobragg, how much finer the zoo resolution model
-reads nanoBragg's shots ("Where the resolution model stands").
+Figures it prints: the classical d_min paragraph of docs/guide/serving.md (Spearman, MAE by
+shell, within 2 sigma, disagreements, ms) and, with --nanobragg, how much finer the zoo
+resolution model reads nanoBragg's shots (docs/guide/models.md, "Where the models stand").
 
     python benchmarks/dmin.py                 # 400 shots, seed 91
     python benchmarks/dmin.py --n 1000 --seed 3

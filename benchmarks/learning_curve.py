@@ -3,9 +3,10 @@ the run's MLflow history; prints the table and writes a PNG. Several runs (the s
 recipe, each continuing from the one before) give one curve, stage after stage. Then per stage:
 the images it trained on, its wall time (the `wall_s` that `xrp train` logs) and images/s.
 
-README figures it prints: the lattice learning-curve table (validation accuracy per epoch, AUC
-after each stage, wall per stage), the training rate on 2 cores (~25 images/s) and the
-resolution model's flat curve from epoch 12.
+Figures it prints (docs/science/lattice-model.md, docs/guide/models.md): the lattice
+learning-curve table (validation accuracy per epoch, AUC after each stage, wall per stage),
+the training rate on 2 cores (~25 images/s) and the resolution model's flat curve from
+epoch 12.
 
     python benchmarks/learning_curve.py runs/zoo-resolution --mlflow-uri sqlite:///mlflow.db
     python benchmarks/learning_curve.py runs/zoo-lattice runs/zoo-lattice-2 runs/zoo-lattice-3 \

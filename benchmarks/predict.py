@@ -85,7 +85,7 @@ def run_predict(folder: Path, models: dict[str, str], out: Path) -> dict[str, fl
     rows = list(csv.DictReader(out.open()))
     res = {"frames": len(rows), "hits": sum(x["hit"] == "True" for x in rows), "wall_s": wall,
            "frames_per_s": len(rows) / wall}
-    # every step of the per-frame answer (orchestration/predict.py's timing columns)
+    # every step of the per-frame answer (the table's timing columns, core/schema.py COLUMNS)
     steps = ("decode_ms", "grid_ms", "hitfinder_ms", "ice_ms", "d_min_spots_ms", "spots_ms",
              "indexing_ms", "lattice_ms", "resolution_ms")
     for k in steps:

@@ -4,7 +4,7 @@ Prints shots/s on one CPU core (torch limited to 1 thread) or on a CUDA device, 
 path (model input only) and the full-frame path, the split between reflection prediction and
 rendering, and peak memory. Not a test: it prints figures.
 
-README figures it prints: the Benchmarks section's shots/s on the fast path (median, max ms per
+Figures it prints (docs/guide/benchmarks.md): shots/s on the fast path (median, max ms per
 shot) and for full PILATUS 6M frames; with --spot-profile mosaic, the cost of mosaic spots
 against the default round ones (same seeds).
 

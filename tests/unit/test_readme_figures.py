@@ -1,5 +1,6 @@
 """README figures come from scripts that exist (issue 29): every `python benchmarks/X.py` command
-the README names (and any other benchmarks/X.py it mentions) is a file in benchmarks/, and each
+the README and docs/ name (the figures moved to docs/ in issue 31; and any other benchmarks/X.py
+they mention) is a file in benchmarks/, and each
 such script's --help exits 0 (its imports and its argument parser work). The figures themselves
 are not rerun here: that takes minutes to hours per script. The --help runs are marked slow (a
 subprocess per script, each importing torch or Ray): CI runs them, the inner loop does not."""
@@ -21,7 +22,9 @@ MENTION = re.compile(r"\b(benchmarks/[\w./-]+?\.py)\b")
 
 
 def readme() -> str:
-    return (ROOT / "README.md").read_text(encoding="utf-8")
+    """The README and every markdown file under docs/, as one text."""
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    return "\n".join(p.read_text(encoding="utf-8") for p in docs)
 
 
 def readme_scripts() -> list[str]:
@@ -30,13 +33,13 @@ def readme_scripts() -> list[str]:
 
 def test_readme_names_benchmark_commands() -> None:
     commands = set(COMMAND.findall(readme()))
-    assert len(commands) >= 5, "the README's figures should name their scripts' commands"
+    assert len(commands) >= 5, "the docs' figures should name their scripts' commands"
     assert commands <= set(readme_scripts())
 
 
 @pytest.mark.parametrize("script", readme_scripts())
 def test_named_script_exists(script: str) -> None:
-    assert (ROOT / script).is_file(), f"README.md runs {script}, which is not there"
+    assert (ROOT / script).is_file(), f"README.md or docs/ runs {script}, which is not there"
 
 
 @pytest.mark.slow  # a subprocess each, importing torch or Ray: ~30-50 s for all on 2 cores
