@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,19 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    """A port free for UDP and TCP on loopback (channel access uses both)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket() as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return int(port)
+from xray_platform.live.epics import free_ca_port
 
 
 def main() -> None:
@@ -53,8 +40,8 @@ def main() -> None:
     ap.add_argument("--prefix", default="XRPBENCH:")
     args = ap.parse_args()
     os.environ.update(
-        EPICS_CA_SERVER_PORT=str(free_port()),
-        EPICS_CA_REPEATER_PORT=str(free_port()),
+        EPICS_CA_SERVER_PORT=str(free_ca_port()),
+        EPICS_CA_REPEATER_PORT=str(free_ca_port()),
         EPICS_CA_ADDR_LIST="127.0.0.1",
         EPICS_CA_AUTO_ADDR_LIST="NO",
         EPICS_CAS_BEACON_ADDR_LIST="127.0.0.1",
@@ -68,7 +55,7 @@ def main() -> None:
     scan = GridScan(rows=2, cols=4, crystal=(0.5, 1.5), radius=1.2, detector=args.detector)
     frames, geometry = grid_scan_frames(scan)
     tmp = Path(tempfile.mkdtemp(prefix="xrp-epics-"))
-    url = f"tcp://127.0.0.1:{free_port()}"
+    url = f"tcp://127.0.0.1:{free_ca_port()}"
     pub = Publisher(url)
     store_url = f"sqlite:///{tmp}/runs.db"
     proc = subprocess.Popen(

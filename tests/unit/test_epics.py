@@ -6,7 +6,6 @@ writes, and nothing the publisher meets stops the watch loop."""
 from __future__ import annotations
 
 import math
-import socket
 import threading
 import time
 from pathlib import Path
@@ -15,33 +14,18 @@ import pytest
 from helpers import free_port
 
 from xray_platform.live.centre import centre
-from xray_platform.live.epics import PVS, EpicsResults, pv_prefix, serve_run
+from xray_platform.live.epics import PVS, EpicsResults, free_ca_port, pv_prefix, serve_run
 from xray_platform.live.publisher import GridScan, Publisher, grid_scan_frames
 from xray_platform.live.store import RunStore
 from xray_platform.live.stream import watch_stream
-
-
-def _udp_and_tcp_port() -> int:
-    """A port free for both UDP (CA searches) and TCP (the server's circuit)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket() as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return int(port)
-    raise RuntimeError("no free port")
 
 
 @pytest.fixture
 def ca_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Channel access on loopback only, on ports no other test or IOC uses."""
     for k, v in {
-        "EPICS_CA_SERVER_PORT": str(_udp_and_tcp_port()),
-        "EPICS_CA_REPEATER_PORT": str(_udp_and_tcp_port()),
+        "EPICS_CA_SERVER_PORT": str(free_ca_port()),
+        "EPICS_CA_REPEATER_PORT": str(free_ca_port()),
         "EPICS_CA_ADDR_LIST": "127.0.0.1",
         "EPICS_CA_AUTO_ADDR_LIST": "NO",
         "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",

@@ -376,6 +376,24 @@ def _pvdb(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     return db
 
 
+def free_ca_port() -> int:
+    """A loopback port free for both UDP (channel-access searches) and TCP (the server's
+    circuit), for a server started on a port of its own (tests, benchmarks)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket() as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return int(port)
+    raise RuntimeError("no loopback port free for both UDP and TCP")
+
+
 def serve_run(
     prefix: str,
     store: Any,
