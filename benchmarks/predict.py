@@ -9,14 +9,14 @@ step's median and max ms from the table's timing columns, and "steady frames/s (
 `xrp predict` times (core/answer.py, orchestration/predict.py): decode, grid (mapping onto
 every model's grid and the hit finder's), hit finder, ice rings, classical d_min, lattice model
 and resolution model (the models per frame of their batch). Left out: Ray Data's scheduling
-and the table writing, which are not per frame. The README figure "With both zoo models
-`xrp predict` answers a plain-CBF PILATUS 6M frame in ~N ms" is the "one geometry, .cbf" set's
-steady figure.
+and the table writing, which are not per frame. The figure in docs/guide/benchmarks.md "With
+both zoo models `xrp predict` answers a plain-CBF PILATUS 6M frame in ~N ms" is the "one
+geometry, .cbf" set's steady figure.
 
     python benchmarks/predict.py                     # 16 frames per set, the zoo models
     python benchmarks/predict.py --frames 48 --models random --grid 128
     python benchmarks/predict.py --map-only
-    python benchmarks/predict.py --frames 8 --sets one-cbf   # the README's steady figure only
+    python benchmarks/predict.py --frames 8 --sets one-cbf   # the guide's steady figure only
 
 Frames are simulated PILATUS 6M shots (full frames, xrp's physics) written as PILATUS miniCBF.
 """

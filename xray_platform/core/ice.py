@@ -21,9 +21,9 @@ A frame has ice when one ring's Z, or all rings' sum(Z) / sqrt(n), exceeds ``z``
 
 Cells hold the maximum of the pixels they cover; an ice ring narrower than a cell (sigma
 0.001-0.004 1/Å vs 0.0065 1/Å cells) still lifts every cell it crosses, because the ring's pixels
-are among them. Figures (benchmarks/ice.py, simulated ``master`` shots): see the README. DIALS'
-per-image analysis excludes the same d-spacings (its ice-ring filter); Thorn et al. 2017
-(Acta D 73, 729, AUSPEX) show how ice rings bias d_min and intensities.
+are among them. Figures (benchmarks/ice.py, simulated ``master`` shots):
+docs/guide/serving.md. DIALS' per-image analysis excludes the same d-spacings (its ice-ring
+filter); Thorn et al. 2017 (Acta D 73, 729, AUSPEX) show how ice rings bias d_min and intensities.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Two steps:
    with d_max_A, cells at lower resolution (1/d < 1/d_max) are masked first: the beamstop's
    surroundings, where real frames carry parasitic scatter, halos and shadows that no
    simulation reproduces well (the lattice zoo model's multi call on the real thaumatin hit
-   came from there: README, "The model zoo").
+   came from there: docs/science/grid-choice.md).
 """
 
 from __future__ import annotations
