@@ -200,3 +200,35 @@ def at_random_azimuths(spots, geom, seed: int):
     s, f = by + radius * np.sin(phi), bx + radius * np.cos(phi)
     xyz = lab_position(geom, spots.panel, s, f)
     return replace(spots, slow=s, fast=f, xyz_mm=xyz, d_A=d_spacing(xyz, geom.wavelength_A))
+
+
+def nxmx_master(path: Path, frames, wavelength_A: float, distance_mm: float, pixel_mm: float,
+                beam_center_px: tuple[float, float], description: bytes = b"Dectris Eiger test",
+                **compression) -> None:
+    """A small EIGER-style NXmx master holding ``frames`` inline (``compression``: h5py
+    dataset options, e.g. ``**hdf5plugin.Bitshuffle()``); beam centre in pixels from the
+    first pixel's centre, as xrp reads it."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        entry = f.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        inst = entry.create_group("instrument")
+        inst.attrs["NX_class"] = "NXinstrument"
+        beam = inst.create_group("beam")
+        beam.attrs["NX_class"] = "NXbeam"
+        beam.create_dataset("incident_wavelength", data=wavelength_A)
+        beam["incident_wavelength"].attrs["units"] = "angstrom"
+        det = inst.create_group("detector")
+        det.attrs["NX_class"] = "NXdetector"
+        for name, value, units in (("detector_distance", distance_mm / 1e3, "m"),
+                                   ("x_pixel_size", pixel_mm / 1e3, "m"),
+                                   ("y_pixel_size", pixel_mm / 1e3, "m"),
+                                   ("beam_center_x", beam_center_px[0] + 0.5, "pixel"),
+                                   ("beam_center_y", beam_center_px[1] + 0.5, "pixel")):
+            det.create_dataset(name, data=value)
+            det[name].attrs["units"] = units
+        det.create_dataset("description", data=description)
+        data = entry.create_group("data")
+        data.attrs["NX_class"] = "NXdata"
+        data.create_dataset("data", data=frames, chunks=(1, *frames.shape[1:]), **compression)

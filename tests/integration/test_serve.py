@@ -30,6 +30,7 @@ from helpers import (  # noqa: E402
     ROOT,
     free_port,
     needs_real,
+    nxmx_master,
     processes,
     raw_upload,
     sigint_default,
@@ -316,30 +317,9 @@ def test_a_decompression_bomb_costs_little_time_and_no_lasting_memory(service,
 
 
 def _nxmx(path: Path, frames: np.ndarray, g) -> None:
-    """An inline-data NXmx file (bitshuffle-LZ4) of a few frames."""
-    comp = hdf5plugin.Bitshuffle()
-    with h5py.File(path, "w") as f:
-        e = f.create_group("entry")
-        e.attrs["NX_class"] = "NXentry"
-        inst = e.create_group("instrument")
-        inst.attrs["NX_class"] = "NXinstrument"
-        beam = inst.create_group("beam")
-        beam.attrs["NX_class"] = "NXbeam"
-        beam["incident_wavelength"] = g.wavelength_A
-        beam["incident_wavelength"].attrs["units"] = "angstrom"
-        det = inst.create_group("detector")
-        det.attrs["NX_class"] = "NXdetector"
-        for name, v, u in (("detector_distance", g.distance_mm / 1e3, "m"),
-                           ("x_pixel_size", g.detector.pixel_mm / 1e3, "m"),
-                           ("y_pixel_size", g.detector.pixel_mm / 1e3, "m"),
-                           ("beam_center_x", g.beam_center_px[0] + 0.5, "pixel"),
-                           ("beam_center_y", g.beam_center_px[1] + 0.5, "pixel")):
-            det[name] = v
-            det[name].attrs["units"] = u
-        det["description"] = b"simulated EIGER-like"
-        d = e.create_group("data")
-        d.attrs["NX_class"] = "NXdata"
-        d.create_dataset("data", data=frames, chunks=(1, *frames.shape[1:]), **comp)
+    """An inline-data NXmx file (bitshuffle-LZ4) of a few frames in geometry ``g``."""
+    nxmx_master(path, frames, g.wavelength_A, g.distance_mm, g.detector.pixel_mm,
+                g.beam_center_px, b"simulated EIGER-like", **hdf5plugin.Bitshuffle())
 
 
 def _crafted_masters(tmp: Path) -> dict[str, bytes]:

@@ -11,11 +11,10 @@ import json
 import threading
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import requests
-from helpers import free_port, served, xrp_here
+from helpers import free_port, nxmx_master, served, xrp_here
 
 from xray_platform.io.cbf import write_cbf
 from xray_platform.io.formats import read_frame, read_info
@@ -163,32 +162,6 @@ GEOM = dict(wavelength_A=1.0, distance_mm=150.0, pixel_size_mm=0.172,
             beam_center_px=(130.0, 120.0))
 
 
-def _master(path: Path, frames: np.ndarray) -> None:
-    """A small NXmx (EIGER-style) master holding ``frames`` inline."""
-    with h5py.File(path, "w") as f:
-        entry = f.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        inst = entry.create_group("instrument")
-        inst.attrs["NX_class"] = "NXinstrument"
-        beam = inst.create_group("beam")
-        beam.attrs["NX_class"] = "NXbeam"
-        beam.create_dataset("incident_wavelength", data=GEOM["wavelength_A"])
-        beam["incident_wavelength"].attrs["units"] = "angstrom"
-        det = inst.create_group("detector")
-        det.attrs["NX_class"] = "NXdetector"
-        for name, value, units in (("detector_distance", GEOM["distance_mm"] / 1e3, "m"),
-                                   ("x_pixel_size", GEOM["pixel_size_mm"] / 1e3, "m"),
-                                   ("y_pixel_size", GEOM["pixel_size_mm"] / 1e3, "m"),
-                                   ("beam_center_x", GEOM["beam_center_px"][0] + 0.5, "pixel"),
-                                   ("beam_center_y", GEOM["beam_center_px"][1] + 0.5, "pixel")):
-            det.create_dataset(name, data=value)
-            det[name].attrs["units"] = units
-        det.create_dataset("description", data=b"Dectris Eiger test")
-        data = entry.create_group("data")
-        data.attrs["NX_class"] = "NXdata"
-        data.create_dataset("data", data=frames, chunks=(1, *frames.shape[1:]))
-
-
 def test_the_hit_list_round_trip(tmp_path: Path) -> None:
     folder = tmp_path / "visit"
     folder.mkdir()
@@ -196,7 +169,8 @@ def test_the_hit_list_round_trip(tmp_path: Path) -> None:
     stack = rng.poisson(2.0, (5, 240, 260)).astype(np.int32)
     for i in range(3):
         write_cbf(folder / f"g_{i:04d}.cbf", stack[i], **GEOM)
-    _master(folder / "s_master.h5", stack)  # 5 frames in one file
+    nxmx_master(folder / "s_master.h5", stack, GEOM["wavelength_A"], GEOM["distance_mm"],
+                GEOM["pixel_size_mm"], GEOM["beam_center_px"])  # 5 frames in one file
     url = f"sqlite:///{tmp_path}/runs.db"
     store = RunStore(url)
     watch_folder(folder, store, "visit", {}, poll_s=0.05, settle_s=0.0, exit_when_idle_s=0.3)
