@@ -9,8 +9,15 @@ the known one, in cells and in µm, on simulated grids.
 2. Real frames: grid scans simulated frame by frame (live/publisher.py GridScan: the lattice's
    strength falls off from the crystal's centre) answered by xrp's own hit finder
    (core/answer.py, no model), one crystal and two crystals in one grid.
+3. ``--positions``: centring from motor positions (live/centre.py centre_at): the same model
+   crystals (µm, at an absolute stage offset) scanned at positions that are not a nominal
+   grid: a raster with jittered read-back positions (inferred as a raster), a raster turned
+   by 20 degrees, staggered rows (hexagonal), and a uniform random scatter (centred by
+   distance); each frame's spots come from the crystal under its beam (a square of one step),
+   so the error is against the true centre in µm. Prints mean, median, p90 and max error.
 
     .venv/bin/python benchmarks/centring.py [--n 500] [--seed 0] [--no-frames]
+    .venv/bin/python benchmarks/centring.py --positions [--n 500] [--seed 0]
 """
 
 from __future__ import annotations
@@ -153,12 +160,145 @@ def real_frames() -> None:
     print(f"  ({time.time() - t0:.0f} s for {2 * 42 + 2 * 48} simulated frames)")
 
 
+STEP = 20.0  # µm between scan positions (the layouts below)
+ORIGIN = np.array([1523.7, -842.1])  # the stage position of the scan's first point (µm)
+
+
+def layout(kind: str, rng: np.random.Generator, rows: int = ROWS, cols: int = COLS
+           ) -> np.ndarray:
+    """(n, 2) µm positions of a scan of about rows x cols points, STEP apart."""
+    r, c = np.divmod(np.arange(rows * cols), cols)
+    if kind == "jittered raster":  # read-back positions: +-15 % of a step on each axis
+        return np.stack([c, r], 1) * STEP + rng.uniform(-0.15, 0.15, (r.size, 2)) * STEP
+    if kind == "turned raster":  # the stage axes 20 degrees from x and y
+        t = np.radians(20.0)
+        x, y = c * STEP, r * STEP
+        return np.stack([x * np.cos(t) - y * np.sin(t), x * np.sin(t) + y * np.cos(t)], 1)
+    if kind == "staggered rows":  # hexagonal: odd rows shifted half a step
+        return np.stack([(c + 0.5 * (r % 2)) * STEP, r * STEP * math.sqrt(3) / 2], 1)
+    if kind == "random scatter":  # the same density, no pattern
+        return rng.uniform(0, 1, (r.size, 2)) * [cols * STEP, rows * STEP]
+    raise ValueError(kind)
+
+
+def spots_at(xy: np.ndarray, crystals: list[tuple[float, float, float]], peak: float,
+             rng: np.random.Generator) -> np.ndarray:
+    """Poisson spots of beams (squares of one STEP) at ``xy`` over spheres (x, y, radius µm)."""
+    k = 12
+    sub = ((np.arange(k) + 0.5) / k - 0.5) * STEP
+    px = xy[:, 0, None, None] + sub[None, :, None]
+    py = xy[:, 1, None, None] + sub[None, None, :]
+    thick = np.zeros((len(xy), k, k))
+    for x0, y0, rad in crystals:
+        thick += np.sqrt(np.clip(rad ** 2 - (px - x0) ** 2 - (py - y0) ** 2, 0, None)) / rad
+    return rng.poisson(peak * thick.mean(axis=(1, 2)) + 2.0)
+
+
+def position_answers(spots: np.ndarray) -> list[dict]:
+    return [{"file": "tcp://sim#series-1", "frame": i, "hit": bool(n >= 15),
+             "n_spots": int(n)} for i, n in enumerate(spots)]
+
+
+def inside(xy: np.ndarray, rad: float, rng: np.random.Generator, hull=None
+           ) -> tuple[float, float]:
+    """A crystal centre whose whole disc (radius ``rad``) lies within the scanned area (the
+    positions' convex hull; ``hull``: its Delaunay triangulation, made once per layout)."""
+    from scipy.spatial import Delaunay
+
+    hull = hull if hull is not None else Delaunay(xy)
+    ring = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+    while True:
+        c = rng.uniform(xy.min(axis=0), xy.max(axis=0))
+        edge = c + rad * np.stack([np.cos(ring), np.sin(ring)], 1)
+        if np.all(hull.find_simplex(np.vstack([edge, c])) >= 0):
+            return float(c[0]), float(c[1])
+
+
+def um_summary(name: str, e: list[float]) -> str:
+    u = np.array(e)
+    return (f"{name}: n={len(u)}; error µm mean {u.mean():.2f}, median {np.median(u):.2f}, "
+            f"p90 {np.percentile(u, 90):.2f}, max {u.max():.2f} ({u.mean() / STEP:.3f} steps "
+            f"mean, {u.max() / STEP:.3f} max)")
+
+
+def positions_one(kind: str, n: int, rng: np.random.Generator) -> None:
+    from scipy.spatial import Delaunay
+
+    from xray_platform.live.centre import centre_at
+
+    errs, nominal, one, layouts = [], [], 0, set()
+    for _ in range(n):
+        xy = layout(kind, rng)
+        rad = rng.uniform(0.8, 3.0) * STEP
+        truth = inside(xy, rad, rng, Delaunay(xy))
+        spots = spots_at(xy, [(*truth, rad)], rng.uniform(150, 600), rng)
+        c = centre_at(position_answers(spots), xy + ORIGIN)
+        layouts.add(c["layout"])
+        if not c["regions"]:
+            continue
+        one += len(c["regions"]) == 1
+        g = c["regions"][0]["centre_um"]
+        errs.append(math.hypot(g["x"] - truth[0] - ORIGIN[0], g["y"] - truth[1] - ORIGIN[1]))
+        if kind == "jittered raster":  # the same frames read as the nominal grid
+            q = centre(position_answers(spots), ROWS, COLS, False, (STEP, STEP))["centre_um"]
+            nominal.append(math.hypot(q["x"] - truth[0], q["y"] - truth[1]))
+    print(f"{kind} (layout found: {', '.join(sorted(map(str, layouts)))}), one crystal "
+          f"(radius 0.8-3 steps): one region in {one}/{n}")
+    print("  " + um_summary("centre from positions", errs))
+    if nominal:
+        print("  " + um_summary("the same read as the nominal grid (--grid --step-um)",
+                                nominal))
+
+
+def positions_two(kind: str, n: int, rng: np.random.Generator) -> None:
+    from scipy.spatial import Delaunay
+
+    from xray_platform.live.centre import centre_at
+
+    errs, apart = [], 0
+    for _ in range(n):
+        xy = layout(kind, rng)
+        hull = Delaunay(xy)
+        while True:  # an empty beam's width and more between their edges
+            r1, r2 = rng.uniform(0.8, 2.0, 2) * STEP
+            a, b = inside(xy, r1, rng, hull), inside(xy, r2, rng, hull)
+            if math.dist(a, b) >= r1 + r2 + 2.5 * STEP:
+                break
+        c = centre_at(position_answers(spots_at(xy, [(*a, r1), (*b, r2)], 400.0, rng)),
+                      xy + ORIGIN)
+        if len(c["regions"]) != 2:
+            continue
+        apart += 1
+        for t in (a, b):
+            errs.append(min(math.hypot(g["centre_um"]["x"] - t[0] - ORIGIN[0],
+                                       g["centre_um"]["y"] - t[1] - ORIGIN[1])
+                            for g in c["regions"]))
+    print(f"  two crystals (radius 0.8-2 steps, >= 2.5 steps between edges): listed apart in "
+          f"{apart}/{n}")
+    if errs:
+        print("  " + um_summary("two crystals, each", errs))
+
+
+def positions(n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    print(f"centring from motor positions: ~{ROWS}x{COLS} points {STEP:g} µm apart at stage "
+          f"offset {ORIGIN[0]:g}, {ORIGIN[1]:g} µm; beam one step square")
+    for kind in ("jittered raster", "turned raster", "staggered rows", "random scatter"):
+        positions_one(kind, n, rng)
+        positions_two(kind, n, rng)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=500, help="model grids per case")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-frames", action="store_true", help="model grids only")
+    p.add_argument("--positions", action="store_true", help="centring from motor positions "
+                   "(scattered, jittered, turned layouts) only")
     a = p.parse_args()
+    if a.positions:
+        positions(a.n, a.seed)
+        return
     model_grids(a.n, a.seed)
     if not a.no_frames:
         real_frames()

@@ -96,6 +96,9 @@ def test_a_streamed_grid_scan_on_the_live_page(tmp_path: Path) -> None:
                 timeout=60_000)
             page.wait_for_function(f"document.querySelectorAll('#heatmap rect.cell:not("
                                    f"[data-hit=pending])').length === {SCAN.n}")
+            # the watcher writes its queue length at most every 0.2 s, after the answers
+            page.wait_for_function("document.getElementById('c-queued').dataset.value === '0'",
+                                   timeout=10_000)
             late = int(page.get_attribute("#trace-spots", "data-points"))
             hit_cells = page.eval_on_selector_all(
                 "#heatmap rect.cell[data-hit=true]",
@@ -139,3 +142,47 @@ def test_a_streamed_grid_scan_on_the_live_page(tmp_path: Path) -> None:
     assert {a["saved_file"] for a in answers if a["hit"]} == {str(p) for p in saved}
     assert sorted(a["frame"] for a in answers) == list(range(SCAN.n))  # each frame once
     assert all(a["resolution_A"] for a in answers if a["hit"])
+
+
+def test_a_scan_placed_by_motor_positions_on_the_live_page(tmp_path: Path) -> None:
+    """A run with a positions file (xrp watch --positions): the heat map is a scatter of the
+    frames at their motor positions with the crystal's centre drawn where it was (µm)."""
+    import numpy as np
+    from helpers import served
+    from playwright.sync_api import sync_playwright
+
+    from xray_platform.live import page as live_page
+    from xray_platform.live.positions import Positions
+    from xray_platform.live.watch import keep_positions
+
+    rng = np.random.default_rng(0)
+    r, c = np.divmod(np.arange(42), 7)
+    xy = np.stack([c, r], 1) * 20.0 + rng.uniform(-3, 3, (42, 2)) + [1500.0, -800.0]
+    truth = (1560.0, -750.0)
+    spots = np.round(300 * np.clip(1 - np.hypot(*(xy - truth).T) / 35.0, 0, None)).astype(int)
+    url = f"sqlite:///{tmp_path}/runs.db"
+    store = RunStore(url)
+    rid = store.open_run("pos", "folder:/data/pos")
+    keep_positions(store, rid, Positions("/data/pos.csv", by_index={
+        i: (float(x), float(y)) for i, (x, y) in enumerate(xy)}))
+    store.add(rid, [{"file": "/data/pos/s_master.h5", "frame": i, "hit": bool(n >= 15),
+                     "n_spots": int(n)} for i, n in enumerate(spots)])
+    with served(live_page.app(url)) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{base}/ui/runs/pos")
+        page.wait_for_function("document.querySelectorAll('#heatmap circle.point').length "
+                               "=== 42", timeout=30_000)
+        hits = page.eval_on_selector_all("#heatmap circle.point[data-hit=true]", "c => c.length")
+        marks = page.eval_on_selector_all(
+            "#heatmap g.centre", "g => g.map(m => [+m.dataset.x, +m.dataset.y])")
+        info, text = page.text_content("#run-info"), page.text_content("#centre-text")
+        page.screenshot(path=str(ARTIFACTS / "live-page-positions.png"), full_page=True)
+        browser.close()
+    assert hits == int((spots >= 15).sum()) and not errors
+    ((x, y),) = marks
+    assert abs(x - truth[0]) < 10 and abs(y - truth[1]) < 10  # within half a step
+    assert "positions: from /data/pos.csv, a 6 x 7 raster, 42 placed" in info
+    assert "crystal 1: centre x" in text and "best frame" in text

@@ -209,3 +209,29 @@ def test_a_server_that_cannot_start_is_a_clear_error(ca_env, monkeypatch) -> Non
     monkeypatch.setenv("EPICS_CAS_INTF_ADDR_LIST", "192.0.2.77")  # an address not ours
     with pytest.raises(ValueError, match="EPICS server for X:\\* on 192.0.2.77 could not start"):
         EpicsResults("X", "r").start(timeout_s=10)
+
+
+def test_a_scan_placed_by_motor_positions_gives_its_centre_in_absolute_um() -> None:
+    from xray_platform.live.centre import centre_positions
+    from xray_platform.live.positions import Positions
+
+    # 3 x 4 raster, 10 µm apart from the stage's (500, -200); a crystal over frames 5, 6, 9, 10
+    xy = {i: (500.0 + 10 * (i % 4), -200.0 + 10 * (i // 4)) for i in range(12)}
+    spots = {5: 40, 6: 80, 9: 20, 10: 60}
+    answers = [{"file": "f", "frame": i, "hit": i in spots, "n_spots": spots.get(i, 2)}
+               for i in range(12)]
+    table = Positions("pos.csv", by_index=xy)
+    from_file = EpicsResults("T:P", "scan", positions=table)  # xrp watch --positions
+    from_file.answers(answers)
+    v = from_file._values()
+    want = centre_positions(answers, [table])
+    assert v["N_CRYSTALS"] == 1 and v["BEST_FRAME"] == 6
+    assert (v["CENTRE_X"], v["CENTRE_Y"]) == (want["centre_um"]["x"], want["centre_um"]["y"])
+    assert (v["CENTRE_X"], v["CENTRE_Y"]) == (517.0, -186.0)  # absolute, spot-weighted
+    assert (v["BEST_ROW"], v["BEST_COL"]) == (1, 2)  # the positions lie on a raster
+    streamed = EpicsResults("T:S", "scan")  # no file: the answers carry their positions
+    streamed.answers([dict(a, x_um=xy[a["frame"]][0], y_um=xy[a["frame"]][1]) for a in answers])
+    assert streamed._values()["CENTRE_X"] == v["CENTRE_X"]
+    plain = EpicsResults("T:N", "scan")  # neither grid nor positions: unknown
+    plain.answers(answers)
+    assert math.isnan(plain._values()["CENTRE_X"]) and plain._values()["N_CRYSTALS"] == -1

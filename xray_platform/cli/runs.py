@@ -74,6 +74,12 @@ def watch(
                                        "X,Y in µm (X along a row, Y between rows), kept with "
                                        "the run: `xrp runs centre` then gives positions in "
                                        "µm as well as cells."),
+    positions: Path | None = typer.Option(None, "--positions", help="A positions file: each "
+                                          "frame's motor position, a header line "
+                                          "'frame,x_um,y_um' (or file instead of or beside "
+                                          "frame; x_mm,y_mm for mm) and one row per frame "
+                                          "(docs/beamline.md). Kept with the run: it is "
+                                          "centred from positions, in µm."),
     save_hits: Path | None = typer.Option(None, "--save-hits", help="Write each hit's frame "
                                           "into this folder as a CBF with its geometry "
                                           "(miniCBF header), for indexamajig or "
@@ -127,6 +133,7 @@ def watch(
     geom = geometry_file(geometry)
     raster = _raster(grid, snake)
     step = _step(step_um, raster)
+    table = _positions(positions)
     if server:
         from xray_platform.live.remote import ServerAnswers
 
@@ -158,7 +165,7 @@ def watch(
         from xray_platform.live.epics import chained, serve_run
 
         try:
-            results = serve_run(epics, rs, name, raster, step)
+            results = serve_run(epics, rs, name, raster, step, table)
         except ValueError as e:
             fail(str(e))
         update = chained(update, results.stats)
@@ -175,7 +182,7 @@ def watch(
             s = watch_stream(source, rs, name, models, max_queue=max_backlog,
                              exit_after_series=exit_after_series,
                              exit_when_idle_s=exit_when_idle, raster=raster, on_update=update,
-                             info=info, threshold=threshold,
+                             info=info, threshold=threshold, positions=table,
                              on_answers=results.answers if results else None)
         else:
             s = watch_folder(folder, rs, name, models, poll_s=poll_s, settle_s=settle_s,
@@ -183,6 +190,7 @@ def watch(
                              give_up_s=give_up_s, max_backlog=max_backlog,
                              exit_when_idle_s=exit_when_idle, raster=raster, on_update=update,
                              allow_links_outside=allow_links_outside, info=info,
+                             positions=table,
                              on_answers=results.answers if results else None)
     except ValueError as e:
         fail(str(e))
@@ -205,6 +213,19 @@ def _step(text: str | None, raster: dict | None) -> tuple[float, float] | None:
         fail("--step-um is the step of a grid scan: give --grid ROWSxCOLS too")
     try:
         return parse_step(text)
+    except ValueError as e:
+        fail(str(e))
+
+
+def _positions(path: Path | None):
+    """The positions file at ``path`` (live/positions.py), read now: a bad row stops the
+    command before anything is opened."""
+    from xray_platform.live.positions import read_positions
+
+    if path is None:
+        return None
+    try:
+        return read_positions(path)
     except ValueError as e:
         fail(str(e))
 
@@ -429,30 +450,40 @@ def runs_centre(run: str = typer.Argument(..., help="The run's name."),
                 step_um: str | None = typer.Option(None, "--step-um", help="The grid step "
                                                    "X,Y in µm (default: the run's "
                                                    "--step-um)."),
+                positions: Path | None = typer.Option(None, "--positions", help="Centre from "
+                                                      "this positions file (frame,x_um,y_um; "
+                                                      "docs/beamline.md) instead of the "
+                                                      "positions the run keeps."),
                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Where the crystal is in a grid-scan run: the best cell (most spots) and, for each
     connected region of hit cells (cells touching at sides or corners, 8-connectivity; one
     region per crystal, strongest first), its centre weighted by spot count and its extent.
     Cells are (row, col) from 0, frame 0 at row 0, col 0; µm (with a step) are x = col *
-    step_x, y = row * step_y from the centre of that first cell."""
+    step_x, y = row * step_y from the centre of that first cell. A run with motor positions
+    (--positions, or the stream's image user_data) is centred from them, in absolute µm,
+    unless --grid is given."""
     import json
 
     from xray_platform.live.centre import parse_step, run_centre
 
+    if positions is not None and grid is not None:
+        fail("give --grid (centre on the grid) or --positions (centre from motor positions), "
+             "not both")
     raster = _raster(grid, snake)
+    table = _positions(positions)
     try:
         step = parse_step(step_um)
     except ValueError as e:
         fail(str(e))
     rs = _store(store, create=False)
     try:
-        c = run_centre(rs, run, raster, step)
+        c = run_centre(rs, run, raster, step, table)
     except ValueError as e:
         fail(str(e))
     if as_json:
         print(json.dumps(c, indent=1))
         return
-    print_centre(c)
+    (print_positions if c.get("mode") == "positions" else print_centre)(c)
 
 
 def print_centre(c: dict) -> None:
@@ -491,4 +522,38 @@ def print_centre(c: dict) -> None:
         if step:
             row += [um(g["centre_um"]), f"{g['extent_um']['x']:g} x {g['extent_um']['y']:g}"]
         t.add_row(*row, f"{bc['row']}, {bc['col']} ({bc['n_spots']} spots)")
+    console.print(t)
+
+
+def print_positions(c: dict) -> None:
+    """A centring from motor positions as a human reads it: a line, then the regions."""
+    def um(p: dict | None) -> str:
+        return "" if p is None else f"{p['x']:.1f}, {p['y']:.1f}"
+
+    step, layout = c["step_um"], c["layout"]
+    shape = (f"a {c['raster']['rows']}x{c['raster']['cols']} raster" if layout == "raster"
+             else f"scattered (linked within {c['link_um']:g} µm)" if layout else "no position")
+    console.print(f"{c['run']}: positions from {', '.join(c['positions_from']) or '-'}; "
+                  f"{shape}" + (f", step {step[0]:g} x {step[1]:g} µm" if step else "")
+                  + f"; {c['placed']} frames placed ({c['without_position']} without a "
+                  f"position), {c['hits']} hits, {len(c['regions'])} crystal(s)",
+                  highlight=False, markup=False, soft_wrap=True)
+    b = c["best_cell"]
+    if b is None:
+        console.print("no hit: no crystal found", highlight=False)
+        return
+    console.print(f"best frame: {b['frame']} ({b['n_spots']} spots"
+                  + (f", {b['resolution_A']:.2f} Å" if b.get("resolution_A") else "")
+                  + f") at x, y = {um(b['um'])} µm", highlight=False, markup=False,
+                  soft_wrap=True)
+    t = Table(title="crystals (centre weighted by spot count; absolute motor µm)")
+    for name in ("crystal", "frames", "spots", "centre x, y (µm)", "extent x x y (µm)",
+                 "x range (µm)", "y range (µm)", "best frame"):
+        t.add_column(name)
+    for g in c["regions"]:
+        e, r, bc = g["extent_um"], g["bounds_um"], g["best_cell"]
+        t.add_row(str(g["crystal"]), str(g["n_cells"]), str(g["spots"]), um(g["centre_um"]),
+                  f"{e['x']:g} x {e['y']:g}", f"{r['x_min']:g} .. {r['x_max']:g}",
+                  f"{r['y_min']:g} .. {r['y_max']:g}",
+                  f"{bc['frame']} ({bc['n_spots']} spots) at {um(bc['um'])}")
     console.print(t)

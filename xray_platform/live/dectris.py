@@ -7,12 +7,14 @@ Covered, as the SIMPLON API manual gives them:
   ``dheader-1.0`` (+ detector config JSON for header_detail basic/all, + ``dflatfield-1.0``,
   ``dpixelmask-1.0`` and ``dcountrate_table-1.0`` parts with their blobs for "all"),
   ``dimage-1.0`` + ``dimage_d-1.0`` (shape [x, y], type, encoding) + data blob + ``dconfig-1.0``
-  (+ optional appendix), ``dseries_end-1.0``.
+  (+ optional appendix: a JSON object there may place the frame, live/positions.py),
+  ``dseries_end-1.0``.
 - **stream v2** (CBOR, one part per message): ``start`` (geometry, ``pixel_mask``, and kept
   with the run: ``goniometer``, ``user_data``, ``channels``, ``threshold_energy``), ``image``
   (``data`` per threshold channel: an RFC 8746 multi-dimensional typed array, its bytes plain or
   under the DECTRIS compression tag 56500 ``["bslz4", elem_size, bytes]`` or ``["lz4", 0,
-  bytes]``, both in HDF5 filter framing), ``end``. One threshold is answered per run (``N``,
+  bytes]``, both in HDF5 filter framing; its ``user_data`` may place the frame: xrp's
+  convention, live/positions.py), ``end``. One threshold is answered per run (``N``,
   1-based, default the first): the channel named ``threshold_N``, else the N-th in the message.
 
 Geometry follows the master-file conventions (io/formats/eiger.py): ``detector_distance`` and
@@ -34,6 +36,7 @@ import numpy as np
 from xray_platform.io import dectris_codec as codec
 from xray_platform.io.formats.base import FormatError, FrameInfo, positive, to_image
 from xray_platform.io.formats.base import Frame as XrpFrame
+from xray_platform.live.positions import from_user_data
 
 FORMAT = "dectris-stream"
 #: RFC 8746 typed-array tags -> numpy dtype
@@ -78,6 +81,7 @@ class Image:
     threshold: int | None = None  # v2: the threshold (1-based) of the channel taken
     channel: str | None = None  # v2: its channel name (threshold_N)
     error: str | None = None  # why this image cannot be answered (stored as its answer)
+    position: tuple[float, float] | None = None  # (x, y) µm from its user data (positions.py)
 
 
 def kind(parts: list[bytes], threshold: int = 1) -> tuple[str, int, Any]:
@@ -175,7 +179,8 @@ def parse_image_v1(parts: list[bytes]) -> Image:
         encoding = str(d.get("encoding", "<"))
         dtype = codec.dtype_of(str(d["type"]), encoding)
         return Image(int(head["series"]), int(head["frame"]), (y, x), dtype, encoding,
-                     bytes(parts[2]))
+                     bytes(parts[2]), position=from_user_data(bytes(parts[4]))
+                     if len(parts) > 4 else None)
     except (KeyError, TypeError, ValueError) as e:
         raise StreamError(f"dimage message: bad or missing field ({e})") from None
 
@@ -253,7 +258,8 @@ def _kind_v2(data: bytes, threshold: int = 1) -> tuple[str, int, Any]:
                 f"({', '.join(map(str, data_))})")
         shape, dtype, encoding, blob = _typed(data_[channel])
         return "image", series, Image(series, frame, shape, dtype, encoding, blob, threshold,
-                                      str(channel))
+                                      str(channel),
+                                      position=from_user_data(msg.get("user_data")))
     if msg["type"] == "end":
         return "end", series, None
     raise StreamError(f"unknown stream v2 message type {msg['type']!r}")
@@ -347,8 +353,9 @@ def header_v1(series: int, config: dict, mask: np.ndarray | None = None) -> list
     return parts
 
 
-def image_v1(series: int, frame: int, image: np.ndarray, encoding: str = "bs32-lz4<"
-             ) -> list[bytes]:
+def image_v1(series: int, frame: int, image: np.ndarray, encoding: str = "bs32-lz4<",
+             appendix: dict | None = None) -> list[bytes]:
+    """An image message; ``appendix``: a JSON object sent as the image appendix part."""
     import hashlib
 
     blob = codec.encode(image, encoding)
@@ -359,7 +366,8 @@ def image_v1(series: int, frame: int, image: np.ndarray, encoding: str = "bs32-l
                         "encoding": encoding, "size": len(blob)}).encode(),
             blob,
             json.dumps({"htype": "dconfig-1.0", "start_time": 0, "stop_time": 0,
-                        "real_time": 0}).encode()]
+                        "real_time": 0}).encode(),
+            *([json.dumps(appendix).encode()] if appendix is not None else [])]
 
 
 def end_v1(series: int) -> list[bytes]:
@@ -398,15 +406,18 @@ def start_v2(series: int, config: dict, mask: np.ndarray | None = None, *,
 
 
 def image_v2(series: int, frame: int, image: np.ndarray | list[np.ndarray],
-             compression: str | None = "bslz4") -> list[bytes]:
-    """An image message; a list of images: one channel each (threshold_1, threshold_2, ...)."""
+             compression: str | None = "bslz4", user_data: dict | None = None) -> list[bytes]:
+    """An image message; a list of images: one channel each (threshold_1, threshold_2, ...);
+    ``user_data``: the message's user_data map."""
     import cbor2
 
     images = image if isinstance(image, list) else [image]
-    return [cbor2.dumps({"type": "image", "series_id": series,
-                         "series_unique_id": f"xrp-{series}", "image_id": frame,
-                         "data": {f"threshold_{k + 1}": _typed_tag(im, compression)
-                                  for k, im in enumerate(images)}})]
+    msg = {"type": "image", "series_id": series, "series_unique_id": f"xrp-{series}",
+           "image_id": frame, "data": {f"threshold_{k + 1}": _typed_tag(im, compression)
+                                       for k, im in enumerate(images)}}
+    if user_data is not None:
+        msg["user_data"] = user_data
+    return [cbor2.dumps(msg)]
 
 
 def end_v2(series: int) -> list[bytes]:

@@ -26,7 +26,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from xray_platform.live.positions import STREAM, Positions
+
 log = logging.getLogger(__name__)
+#: the answer fields a grid's or a positions scan's centring reads
+CELL_FIELDS = ("file", "frame", "hit", "n_spots", "resolution_A", "error", "x_um", "y_um")
 
 NAN = float("nan")
 #: name -> (kind, units, meaning, unknown value); kind: "int", "float" or "str"
@@ -80,10 +84,12 @@ PVS: dict[str, tuple[str, str, str, Any]] = {
     "CENTRE_X": (
         "float",
         "um",
-        "Grid scans with --step-um: that centre's x from the first cell's centre (µm).",
+        "Grid scans with --step-um: that centre's x from the first cell's centre (µm); "
+        "scans with motor positions: its absolute x (µm).",
         NAN,
     ),
-    "CENTRE_Y": ("float", "um", "Grid scans with --step-um: that centre's y (µm).", NAN),
+    "CENTRE_Y": ("float", "um", "Grid scans with --step-um, or motor positions: that "
+                 "centre's y (µm).", NAN),
     "N_CRYSTALS": ("int", "", "Grid scans: diffracting regions apart (crystals).", -1),
     "UPDATED": ("float", "s", "When these values were computed (Unix time, s).", NAN),
 }
@@ -130,7 +136,9 @@ def _num(v: Any, unknown: Any) -> Any:
 
 class EpicsResults:
     """The PVs of run ``run`` served under ``prefix``; ``raster`` ({"rows", "cols", "snake"})
-    and ``step_um`` (x, y) for a grid scan's best cell and centre."""
+    and ``step_um`` (x, y) for a grid scan's best cell and centre; ``positions`` (a positions
+    file's) or answers carrying x_um, y_um (the stream's user_data): the centre from motor
+    positions (CENTRE_X/Y in absolute µm)."""
 
     def __init__(
         self,
@@ -139,11 +147,14 @@ class EpicsResults:
         *,
         raster: Mapping[str, Any] | None = None,
         step_um: tuple[float, float] | None = None,
+        positions: Positions | None = None,
     ) -> None:
         self.prefix = pv_prefix(prefix)
         self.run = run
         self.raster = dict(raster) if raster else None
         self.step_um = step_um
+        self.positions = positions  # a positions file's (live/positions.py)
+        self._placed = positions is not None  # the centring is from motor positions
         self.errors = 0  # failures inside the publisher (never raised into the watch loop)
         self.last_error: str | None = None
         self._lock = threading.Lock()
@@ -208,8 +219,9 @@ class EpicsResults:
         """Start serving (a daemon thread); ValueError when the server cannot start."""
         from caproto.asyncio.server import Context
 
-        if self.raster:
+        if self.raster or self._placed:
             import scipy.ndimage  # noqa: F401 -- imported now, not at the first answer
+            import scipy.spatial  # noqa: F401
 
         self.pvdb = _pvdb(self.prefix, self._values())
         ctx_log = logging.getLogger("caproto.ctx")
@@ -282,13 +294,9 @@ class EpicsResults:
             self._last["frame"] = a
             if a.get("hit") and not a.get("error"):
                 self._last["hit"] = a
-            if self.raster:
-                self._cells.append(
-                    {
-                        k: a.get(k)
-                        for k in ("file", "frame", "hit", "n_spots", "resolution_A", "error")
-                    }
-                )
+            self._placed = self._placed or a.get("x_um") is not None
+            if self.raster or self._placed:
+                self._cells.append({k: a.get(k) for k in CELL_FIELDS})
         last, hit = self._last.get("frame") or {}, self._last.get("hit") or {}
         v: dict[str, Any] = {k: u for k, (_, _, _, u) in PVS.items()}
         v.update(c, RUN=self.run, DROPPED=self._dropped_before + self._dropped, UPDATED=time.time())
@@ -304,7 +312,9 @@ class EpicsResults:
                 LAST_NLAT=int(_num(hit.get("n_lattices_indexed"), -1)),
                 LAST_P_MULTI=float(_num(hit.get("p_multi"), NAN)),
             )
-        if self.raster and batch:
+        if self._placed and batch:
+            self._grid = _position_values(self._cells, self.positions)
+        elif self.raster and batch:
             self._grid = _grid_values(self._cells, self.raster, self.step_um)
         v.update(self._grid)
         return v
@@ -342,6 +352,29 @@ def _grid_values(
     if c["best_cell"]:
         b = c["best_cell"]
         out.update(BEST_ROW=int(b["row"]), BEST_COL=int(b["col"]), BEST_FRAME=int(b["frame"]))
+    if c["centre"]:
+        out.update(CENTRE_ROW=float(c["centre"]["row"]), CENTRE_COL=float(c["centre"]["col"]))
+    if c["centre_um"]:
+        out.update(CENTRE_X=float(c["centre_um"]["x"]), CENTRE_Y=float(c["centre_um"]["y"]))
+    return out
+
+
+def _position_values(cells: list[dict[str, Any]], positions: Positions | None) -> dict[str, Any]:
+    """BEST_FRAME / CENTRE_X, _Y (absolute µm) / N_CRYSTALS of a scan placed by motor
+    positions: a positions file's, then each answer's own (live/centre.py); BEST_ROW/COL and
+    CENTRE_ROW/COL too when the positions lie on a raster."""
+    from xray_platform.live.centre import centre_positions
+
+    own = Positions(STREAM, by_file={(str(a["file"]), int(a["frame"])): (a["x_um"], a["y_um"])
+                                     for a in cells if a.get("x_um") is not None
+                                     and a.get("y_um") is not None})
+    c = centre_positions(cells, [t for t in (positions, own) if t is not None and len(t)])
+    out: dict[str, Any] = {"N_CRYSTALS": len(c["regions"])}
+    b = c["best_cell"]
+    if b:
+        out["BEST_FRAME"] = int(b["frame"])
+        if "row" in b:
+            out.update(BEST_ROW=int(b["row"]), BEST_COL=int(b["col"]))
     if c["centre"]:
         out.update(CENTRE_ROW=float(c["centre"]["row"]), CENTRE_COL=float(c["centre"]["col"]))
     if c["centre_um"]:
@@ -400,10 +433,11 @@ def serve_run(
     run: str,
     raster: Mapping[str, Any] | None = None,
     step_um: tuple[float, float] | None = None,
+    positions: Positions | None = None,
 ) -> EpicsResults:
     """Start serving run ``run`` of ``store`` (live/store.py), seeded with what the store
     already holds of it (a resumed run); ValueError when the server cannot start."""
-    results = EpicsResults(prefix, run, raster=raster, step_um=step_um)
+    results = EpicsResults(prefix, run, raster=raster, step_um=step_um, positions=positions)
     if store.runs(run):
         held = store.run(run)
         results.seed(store.answers(run), held["dropped"])

@@ -11,8 +11,9 @@ no internet (nothing from a CDN) and no frontend build. No Ray.
   frame, at most MAX_EVENT_STREAMS at a time per process (then 503); ``GET
   /ui/runs/{run}/thumb.png``: the latest frame.
 - ``GET /v1/runs/{run}/centre``: a grid scan's crystal position(s) (live/centre.py; the run's
-  raster and step, or ``?rows=R&cols=C&snake=1&step_um=X,Y``); 404 for no such run, 422 for
-  a run that is not a grid scan.
+  raster and step, or ``?rows=R&cols=C&snake=1&step_um=X,Y``), from the run's motor positions
+  when it keeps some (unless rows and cols are given); 404 for no such run, 422 for a run
+  with neither a grid nor positions.
 With an API key every route needs it (live/auth.py).
 """
 
@@ -68,17 +69,13 @@ def snapshot(store: RunStore, name: str, after: int = -1) -> dict[str, Any]:
            "raster": live["raster"], "thumb": live["thumb_meta"],
            "thumb_updated": live["updated"] if live["thumb"] else None,
            "cell": info.get("cell"), "step_um": info.get("step_um")}
-    if live["raster"] and (rows or after < 0):  # the centring moves only when answers come
-        from xray_platform.live.centre import centre
+    if rows or after < 0:  # the centring moves only when answers come
+        from xray_platform.live.centre import centre_of_run
 
-        r = live["raster"]
-        out["centre"] = centre(store.cells(run["id"]), int(r["rows"]), int(r["cols"]),
-                               bool(r.get("snake")), _step(info.get("step_um")))
+        c = centre_of_run(store, run["id"], points=True)  # a grid's, or from positions
+        if c is not None:
+            out["centre"] = c
     return out
-
-
-def _step(value: Any) -> tuple[float, float] | None:
-    return (float(value[0]), float(value[1])) if value else None
 
 
 class StreamSlots:
@@ -172,7 +169,9 @@ def router(store_of: Callable[[], RunStore], max_streams: int | None = None) -> 
         """A grid-scan run's crystal position(s): the best cell and, per connected region of
         hit cells (8-connectivity: one per crystal, strongest first), its centre weighted by
         spot count and its extent, in cells (row, col from 0) and in µm with the grid step
-        (x = col * step_x, y = row * step_y). The run's own raster and step unless given."""
+        (x = col * step_x, y = row * step_y). The run's own raster and step unless given. A
+        run with motor positions (a positions file, the stream's user_data) is centred from
+        them, in absolute µm ("mode": "positions"), unless rows and cols are given."""
         from xray_platform.live.centre import parse_step
         from xray_platform.live.centre import run_centre as centring
 

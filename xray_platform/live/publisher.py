@@ -97,13 +97,15 @@ class Publisher:
                geometry: object, *, version: int = 1, encoding: str = "bs32-lz4<",
                rate_hz: float | None = None, mask: np.ndarray | None = None, repeat: int = 1,
                on_sent: Callable[[int, float], None] | None = None,
-               start_extra: dict | None = None) -> float:
+               start_extra: dict | None = None,
+               user_data: Callable[[int], dict | None] | None = None) -> float:
         """Send one series (its frames ``repeat`` times over, numbered on) at ``rate_hz``
         (None: as fast as the socket takes them); ``on_sent(frame, time.time())`` after each
         image. ``encoding``: v1 the ``dimage_d`` encoding, v2 the compression (V2_ENCODINGS).
         v2 only: a frame may be a list of images, one per threshold channel; ``start_extra``
-        adds fields to the start message (goniometer, user_data, ...). Returns the seconds it
-        took."""
+        adds fields to the start message (goniometer, user_data, ...). ``user_data(frame)``:
+        each image's user data (v2; v1: its image appendix, as JSON), e.g. its motor
+        positions (live/positions.py). Returns the seconds it took."""
         n_slow, n_fast = np.shape(frames[0])[-2:]
         config = dectris.config_of(geometry, n_fast, n_slow, len(frames) * repeat)
         t0 = time.perf_counter()
@@ -115,7 +117,8 @@ class Publisher:
         encoded = [dectris.image_v1(series, 0, f, encoding) if version == 1 else
                    dectris.image_v2(series, 0, f, V2_ENCODINGS[encoding]) for f in frames]
         for k in range(len(frames) * repeat):
-            parts = _renumber(encoded[k % len(frames)], k, version)
+            parts = _renumber(encoded[k % len(frames)], k, version,
+                              user_data(k) if user_data else None)
             if rate_hz:
                 time.sleep(max(0.0, t0 + k / rate_hz - time.perf_counter()))
             self.sock.send_multipart(parts)
@@ -129,16 +132,21 @@ class Publisher:
         self.sock.close()
 
 
-def _renumber(parts: list[bytes], frame: int, version: int) -> list[bytes]:
-    """An encoded image message with another frame number (encoding costs more than sending)."""
+def _renumber(parts: list[bytes], frame: int, version: int, user: dict | None = None
+              ) -> list[bytes]:
+    """An encoded image message with another frame number and, given, user data (encoding
+    costs more than sending)."""
     import json
 
     if version == 1:
         head = json.loads(parts[0])
         head["frame"] = frame
-        return [json.dumps(head).encode(), *parts[1:]]
+        return [json.dumps(head).encode(), *parts[1:4],
+                *([json.dumps(user).encode()] if user is not None else parts[4:])]
     import cbor2
 
     msg = cbor2.loads(parts[0])
     msg["image_id"] = frame
+    if user is not None:
+        msg["user_data"] = user
     return [cbor2.dumps(msg)]

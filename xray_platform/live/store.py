@@ -5,7 +5,8 @@ geometry. No Ray.
 Tables: ``runs`` (one row per run: name, source, geometry, started/updated, frames dropped) and
 ``answers`` (one row per frame: run, file, frame, the answer's main fields as columns for
 queries, and the whole answer as JSON, core/schema.py). (run, file, frame) is unique, so a
-restarted `xrp watch` never answers a frame twice.
+restarted `xrp watch` never answers a frame twice. Beside them: ``live`` (the page's state),
+``run_info`` (what a run was asked with) and ``positions`` (frames' motor positions).
 """
 
 from __future__ import annotations
@@ -68,6 +69,22 @@ RUN_INFO = sa.Table(
     sa.Column("info", sa.Text, nullable=False),
 )
 
+#: motor positions of a run's frames (live/positions.py), a table of its own (older stores
+#: gain it on open): ``source`` "file" (a positions file: ``file`` the name a row gives, or ""
+#: for a row keyed by the frame's place in the scan) or "stream" (an image message's
+#: user_data: ``file`` and ``frame`` the answer's)
+POSITIONS = sa.Table(
+    "positions", _meta,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("file", sa.Text, nullable=False),
+    sa.Column("frame", sa.Integer, nullable=False),
+    sa.Column("x_um", sa.Float, nullable=False),
+    sa.Column("y_um", sa.Float, nullable=False),
+    sa.UniqueConstraint("run_id", "source", "file", "frame", name="one_position_per_frame"),
+)
+
 
 def absolute_store_url(url: str | None) -> str:
     """The URL with a relative SQLite path made absolute (a Serve replica's working folder
@@ -100,6 +117,15 @@ def _clean(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return [_clean(x) for x in v]
     return v
+
+
+def _placed(run_id: int, key: tuple[str, int], a: dict[str, Any]) -> list[dict[str, Any]]:
+    """The position row ("stream") of an answer that carries x_um and y_um, else none."""
+    x, y = a.get("x_um"), a.get("y_um")
+    if not (isinstance(x, (int, float)) and isinstance(y, (int, float))):
+        return []
+    return [{"run_id": run_id, "source": "stream", "file": key[0], "frame": key[1],
+             "x_um": float(x), "y_um": float(y)}]
 
 
 class NoStore(ValueError):
@@ -211,19 +237,22 @@ class RunStore:
                         sa.tuple_(ANSWERS.c.file, ANSWERS.c.frame).in_(keys[k:k + 400])))}
             seq = c.execute(sa.select(sa.func.count()).select_from(ANSWERS)
                             .where(ANSWERS.c.run_id == run_id)).scalar_one()
-            rows = []
+            rows, placed = [], []
             for a in answers:
                 key = (str(a["file"]), int(a["frame"]))
                 if key in have:
                     continue
                 have.add(key)
                 a = _clean(a)
+                placed += _placed(run_id, key, a)
                 rows.append({"run_id": run_id, "seq": seq + len(rows), "file": key[0],
                              "frame": key[1], "answered": now,
                              **{k: a.get(k) for k in COLUMNS},
                              "answer": json.dumps(a, sort_keys=True)})
             if rows:
                 c.execute(ANSWERS.insert(), rows)
+            if placed:
+                c.execute(POSITIONS.insert(), placed)
             values: dict[str, Any] = {"updated": now, "dropped": RUNS.c.dropped + dropped}
             geom = next((r for r in answers if r.get("wavelength_A") is not None), None)
             if geom is not None:
@@ -232,6 +261,31 @@ class RunStore:
                                               "pixel_size_mm", "beam_center_px", "shape")})))
             c.execute(RUNS.update().where(RUNS.c.id == run_id).values(**values))
         return len(rows)
+
+    def set_positions(self, run_id: int, rows: list[tuple[str, int, float, float]],
+                      source: str = "file") -> None:
+        """Replace the run's positions of ``source`` with ``rows`` (file name or "", frame,
+        x_um, y_um; live/positions.Positions.rows)."""
+        with self.engine.begin() as c:
+            c.execute(POSITIONS.delete().where(POSITIONS.c.run_id == run_id,
+                                               POSITIONS.c.source == source))
+            values = [{"run_id": run_id, "source": source, "file": str(f), "frame": int(i),
+                       "x_um": float(x), "y_um": float(y)} for f, i, x, y in rows]
+            for k in range(0, len(values), 1000):
+                c.execute(POSITIONS.insert(), values[k:k + 1000])
+
+    def positions(self, run_id: int) -> dict[str, list[tuple[str, int, float, float]]]:
+        """The run's positions by source ("file", "stream"): (file, frame, x_um, y_um) rows;
+        {} when none (or a store opened read-only from before the table existed)."""
+        if not sa.inspect(self.engine).has_table(POSITIONS.name):
+            return {}
+        p = POSITIONS.c
+        out: dict[str, list[tuple[str, int, float, float]]] = {}
+        with self.engine.connect() as c:
+            for r in c.execute(sa.select(p.source, p.file, p.frame, p.x_um, p.y_um)
+                               .where(p.run_id == run_id).order_by(p.id)):
+                out.setdefault(r.source, []).append((r.file, r.frame, r.x_um, r.y_um))
+        return out
 
     def set_live(self, run_id: int, **values: Any) -> None:
         """Update the run's live state (received, queued, raster, thumb, thumb_meta)."""

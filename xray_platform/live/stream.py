@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xray_platform.live.dectris import Image, Series, StreamError, decode, frame_file, kind
+from xray_platform.live.positions import Positions
 from xray_platform.live.store import RunStore
-from xray_platform.live.watch import WatchStats, _Thumbs, answerer
+from xray_platform.live.watch import WatchStats, _Thumbs, answerer, keep_positions
 
 POLL_MS = 100
 MAX_QUEUE_BYTES = 2 << 30  # 2 GiB of encoded frames (~500 bslz4 EIGER 16M frames)
@@ -143,8 +144,12 @@ def answer_images(items: list[tuple[Image, Series | None]], source: str, models:
         a.setdefault("timings_ms", {})["decode_ms"] = ms
     thresholds = {(frame_file(source, i.series), i.frame): _threshold(i, s) for i, s in items
                   if i.threshold is not None}
-    for a in answers + errors:  # v2: which threshold channel was answered
-        a.update(thresholds.get((str(a.get("file")), int(a.get("frame", -1))), {}))
+    placed = {(frame_file(source, i.series), i.frame): {"x_um": i.position[0],
+                                                        "y_um": i.position[1]}
+              for i, _ in items if i.position is not None}
+    for a in answers + errors:  # v2: which threshold channel; where the frame was taken
+        key = (str(a.get("file")), int(a.get("frame", -1)))
+        a.update(thresholds.get(key, {}), **placed.get(key, {}))
     return answers + errors, frames
 
 
@@ -162,12 +167,15 @@ def watch_stream(url: str, store: RunStore, run: str, models: dict, *, max_queue
                  thumb_every_s: float = 1.0,
                  on_update: Callable[[StreamStats], None] | None = None,
                  info: dict | None = None, threshold: int = 1,
-                 on_answers: Callable[[list[dict[str, Any]]], None] | None = None
-                 ) -> StreamStats:
+                 on_answers: Callable[[list[dict[str, Any]]], None] | None = None,
+                 positions: Positions | None = None) -> StreamStats:
     """Follow the stream at ``url`` until ``exit_after_series`` series have ended and every
     image is answered, or no image came for ``exit_when_idle_s`` (None: until interrupted).
     ``threshold``: the v2 threshold channel answered (1-based); ``on_answers``: called with
-    each batch of answers once they are stored (live/epics.py)."""
+    each batch of answers once they are stored (live/epics.py); ``positions``: a positions
+    file's (live/positions.py), kept with the run. Images whose user data carry positions
+    (xrp's convention, live/positions.py) have them in their answers (x_um, y_um) and in the
+    run store's positions."""
     if threshold < 1:
         raise ValueError(f"threshold {threshold}: thresholds count from 1")
     rx = Receiver(url, max_queue, threshold)  # a bad address fails before the store gets a run
@@ -178,6 +186,7 @@ def watch_stream(url: str, store: RunStore, run: str, models: dict, *, max_queue
             raise ValueError(f"run {run!r} answered threshold {held}; watch threshold "
                              f"{threshold} under another --run (a frame is answered once)")
         store.set_info(run_id, **(info or {}), threshold=threshold)
+        keep_positions(store, run_id, positions)
     except ValueError:
         rx.close()
         raise

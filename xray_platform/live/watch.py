@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xray_platform.live.positions import Positions
 from xray_platform.live.store import RunStore
 
 
@@ -126,6 +127,15 @@ class _Thumbs:
         self.last, self.pending = time.time(), None
 
 
+def keep_positions(store: RunStore, run_id: int, positions: Positions | None) -> None:
+    """A positions file's rows kept with the run (replacing any it held) and named in its
+    info (``positions_file``: path, rows)."""
+    if positions is not None:
+        store.set_positions(run_id, positions.rows(), "file")
+        store.set_info(run_id, positions_file={"path": str(Path(positions.source).resolve()),
+                                               "rows": len(positions)})
+
+
 def answerer(models: dict | Callable[[list], list[dict]]) -> Callable[[list], list[dict]]:
     """frames -> answers: in this process with ``models`` ({task: LoadedModel}, core/answer.py),
     or ``models`` itself when it is a callable (live/remote.py: a running `xrp serve`)."""
@@ -165,11 +175,12 @@ def watch_folder(folder: Path, store: RunStore, run: str, models: dict, *,
                  thumb_every_s: float = 1.0, allow_links_outside: bool = False,
                  on_update: Callable[[WatchStats], None] | None = None,
                  info: dict | None = None,
-                 on_answers: Callable[[list[dict[str, Any]]], None] | None = None
-                 ) -> WatchStats:
+                 on_answers: Callable[[list[dict[str, Any]]], None] | None = None,
+                 positions: Positions | None = None) -> WatchStats:
     """Follow ``folder`` until idle for ``exit_when_idle_s`` (None: until interrupted);
     ``on_answers``: called with each batch of answers once they are stored (live/epics.py);
-    ``raster`` ({"rows", "cols", "snake"}) tells the live page the run is a grid scan. Symbolic
+    ``raster`` ({"rows", "cols", "snake"}) tells the live page the run is a grid scan;
+    ``positions`` (a positions file, live/positions.py) are kept with the run. Symbolic
     links and HDF5 links (external, virtual data sets) are followed only inside ``folder``
     unless ``allow_links_outside``."""
     folder = Path(folder).resolve()  # answers name absolute paths: a restart elsewhere resumes
@@ -180,6 +191,7 @@ def watch_folder(folder: Path, store: RunStore, run: str, models: dict, *,
     run_id = store.open_run(run, f"folder:{folder}")
     if info:
         store.set_info(run_id, **info)
+    keep_positions(store, run_id, positions)
     if raster:
         store.set_live(run_id, raster=raster)
     done = store.answered(run_id)

@@ -77,6 +77,7 @@ function drawTraces() {
 function drawHeatmap() {
   const svg = document.getElementById("heatmap");
   clear(svg);
+  if (centre && centre.mode === "positions") return drawPositions(svg);
   if (!raster) {
     el("text", {x: 10, y: 20, class: "label"}, svg).textContent =
       "no raster: xrp watch --grid ROWSxCOLS, or ?rows=R&cols=C&snake=1";
@@ -156,10 +157,71 @@ function drawCentre(svg, s) {
   svg.dataset.crystals = String(centre.regions.length);
 }
 
-// One line per crystal: centre (and extent) in cells, and in µm with the grid step.
+// A scan placed by motor positions (live/centre.py centre_at): each answered frame a dot at
+// its position (µm, absolute; x to the right, y down), hits coloured by spot count; each
+// crystal's bounds (dashed), its spot-weighted centre (a ring with a cross) and number; the
+// best frame ringed in black.
+function drawPositions(svg) {
+  const W = svg.clientWidth || 400, H = svg.clientHeight || 320, pad = 16;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  const pts = centre.points || [];
+  svg.dataset.cells = String(pts.length);
+  svg.dataset.crystals = String(centre.regions.length);
+  if (!pts.length) {
+    el("text", {x: 10, y: 20, class: "label"}, svg).textContent = "no frame placed yet";
+    return;
+  }
+  const step = centre.step_um ? Math.max(...centre.step_um, 1e-6) : 1;
+  const xs = pts.map(p => p[0]), ys = pts.map(p => p[1]);
+  const x0 = Math.min(...xs) - step / 2, y0 = Math.min(...ys) - step / 2;
+  const k = Math.min((W - 2 * pad) / (Math.max(...xs) + step / 2 - x0),
+                     (H - 2 * pad) / (Math.max(...ys) + step / 2 - y0));
+  const X = x => pad + (x - x0) * k, Y = y => pad + (y - y0) * k;
+  const spots = pts.filter(p => p[3]).map(p => p[4] ?? 0);
+  const lo = Math.min(...spots), hi = Math.max(...spots, lo + 10);
+  for (const [x, y, frame, hit, n] of pts) {
+    const dot = el("circle", {cx: X(x), cy: Y(y), r: Math.max(2, step * k / 2 - 1),
+      fill: hit ? colour(((n ?? 0) - lo) / (hi - lo)) : "#ddd", stroke: "#ccc",
+      class: "point", "data-frame": frame, "data-hit": String(Boolean(hit))}, svg);
+    const text = `frame ${frame} at x ${x}, y ${y} µm: ${hit ? "hit" : "no hit"}, ` +
+      `${n ?? "-"} spots`;
+    el("title", {}, dot).textContent = text;
+    dot.addEventListener("mouseenter", () => {
+      document.getElementById("hover").textContent = text;
+    });
+  }
+  for (const g of centre.regions) {
+    const b = g.bounds_um, c = g.centre_um, r = Math.max(4, step * k / 4);
+    el("rect", {x: X(b.x_min - step / 2), y: Y(b.y_min - step / 2),
+      width: (b.x_max - b.x_min + step) * k, height: (b.y_max - b.y_min + step) * k,
+      fill: "none", stroke: "#d33", "stroke-width": 1.2, "stroke-dasharray": "4 3",
+      class: "extent"}, svg);
+    const mark = el("g", {class: "centre", "data-crystal": g.crystal, "data-x": c.x,
+                          "data-y": c.y}, svg);
+    const cx = X(c.x), cy = Y(c.y);
+    el("circle", {cx, cy, r, fill: "none", stroke: "#d33", "stroke-width": 2}, mark);
+    el("line", {x1: cx - 1.6 * r, x2: cx + 1.6 * r, y1: cy, y2: cy, stroke: "#d33"}, mark);
+    el("line", {x1: cx, x2: cx, y1: cy - 1.6 * r, y2: cy + 1.6 * r, stroke: "#d33"}, mark);
+    el("text", {x: cx + r + 2, y: cy - r - 2, class: "label", fill: "#d33"}, mark)
+      .textContent = String(g.crystal);
+  }
+  const best = centre.best_cell;
+  if (best) {
+    el("circle", {cx: X(best.um.x), cy: Y(best.um.y), r: Math.max(3, step * k / 2),
+                  fill: "none", stroke: "#000", "stroke-width": 2, class: "best"}, svg);
+  }
+  document.getElementById("legend").innerHTML = spots.length ?
+    `<span style="background:${colour(0)}"></span>${lo} spots (fewest) ... ` +
+    `<span style="background:${colour(1)}"></span>${hi} spots (most); ` +
+    `<span style="background:#ddd"></span>no hit; motor positions, µm` : "no hits yet";
+}
+
+// One line per crystal: centre (and extent) in cells, and in µm with the grid step; a scan
+// placed by motor positions: in absolute µm.
 function centreText() {
   if (!centre) return "";
   if (!centre.regions.length) return "centre: no hit yet";
+  if (centre.mode === "positions") return positionsText();
   const um = p => p ? ` = x ${p.x.toFixed(1)}, y ${p.y.toFixed(1)} µm` : "";
   const b = centre.best_cell;
   return centre.regions.map(g =>
@@ -171,6 +233,15 @@ function centreText() {
     um(b.um);
 }
 
+function positionsText() {
+  const xy = p => `x ${p.x.toFixed(1)}, y ${p.y.toFixed(1)} µm`;
+  const b = centre.best_cell;
+  return centre.regions.map(g =>
+    `crystal ${g.crystal}: centre ${xy(g.centre_um)}; extent ${g.extent_um.x} x ` +
+    `${g.extent_um.y} µm, ${g.n_cells} hits, ${g.spots} spots`).join("\n") +
+    `\nbest frame ${b.frame} (${b.n_spots} spots) at ${xy(b.um)}`;
+}
+
 // The run's source, cell and grid step, and a grid run's centre.
 function drawInfo(snap) {
   const parts = [`source: ${snap.source}`];
@@ -179,6 +250,12 @@ function drawInfo(snap) {
   if (raster) {
     parts.push(`grid: ${raster.rows} x ${raster.cols}${raster.snake ? " snake" : ""}` +
       (snap.step_um ? `, step ${snap.step_um[0]} x ${snap.step_um[1]} µm` : ""));
+  }
+  if (centre && centre.mode === "positions") {
+    parts.push(`positions: from ${centre.positions_from.join(", ") || "-"}, ` +
+      (centre.layout === "raster" ? `a ${centre.raster.rows} x ${centre.raster.cols} raster`
+       : centre.layout || "none placed") + `, ${centre.placed} placed` +
+      (centre.without_position ? `, ${centre.without_position} without a position` : ""));
   }
   document.getElementById("run-info").textContent = parts.join("; ");
   document.getElementById("centre-text").textContent = centreText();
