@@ -17,9 +17,8 @@ from pathlib import Path
 
 import torch
 
-from xray_platform.core.autoindex import autoindex
+from xray_platform.core.autoindex import autoindex, index_with_cell
 from xray_platform.core.hitfinder import HIT_GRID
-from xray_platform.core.indexing import MAX_D_A, index_spots
 from xray_platform.core.spots import SpotFinder
 from xray_platform.io.formats import read_frame
 from xray_platform.physics.qgrid import frame_to_grid
@@ -62,9 +61,8 @@ def main() -> None:
         geom = frame.geometry()
         counts = frame_to_grid(torch.as_tensor(frame.image), geom, HIT_GRID).numpy()
         spots, t_spots = timed(SpotFinder().find, frame.image, geom, counts, repeat=a.repeat)
-        near = spots.subset(spots.d_A <= MAX_D_A)
         free, t_free = timed(autoindex, spots, geom, repeat=a.repeat)
-        known, t_known = timed(index_spots, near, geom, cell, repeat=a.repeat)
+        known, t_known = timed(index_with_cell, spots, geom, cell, repeat=a.repeat)
         rows.append((t_spots, t_free, t_known))
         print(f"| {name} | {len(spots)} | {t_spots:.0f} | {free.n_lattices}, {t_free:.0f} | "
               f"{known.n_lattices}, {t_known:.0f} |", flush=True)

@@ -181,3 +181,26 @@ def test_faint_lattices_sharing_a_frame_are_each_found(index: int) -> None:
         assert max(overlap) >= 0.8 * mine.sum(), (k, overlap, mine.sum())
         matched.add(int(np.argmax(overlap)))
     assert len(matched) >= 2
+
+
+@needs_nanobragg
+def test_a_lattice_turned_down_is_reported_with_its_significance() -> None:
+    """The verdict reads the best lattice autoindex turned down: a crystal with too few spots
+    to accept (20 of myoglobin's, under MIN_SPOTS) is turned down far above chance; random
+    spots beside a crystal give a further lattice no better than chance."""
+    from dataclasses import fields, replace
+
+    from xray_platform.core.autoindex import MIN_SPOTS, sigma_above
+
+    frame = read_frame(NANOBRAGG / "ref_004.cbf")
+    geom = frame.geometry()
+    spots = SpotFinder().find(frame.image, geom)
+    few = spots.subset(np.arange(len(spots)) < MIN_SPOTS - 5)
+    r = autoindex(few, geom)
+    assert r.n_lattices == 0 and r.rejected is not None and sigma_above(*r.rejected) > 10
+    noise = at_random_azimuths(spots.subset(np.arange(len(spots)) < 40), geom, seed=3)
+    both = replace(spots, **{f.name: np.concatenate([getattr(spots, f.name),
+                                                      getattr(noise, f.name)])
+                             for f in fields(spots)})
+    r = autoindex(both, geom)
+    assert r.n_lattices == 1 and r.rejected is not None and sigma_above(*r.rejected) < 6

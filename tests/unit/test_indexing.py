@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import NANOBRAGG, REAL, at_random_azimuths, needs_nanobragg, needs_real
 
-from xray_platform.core.indexing import count_lattices, index_spots, misorientation_deg
+from xray_platform.core.indexing import as_cell, count_lattices, index_spots, misorientation_deg
 from xray_platform.io.formats import read_frame
 from xray_platform.physics import crystal as xtal
 
@@ -106,3 +106,47 @@ def test_the_real_thaumatin_hit_holds_more_than_one_lattice() -> None:
     assert second.n_spots > 10 * second.chance
     assert 0.3 < misorientation_deg(first.A, second.A) < 5
     assert r.geom.distance_mm == pytest.approx(351.0, rel=0.03)  # the header's, refined
+
+
+@pytest.mark.parametrize("form", ["myoglobin", "ferritin_cubic", "thermolysin"])
+def test_a_cells_orientation_is_read_from_the_basis_found_without_it(form: str) -> None:
+    """cell_orientations: the known cell's orientation from a reduced primitive basis of its
+    lattice (monoclinic; face-centred, whose reduced cell is rhombohedral; hexagonal), with
+    the found basis's fitting errors; a cell the lattice does not have gives none."""
+    from scipy.spatial.transform import Rotation
+
+    from xray_platform.core.autoindex import reduce_basis
+    from xray_platform.core.indexing import basis, cell_orientations
+
+    cell = xtal.CRYSTAL_FORMS[form].cell
+    U = Rotation.from_euler("zyx", [31, -57, 112], degrees=True).as_matrix()
+    conventional = basis(U, cell)
+    centring = {"ferritin_cubic": np.array([[0, .5, .5], [.5, 0, .5], [.5, .5, 0]])}
+    primitive = centring.get(form, np.eye(3)) @ conventional
+    noisy = reduce_basis(primitive) * (1 + np.array([[0.004], [-0.003], [0.002]]))
+    found = cell_orientations(noisy, cell)
+    assert found and misorientation_deg(basis(found[0], cell), conventional) < 0.5
+    wrong = xtal.UnitCell(cell.a * 1.1, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma)
+    assert cell_orientations(noisy, wrong) == []
+
+
+@needs_nanobragg
+@pytest.mark.parametrize("name", ["ref_004", "ref_005"])
+def test_known_cell_indexing_from_the_spots_own_basis_finds_what_the_search_does(
+        name: str) -> None:
+    """index_with_cell (the answer's known-cell path: the spots' own basis matched to the
+    cell, the grid search only where that fails) finds the lattices count_lattices' grid
+    search finds, in the same orientation (monoclinic myoglobin; proteinase K's two)."""
+    from xray_platform.core.autoindex import guess_orientations, index_with_cell
+    from xray_platform.core.spots import SpotFinder
+
+    truth, frame = ref(name)
+    geom = frame.geometry()
+    spots = SpotFinder().find(frame.image, geom)
+    searched = count_lattices(frame, truth["unit_cell"], spots=spots)
+    fast = index_with_cell(spots, geom, truth["unit_cell"])
+    assert fast.n_lattices == searched.n_lattices >= 1
+    assert abs(fast.explained - searched.explained) <= 0.05 * searched.explained
+    assert misorientation_deg(fast.lattices[0].A, searched.lattices[0].A) < 0.3
+    guessed = guess_orientations(as_cell(truth["unit_cell"]))(spots.subset(~spots.ice), geom)
+    assert guessed, "the spots' own basis did not match the cell: the fast path was not taken"

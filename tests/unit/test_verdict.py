@@ -11,12 +11,23 @@ import numpy as np
 import pytest
 
 from xray_platform.core import answer as core_answer
-from xray_platform.core.verdict import CASES, FEATURES, Verdict, features, fit, load, shipped
+from xray_platform.core.verdict import (
+    CASES,
+    FEATURES,
+    SPOTS_CAP,
+    Verdict,
+    features,
+    fit,
+    load,
+    shipped,
+)
 from xray_platform.physics.labels import MIN_VISIBLE_REFLECTIONS, visibility_labels
 
 
-def _indexing(n: int, fraction: float = 0.9, known_cell: bool = False) -> dict:
-    return {"n_lattices": n, "fraction": fraction, "known_cell": known_cell, "lattices": []}
+def _indexing(n: int, fraction: float = 0.9, known_cell: bool = False, n_spots: int = 200,
+              rejected: dict | None = None) -> dict:
+    return {"n_lattices": n, "n_spots": n_spots, "fraction": fraction,
+            "known_cell": known_cell, "lattices": [], "rejected": rejected}
 
 
 def test_the_fit_recovers_the_coefficients_it_was_simulated_with() -> None:
@@ -33,6 +44,16 @@ def test_features_follow_the_regime() -> None:
     f = dict(zip(FEATURES, features(_indexing(3), None), strict=True))
     assert f["multi"] == 1 and f["multi_cnn"] == 0
     assert features(_indexing(0), 0.9)[FEATURES.index("none_cnn")] > 2  # logit(0.9) = 2.2
+    # where no lattice was found: the spots (log n / MIN_SPOTS, capped) and the fraction of
+    # them the lattice turned down explains; neither counts once a lattice is found
+    few = features(_indexing(0, 0.0, n_spots=20, rejected={"spots": 18, "chance": 0.4}), 0.5)
+    many = features(_indexing(0, 0.0, n_spots=5000), 0.5)
+    assert few[FEATURES.index("none_spots")] < 0 < many[FEATURES.index("none_spots")]
+    assert many[FEATURES.index("none_spots")] == pytest.approx(np.log(SPOTS_CAP))
+    assert few[FEATURES.index("none_rejected")] == pytest.approx(0.9)
+    assert many[FEATURES.index("none_rejected")] == 0
+    one = features(_indexing(1, n_spots=5000, rejected={"spots": 90, "chance": 2}), 0.5)
+    assert one[FEATURES.index("none_spots")] == one[FEATURES.index("none_rejected")] == 0
 
 
 def test_the_shipped_verdict_trusts_clear_indexing() -> None:
@@ -44,8 +65,12 @@ def test_the_shipped_verdict_trusts_clear_indexing() -> None:
         assert v.p_multi(_indexing(2, 0.95, known), 0.1) > 0.5
         assert v.p_multi(_indexing(1, 1.0, known), 0.3) < 0.5
         assert v.p_multi(_indexing(2, 0.95, known), None) > 0.5
-    # where indexing found nothing the CNN decides, and more P from it means more P(multi)
+    # where indexing found nothing the CNN weighs in, and more P from it means more P(multi);
+    # a lattice explaining nearly all of too few spots is one crystal, and many spots that
+    # no lattice explains are several
     assert v.p_multi(_indexing(0, 0.0), 0.95) > v.p_multi(_indexing(0, 0.0), 0.05)
+    nearly = _indexing(0, 0.0, n_spots=22, rejected={"spots": 20, "chance": 0.5})
+    assert v.p_multi(nearly, 0.5) < 0.5 < v.p_multi(_indexing(0, 0.0, n_spots=150), 0.5)
 
 
 def test_a_file_for_other_features_is_refused(tmp_path: Path) -> None:

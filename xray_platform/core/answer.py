@@ -165,15 +165,14 @@ def index_hit(frame: Frame, geom, counts: np.ndarray, hit_finder: HitFinder,
     chance would), each one's cell, real-space basis and misorientation from the first, the
     fraction of the spots indexed; and the spots themselves (spot_table). Adds spots_ms and
     indexing_ms to ``timings``."""
-    from xray_platform.core.autoindex import autoindex
-    from xray_platform.core.indexing import count_lattices
+    from xray_platform.core.autoindex import autoindex, index_with_cell
     from xray_platform.core.spots import SpotFinder
 
     t0 = time.perf_counter()
     spots = SpotFinder().find(frame.image, geom, counts, hit_finder)
     t1 = time.perf_counter()
     if cell is not None:
-        r = count_lattices(frame, cell, spots=spots)
+        r = index_with_cell(spots, geom, cell)
         bases = [lat.A for lat in r.lattices]
     else:
         r = autoindex(spots, geom)
@@ -184,7 +183,9 @@ def index_hit(frame: Frame, geom, counts: np.ndarray, hit_finder: HitFinder,
     record = {"n_lattices": len(bases), "n_spots": n, "known_cell": cell is not None,
               "fraction": round(explained / n, 4) if n else None,
               "lattices": [lattice_record(lat.n_spots, lat.chance, T, bases[0])
-                           for lat, T in zip(r.lattices, bases, strict=True)]}
+                           for lat, T in zip(r.lattices, bases, strict=True)],
+              "rejected": None if r.rejected is None else
+              {"spots": r.rejected[0], "chance": round(float(r.rejected[1]), 1)}}
     return record, spot_table(r.spots, r.explained_by, bases, getattr(r, "geom", geom))
 
 

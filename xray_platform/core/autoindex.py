@@ -33,17 +33,22 @@ from xray_platform.core.indexing import (
     MAX_D_A,
     MIN_RELATIVE,
     SEARCH_SPOTS,
+    Guess,
+    Indexing,
     _hemisphere,
     _significant,
     as_cell,
     basis,
+    cell_orientations,
     chance,
     explains,
+    index_spots,
     orient,
     spot_q,
 )
 from xray_platform.core.lattice import cell_of
 from xray_platform.core.spots import Spots
+from xray_platform.physics.crystal import UnitCell
 from xray_platform.physics.geometry import Geometry
 from xray_platform.physics.panels import PanelGeometry
 
@@ -88,6 +93,8 @@ class AutoIndexing:
     spots: Spots
     lattices: tuple[FoundLattice, ...]
     explained_by: np.ndarray  # per spot: the lattice that explains it, or -1
+    #: the best further lattice turned down (spots it explained, chance's), or None
+    rejected: tuple[int, float] | None = None
 
     @property
     def n_lattices(self) -> int:
@@ -370,14 +377,15 @@ def near_lattice(A: np.ndarray, q: np.ndarray, wavelength_A: float, eps: float,
         np.abs(np.linalg.norm(k1, axis=1) - 1.0 / wavelength_A) < eps)
 
 
-def next_lattice(rest: Spots, geom: Geometry | PanelGeometry, d_min: float, eps: float,
-                 radius: float) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """The best basis for the spots ``rest`` (searched on the strongest SEARCH_SPOTS off the
-    ice rings), the spots it explains and how many it would by chance; None: no basis."""
+def search_basis(rest: Spots, geom: Geometry | PanelGeometry, eps: float = EWALD_EPS,
+                 radius: float | None = None) -> np.ndarray | None:
+    """The best basis (find_basis, judged by the spots each explains beyond chance) for the
+    strongest SEARCH_SPOTS of ``rest`` off the ice rings; None: no basis. ``radius``: the
+    spots' position tolerance (mm; default 2.5 pixels)."""
     search = rest.subset(~rest.ice)
     search = search.subset(np.arange(len(search)) < SEARCH_SPOTS)
-
     q = spot_q(search, geom.wavelength_A)
+    radius = 2.5 * geom.pixel_mm if radius is None else radius
     # a spot's position error of ``radius`` mm, as a distance in reciprocal space (1/Å)
     tol_q = radius / (np.linalg.norm(search.xyz_mm, axis=1) * geom.wavelength_A)
     turns = Rotation.random(3, random_state=0).as_matrix()
@@ -389,7 +397,14 @@ def next_lattice(rest: Spots, geom: Geometry | PanelGeometry, d_min: float, eps:
         return float(near_lattice(A, q, geom.wavelength_A, eps, tol_q).sum() - np.mean(
             [near_lattice(R @ A, q, geom.wavelength_A, eps, tol_q).sum() for R in turns]))
 
-    T = find_basis(q, score=excess)
+    return find_basis(q, score=excess)
+
+
+def next_lattice(rest: Spots, geom: Geometry | PanelGeometry, d_min: float, eps: float,
+                 radius: float) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """The best basis for the spots ``rest`` (search_basis), the spots it explains and how
+    many it would by chance; None: no basis."""
+    T = search_basis(rest, geom, eps, radius)
     if T is None:
         return None
     q_rest = spot_q(rest, geom.wavelength_A)
@@ -404,20 +419,47 @@ def next_lattice(rest: Spots, geom: Geometry | PanelGeometry, d_min: float, eps:
                                                                   radius)
 
 
+def guess_orientations(cell: UnitCell) -> Guess:
+    """For known-cell indexing (index_spots' ``guess``): the orientations of ``cell`` that
+    match the basis the spots give without it (search_basis, cell_orientations): ~50 ms
+    where the cell's own grid search takes ~250 ms."""
+    def guess(spots: Spots, geom: Geometry | PanelGeometry) -> list[np.ndarray]:
+        T = search_basis(spots, geom)
+        return [] if T is None else cell_orientations(T, cell)
+
+    return guess
+
+
+def index_with_cell(spots: Spots, geom: Geometry | PanelGeometry,
+                    cell: UnitCell | tuple[float, ...], **options) -> Indexing:
+    """The lattices of a known ``cell`` (core/indexing.index_spots), each orientation guessed
+    from the spots' own basis first (guess_orientations), the cell's grid search where that
+    finds none significant (too few spots, a cell the spots' basis does not match)."""
+    cell = as_cell(cell)
+    return index_spots(spots.subset(spots.d_A <= MAX_D_A), geom, cell,
+                       guess=guess_orientations(cell), **options)
+
+
 def _with_cell(T: np.ndarray, rest: Spots, geom: Geometry | PanelGeometry, d_min: float,
                eps: float, radius_px: float) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """A further lattice of the first's cell among the spots ``rest``, if significant as a
-    known cell's (core/indexing.py: three free parameters, not nine; the crystals of one
-    sample share a cell): its basis, the spots it explains, chance."""
+    """A further lattice of the first's cell among the spots ``rest`` (the crystals of one
+    sample share a cell): its basis, the spots it explains, chance; None: no orientation."""
     cell = as_cell(cell_of(T))
     best = orient(rest, geom, cell, d_min, eps, radius_px)
     if best is None:
         return None
     U, hit = best
     expected = chance(U @ cell.B(), rest, geom, d_min, eps, radius_px * geom.pixel_mm)
-    if not _significant(int(hit.sum()), expected):
-        return None
     return reduce_basis(basis(U, cell)), hit, expected
+
+
+def sigma_above(n: int, expected: float) -> float:
+    """How far n explained spots lie above chance's ``expected``, in Poisson sigma."""
+    return (n - expected) / math.sqrt(max(expected, 1.0))
+
+
+def _better(a: tuple[int, float] | None, b: tuple[int, float]) -> tuple[int, float]:
+    return b if a is None or sigma_above(*b) > sigma_above(*a) else a
 
 
 def autoindex(spots: Spots, geom: Geometry | PanelGeometry, eps: float = EWALD_EPS,
@@ -429,17 +471,24 @@ def autoindex(spots: Spots, geom: Geometry | PanelGeometry, eps: float = EWALD_E
     radius = radius_px * geom.pixel_mm
     left, by = np.ones(len(spots), bool), np.full(len(spots), -1)
     found: list[FoundLattice] = []
-    first = 0
+    first, rejected = 0, None
     while len(found) < max_lattices and left.sum() >= 15:
         rest = spots.subset(left)
+        # a further lattice of the first's cell is judged as a known cell's (core/indexing.py:
+        # three free parameters, not nine: 15 spots), any other as a fitted cell's
         attempt = _with_cell(found[0].T, rest, geom, d_min, eps, radius_px) if found else None
+        if attempt is not None and not _significant(int(attempt[1].sum()), attempt[2]):
+            rejected, attempt = _better(rejected, (int(attempt[1].sum()), attempt[2])), None
         if attempt is None:
             attempt = next_lattice(rest, geom, d_min, eps, radius)
-            if attempt is None or not _significant(int(attempt[1].sum()), attempt[2],
-                                                   min_spots=MIN_SPOTS):
+            if attempt is None:
+                break
+            if not _significant(int(attempt[1].sum()), attempt[2], min_spots=MIN_SPOTS):
+                rejected = _better(rejected, (int(attempt[1].sum()), attempt[2]))
                 break
         T, hit, expected = attempt
         if found and hit.sum() < MIN_RELATIVE * first:
+            rejected = _better(rejected, (int(hit.sum()), expected))
             break
         first = first if found else int(hit.sum())  # the first lattice's, within eps
         # and its reflections further from the Ewald sphere (mosaic spread, bandwidth: a
@@ -449,4 +498,4 @@ def autoindex(spots: Spots, geom: Geometry | PanelGeometry, eps: float = EWALD_E
         idx = np.where(left)[0][hit]
         by[idx] = len(found) - 1
         left[idx] = False
-    return AutoIndexing(spots, tuple(found), by)
+    return AutoIndexing(spots, tuple(found), by, rejected)

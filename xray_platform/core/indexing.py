@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -78,6 +78,8 @@ class Indexing:
     lattices: tuple[Lattice, ...]
     geom: Geometry | PanelGeometry  # with the refined beam centre and distance (flat)
     explained_by: np.ndarray  # per spot: the lattice (0, 1, ...) that explains it, or -1
+    #: the best further lattice turned down (spots it explained, chance's), or None
+    rejected: tuple[int, float] | None = None
 
     @property
     def n_spots(self) -> int:
@@ -346,12 +348,27 @@ def count_lattices(frame: Frame, cell: UnitCell | tuple[float, ...],
     return index_spots(spots.subset(spots.d_A <= d_max_A), geom, cell, **options)
 
 
+#: orientations proposed by a guess (index_spots' ``guess``) -> the candidates' best or None
+Guess = Callable[[Spots, "Geometry | PanelGeometry"], list[np.ndarray]]
+
+
 def orient(spots: Spots, geom: Geometry | PanelGeometry, cell: UnitCell, d_min: float,
-           eps: float, radius_px: float) -> tuple[np.ndarray, np.ndarray] | None:
+           eps: float, radius_px: float, guess: Guess | None = None
+           ) -> tuple[np.ndarray, np.ndarray] | None:
     """The orientation of ``cell`` that explains the most ``spots`` (searched on the strongest
-    SEARCH_SPOTS off the ice rings) and the spots it explains; None: too few spots."""
+    SEARCH_SPOTS off the ice rings) and the spots it explains; None: too few spots. With
+    ``guess`` (spots, geom -> orientations), its orientations are tried first and the
+    search runs only when none explains significantly more spots than chance."""
     search = spots.subset(~spots.ice)
     search = search.subset(np.arange(len(search)) < SEARCH_SPOTS)  # brightest first
+    if guess is not None and len(search) >= 12:
+        tried = [_explained(U, cell, spots, geom, d_min, eps, radius_px)
+                 for U in guess(search, geom)[:CANDIDATES]]
+        if tried:
+            U, hit = max(tried, key=lambda t: t[1].sum())
+            if _significant(int(hit.sum()), chance(U @ cell.B(), spots, geom, d_min, eps,
+                                                   _radius_mm(geom, radius_px))):
+                return U, hit
     candidates = search_orientation(spot_q(search, geom.wavelength_A), cell, geom.wavelength_A)
     if not candidates:
         return None
@@ -360,20 +377,49 @@ def orient(spots: Spots, geom: Geometry | PanelGeometry, cell: UnitCell, d_min: 
                 for U in candidates[:CANDIDATES]), key=lambda t: t[1].sum())
 
 
+def cell_orientations(T: np.ndarray, cell: UnitCell, tol: float = 0.04, tol_deg: float = 4.0,
+                      max_index: int = 2) -> list[np.ndarray]:
+    """Orientations U of ``cell`` whose edges are vectors of the lattice of basis ``T`` (rows,
+    Å, lab frame; found without the cell, core/autoindex.py): edges of the cell's lengths
+    (within ``tol``) and angles (within ``tol_deg``) among the lattice vectors of indices up
+    to ``max_index`` (a centred cell's edges are short sums of a primitive basis's), spanning
+    the cell's volume (a supercell's vectors do not); distinct orientations only."""
+    n = np.array([m for m in itertools.product(range(-max_index, max_index + 1), repeat=3)
+                  if any(m)], float)
+    v = n @ T
+    length = np.linalg.norm(v, axis=1)
+    unit = v / length[:, None]
+    near = [np.where(np.abs(length - x) < tol * x)[0] for x in cell.edges]
+    cos = [math.cos(math.radians(x)) for x in (cell.alpha, cell.beta, cell.gamma)]
+    slack = math.sin(math.radians(tol_deg))
+    found = []
+    for i in near[0]:
+        for k in near[2][np.abs(unit[near[2]] @ unit[i] - cos[1]) < slack]:
+            js = near[1][(np.abs(unit[near[1]] @ unit[i] - cos[2]) < slack) &
+                         (np.abs(unit[near[1]] @ unit[k] - cos[0]) < slack)]
+            for j in js:
+                rows = np.stack([v[i], v[j], v[k]])
+                if abs(np.linalg.det(rows) - cell.volume) < tol * cell.volume:
+                    found.append(_rotation_of(rows, cell))
+    return _distinct(found, cell, CANDIDATES)
+
+
 def index_spots(spots: Spots, geom: Geometry | PanelGeometry,
                 cell: UnitCell | tuple[float, ...], eps: float = EWALD_EPS, radius_px: float = 2.5,
-                max_lattices: int = 5, refine_geometry: bool = True) -> Indexing:
+                max_lattices: int = 5, refine_geometry: bool = True,
+                guess: Guess | None = None) -> Indexing:
     """The lattices of ``cell`` that explain ``spots``, one after another among the spots
     still unexplained; on a flat detector the beam centre and distance are refined on the
-    first (the header's are kept when no lattice is found)."""
+    first (the header's are kept when no lattice is found). ``guess``: orientations to try
+    before the cell's grid search (orient)."""
     cell = as_cell(cell)
     d_min = 0.98 * float(spots.d_A.min()) if len(spots) else 1.0
     header, left = geom, np.ones(len(spots), bool)
-    by = np.full(len(spots), -1)
+    by, rejected = np.full(len(spots), -1), None
     found: list[Lattice] = []
     while len(found) < max_lattices and left.sum() >= 15:
         rest = spots.subset(left)
-        best = orient(rest, geom, cell, d_min, eps, radius_px)
+        best = orient(rest, geom, cell, d_min, eps, radius_px, guess)
         if best is None:
             break
         U, hit = best
@@ -384,12 +430,13 @@ def index_spots(spots: Spots, geom: Geometry | PanelGeometry,
         expected = chance(U @ cell.B(), rest, geom, d_min, eps, _radius_mm(geom, radius_px))
         if not _significant(int(hit.sum()), expected) or \
                 (found and hit.sum() < MIN_RELATIVE * found[0].n_spots):
+            rejected = (int(hit.sum()), expected)
             break
         found.append(Lattice(U, basis(U, cell), int(hit.sum()), expected))
         idx = np.where(left)[0][hit]
         by[idx] = len(found) - 1
         left[idx] = False
-    return Indexing(spots, d_min, tuple(found), geom if found else header, by)
+    return Indexing(spots, d_min, tuple(found), geom if found else header, by, rejected)
 
 
 def frame_info(frame: Frame, result: Indexing) -> FrameInfo:

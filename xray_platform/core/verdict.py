@@ -11,7 +11,14 @@ regime's own intercept and CNN weight), fitted on simulated validation shots
 known cell or not, CNN or not. The fraction of spots a single lattice leaves unexplained is
 not a feature: on simulated singles it is ~0, on real single crystals 0.2-0.5 (rotation
 images, zingers, unmodelled geometry: DLS I03 0.22, I23 0.46, CSPAD thermolysin 0.34), so it
-called every real crystal multi.
+called every real crystal multi; nor is how far above chance the best further lattice turned
+down lies (on real single crystals 7-13 sigma: their own leftovers).
+
+Where no lattice is found, two numbers from the search itself weigh in (both fitted):
+how many spots the hit has (log(n / MIN_SPOTS), capped at SPOTS_CAP x MIN_SPOTS: a single
+crystal with that many spots is indexed, so many spots and no lattice point to several), and
+the fraction of them the best lattice turned down explains (a lattice explaining nearly all
+of too few spots is one crystal).
 """
 
 from __future__ import annotations
@@ -25,11 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from xray_platform.core.autoindex import MIN_SPOTS
 from xray_platform.core.calibration import logits
 
 #: the features, in the order of a coefficient vector (no shared intercept: the regime
 #: indicators none / one / multi are the intercepts)
-FEATURES = ("none", "none_cnn", "one", "one_cnn", "multi", "multi_cnn")
+FEATURES = ("none", "none_cnn", "none_spots", "none_rejected", "one", "one_cnn", "multi",
+            "multi_cnn")
+#: none_spots saturates at this many times MIN_SPOTS: its evidence stops growing there
+SPOTS_CAP = 4.0
 #: the cases a coefficient set is fitted for: "cell" | "no_cell", "+cnn" | ""
 CASES = ("cell+cnn", "cell", "no_cell+cnn", "no_cell")
 VERDICT_FILE = Path(__file__).resolve().parents[1] / "zoo" / "lattice_verdict.json"
@@ -45,7 +56,12 @@ def features(indexing: dict[str, Any], p_cnn: float | None) -> np.ndarray:
     n = int(indexing["n_lattices"])
     z = 0.0 if p_cnn is None else float(logits(np.array([p_cnn]))[0])
     none, one, multi = float(n == 0), float(n == 1), float(n >= 2)
-    return np.array([none, none * z, one, one * z, multi, multi * z])
+    n_spots = max(int(indexing["n_spots"]), 1)
+    spots = float(np.clip(math.log(n_spots / MIN_SPOTS), -1.0, math.log(SPOTS_CAP)))
+    rejected = indexing.get("rejected")
+    turned_down = rejected["spots"] / n_spots if rejected else 0.0
+    return np.array([none, none * z, none * spots, none * turned_down, one, one * z, multi,
+                     multi * z])
 
 
 def fit(X: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) -> np.ndarray:
