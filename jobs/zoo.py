@@ -45,10 +45,11 @@ def check_inputs(run: Path, r, stage: int) -> None:
     if not (run / "model.pt").is_file():
         return
     prep = Preprocessing.from_dict(model_metadata(run / "model.pt")["preprocessing"])
-    want = (r.grid_size, r.d_min_A, r.stage_options(stage))
-    if (prep.grid_size, prep.d_min_A, prep.options) != want:
+    want = r.preprocessing(stage)
+    if (prep.grid, prep.options) != (want.grid, want.options):
         sys.exit(f"{run} was trained on other inputs ({prep}) than the recipe's stage {stage} "
-                 f"(grid {want[0]}² to {want[1]} Å, {want[2]}): move it away and run again")
+                 f"(grid {want.grid_size}² to {want.d_min_A} Å, {want.options}): move it "
+                 "away and run again")
 
 
 def main() -> None:

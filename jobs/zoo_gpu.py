@@ -26,6 +26,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -229,15 +230,14 @@ def train(a: argparse.Namespace) -> dict:
 
     from xray_platform import __version__
     from xray_platform.core.models import build_model, save_model
-    from xray_platform.core.preprocess import Preprocessing
     from xray_platform.core.targets import check_task_label
-    from xray_platform.physics.qgrid import QGrid
     from xray_platform.zoo.recipes import RECIPES
 
     r = RECIPES[a.task]
     train_set, val_set = r.preset(r.train), r.preset(r.val)  # the release's frozen presets
-    size, d_min = a.grid_size or r.grid_size, a.d_min or r.d_min_A
-    opts = r.stage_options(r.stages)  # the recipe's model input, from the start here
+    prep = replace(r.preprocessing(),  # the recipe's model input, from the start here
+                   grid_size=a.grid_size or r.grid_size, d_min_A=a.d_min or r.d_min_A)
+    size, d_min, opts = prep.grid_size, prep.d_min_A, prep.options
     device = torch.device(a.device)
     torch.manual_seed(r.seed)
     t_start = time.perf_counter()
@@ -266,7 +266,7 @@ def train(a: argparse.Namespace) -> dict:
     model.load_state_dict(best_state)
     meta = {"task": a.task, "depth": model.depth, "init": init,
             "label": check_task_label(a.task, r.label),
-        "preprocessing": Preprocessing.for_grid(QGrid(size, d_min), opts).to_dict(),
+        "preprocessing": prep.to_dict(),
         "training_data": {"source": "simulated stream (jobs/zoo_gpu.py)", "path": train_set,
                           "n_shots": stream.shots, "val_data": f"{val_set} seed 1",
                           "val_shots": len(vy)},

@@ -59,7 +59,7 @@ def models_list(
     mlflow_uri: MlflowUri = None,
 ) -> None:
     """The zoo models and the registered versions, with aliases and validation metrics."""
-    from xray_platform.core.models import model_metadata
+    from xray_platform.core.models import model_metadata, model_preprocessing
     from xray_platform.zoo import zoo_models
 
     if task is not None and task not in TASKS:
@@ -72,7 +72,7 @@ def models_list(
             continue
         meta = model_metadata(z.file)
         t.add_row(z.name, z.version, "zoo", f"ResNet-{meta['depth']} "
-                  f"{meta['preprocessing']['grid_size']}²", _metric_text(meta.get("metrics", {})),
+                  f"{model_preprocessing(meta).grid_size}²", _metric_text(meta.get("metrics", {})),
                   "", "")
     for r in _registry_rows(task, mlflow_uri):
         tg = r["tags"]

@@ -42,7 +42,7 @@ def _pinned(specs: dict[str, str], mlflow_uri: str | None) -> dict[str, str]:
     which answers; reads metadata only, the actors load the weights. A task asked for by the
     default ('champion') with neither a champion nor a zoo model is left out (its columns stay
     empty), as `xrp serve` does; one named explicitly must resolve."""
-    from xray_platform.core.models import model_metadata
+    from xray_platform.core.models import model_metadata, model_preprocessing
     from xray_platform.tracking.resolve import resolve
 
     pinned = {}
@@ -59,7 +59,7 @@ def _pinned(specs: dict[str, str], mlflow_uri: str | None) -> dict[str, str]:
             fail(f"{t} model {spec!r} is a {meta['task']} model")
         pinned[t] = r.pinned
         console.print(f"{t}: {r.source} (ResNet-{meta['depth']}, "
-                      f"{meta['preprocessing']['grid_size']}² input)")
+                      f"{model_preprocessing(meta).grid_size}² input)")
     return pinned
 
 

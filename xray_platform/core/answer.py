@@ -240,15 +240,13 @@ def lattice_record(n_spots: int, chance: float, T: np.ndarray, first: np.ndarray
 
 def key(prep: Preprocessing) -> tuple[int, float, str, float | None]:
     """Models share an input only when their grid, background subtraction and low-resolution
-    mask agree."""
-    return (prep.grid_size, prep.d_min_A, prep.background, prep.d_max_A)
+    mask agree (Preprocessing.input_key)."""
+    return prep.input_key
 
 
 def input_key(described: dict) -> tuple[int, float, str, float | None]:
     """The Prepared.inputs key of a model from its describe() record."""
-    d_max = described.get("d_max_A")
-    return (int(described["grid_size"]), float(described["d_min_A"]),
-            str(described.get("background", "none")), None if d_max is None else float(d_max))
+    return Preprocessing.from_dict(described).input_key
 
 
 @torch.no_grad()

@@ -380,17 +380,21 @@ def temperature_of(meta: dict) -> float:
     return float(t)
 
 
+def model_preprocessing(metadata: dict) -> Preprocessing:
+    """A model's input (grid, background, d_max): its file's metadata["preprocessing"]."""
+    return Preprocessing.from_dict(metadata["preprocessing"])
+
+
 def model_summary(metadata: dict) -> str:
     """One-line summary: task, depth, init, label, key metrics."""
     parts = [f"{metadata.get('task', '?')} ResNet-{metadata.get('depth', '?')}",
              f"init={metadata.get('init', '?')}", f"label={metadata.get('label', '?')}"]
     prep = metadata.get("preprocessing")
     if isinstance(prep, dict) and "grid_size" in prep:
-        parts.append(f"grid={prep['grid_size']}")
-        if prep.get("background", "none") != "none":
-            parts.append(f"background={prep['background']}")
-        if prep.get("d_max_A") is not None:
-            parts.append(f"d_max={prep['d_max_A']:g}A")
+        try:
+            parts += Preprocessing.from_dict(prep).summary_parts()
+        except ValueError:  # (a summary names what it can)
+            parts.append(f"grid={prep['grid_size']}")
     metrics = metadata.get("metrics")
     if isinstance(metrics, dict):
         shown = []

@@ -17,8 +17,11 @@ Two steps:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
+from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,9 +44,28 @@ class InputOptions:
     d_max_A: float | None = None  # cells at lower resolution than this (Å) are masked
 
 
+#: the ``xrp train`` flags that carry a Preprocessing's grid and input options (the zoo
+#: recipes' argv): field -> flag
+FLAGS = {"grid_size": "--grid-size", "d_min_A": "--d-min", "background": "--background",
+         "d_max_A": "--d-max"}
+#: the model file's keys (metadata["preprocessing"]); files written before background and
+#: d_max_A existed lack them and read as "none" and None
+KEYS = ("grid_size", "d_min_A", "transform", "scale", "background", "d_max_A")
+
+
+def _number(x: float) -> str:
+    """A float as a flag value: short (10.0 -> "10") where that reads back exactly."""
+    s = f"{x:g}"
+    return s if float(s) == x else repr(float(x))
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """What a model needs to turn a frame into its input (stored in every model file)."""
+    """What a model needs to turn a frame into its input (stored in every model file): the grid
+    spec (size, d_min, and the input options background and d_max) and the transform. The one
+    form of it from a recipe's argv (:meth:`to_args`/:meth:`from_args`) through the training
+    job to the model file (:meth:`to_dict`/:meth:`from_dict`), loading and the answers' input
+    key (:attr:`input_key`); :attr:`grid` is the QGrid it implies."""
 
     grid_size: int = 512
     d_min_A: float = 1.2
@@ -71,13 +93,84 @@ class Preprocessing:
     def options(self) -> InputOptions:
         return InputOptions(self.background, self.d_max_A)
 
+    @property
+    def input_key(self) -> tuple[int, float, str, float | None]:
+        """Models share an input only when their grid, background subtraction and
+        low-resolution mask agree."""
+        return (self.grid_size, self.d_min_A, self.background, self.d_max_A)
+
+    def summary_parts(self) -> list[str]:
+        """A model summary's words for it: grid=128[, background=...][, d_max=10A]."""
+        parts = [f"grid={self.grid_size}"]
+        if self.background != "none":
+            parts.append(f"background={self.background}")
+        if self.d_max_A is not None:
+            parts.append(f"d_max={self.d_max_A:g}A")
+        return parts
+
     def to_dict(self) -> dict:
+        """The model file's form (metadata["preprocessing"])."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Preprocessing:
-        keys = ("grid_size", "d_min_A", "transform", "scale", "background", "d_max_A")
-        return cls(**{k: d[k] for k in keys if k in d})  # older files: no background, d_max
+    def from_dict(cls, d: Mapping[str, Any]) -> Preprocessing:
+        """Read a model file's metadata["preprocessing"] (also a model's describe() record:
+        other keys are ignored). Older files lack background and d_max_A: "none" and None."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a preprocessing record is a dict, got {type(d).__name__}")
+        d = {k: d[k] for k in KEYS if k in d}
+        size = d.get("grid_size")
+        if isinstance(size, float) and size.is_integer():
+            d["grid_size"] = int(size)  # (a JSON writer's 64.0)
+        for k, want, kind in (("grid_size", (Integral,), "an integer"),
+                              ("d_min_A", (Real,), "a number (Å)"),
+                              ("scale", (Real,), "a number"),
+                              ("d_max_A", (Real, type(None)), "a number (Å) or null"),
+                              ("transform", (str,), "a string"),
+                              ("background", (str,), "a string")):
+            if k in d and (isinstance(d[k], bool) or not isinstance(d[k], want)):
+                raise ValueError(f"preprocessing {k} must be {kind}, got {d[k]!r}")
+        return cls(**d)
+
+    def to_args(self) -> list[str]:
+        """The ``xrp train`` flags asking for this preprocessing: --grid-size N --d-min D, then
+        --background B and --d-max D only where they are not the default (as the recipes and
+        the model cards write them)."""
+        if (self.transform, self.scale) != ("log1p", LOG_SCALE):
+            raise ValueError(f"xrp train has no flag for transform={self.transform!r}, "
+                             f"scale={self.scale!r}")
+        args = [FLAGS["grid_size"], str(self.grid_size), FLAGS["d_min_A"], _number(self.d_min_A)]
+        if self.background != "none":
+            args += [FLAGS["background"], self.background]
+        if self.d_max_A is not None:
+            args += [FLAGS["d_max_A"], _number(self.d_max_A)]
+        return args
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str], default: Preprocessing | None = None
+                  ) -> Preprocessing:
+        """The preprocessing an argv's flags ask for (:data:`FLAGS`, as ``--flag value`` or
+        ``--flag=value``; other arguments are skipped): the fields it does not name are
+        ``default``'s (default: Preprocessing())."""
+        by_flag = {f: k for k, f in FLAGS.items()}
+        given: dict[str, Any] = {}
+        argv = list(argv)
+        for i, tok in enumerate(argv):
+            flag, eq, value = tok.partition("=")
+            if flag not in by_flag:
+                continue
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise ValueError(f"{flag} needs a value")
+                value = argv[i + 1]
+            k = by_flag[flag]
+            try:
+                given[k] = (int(value) if k == "grid_size" else
+                            value if k == "background" else float(value))
+            except ValueError:
+                kind = "an integer" if k == "grid_size" else "a number"
+                raise ValueError(f"{flag} must be {kind}, got {value!r}") from None
+        return replace(default or cls(), **given)
 
     @classmethod
     def for_grid(cls, grid: QGrid, options: InputOptions = InputOptions()) -> Preprocessing:

@@ -22,6 +22,7 @@ from xray_platform.core.models import (
     gaussian_nll,
     lattice_loss,
     load_model,
+    model_preprocessing,
     p_multi,
     resolution_from_output,
 )
@@ -151,7 +152,7 @@ def score_model(model_path: str | Path, val_rows: dict[str, np.ndarray]) -> dict
     validation inputs ``val_rows`` {"x": (N, H, W), "y": (N,)}: one definition of "better"
     for trials and champions."""
     model, meta = load_model(model_path)
-    size = int(meta["preprocessing"]["grid_size"])
+    size = model_preprocessing(meta).grid_size
     if val_rows["x"].shape[-1] != size:
         raise ValueError(f"{model_path} takes {size}^2 inputs, the validation shots are "
                          f"{val_rows['x'].shape[-1]}^2")

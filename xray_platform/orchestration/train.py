@@ -32,6 +32,7 @@ from xray_platform.core.training import (
     val_metrics,
     val_seed,
 )
+from xray_platform.physics.qgrid import QGrid
 from xray_platform.tracking.runs import Tracker
 
 STATE_FILE = "train_state.pt"
@@ -121,6 +122,10 @@ class TrainSettings(DataSettings):
     @property
     def input_options(self) -> InputOptions:
         return InputOptions(self.background, self.d_max_A)
+
+    def preprocessing(self, grid: QGrid) -> Preprocessing:
+        """The model's input on ``grid`` (the data's model grid): what its file records."""
+        return Preprocessing.for_grid(grid, self.input_options)
 
 
 # ----------------------------------------------------------------------------------------
@@ -242,7 +247,7 @@ def data_sources(s: TrainSettings, with_val: bool = True):
     path = Path(s.data)
     if s.data in PRESETS:
         preset = PRESETS[s.data]
-        Preprocessing.for_grid(preset.grid, s.input_options)  # e.g. --d-max inside the grid
+        s.preprocessing(preset.grid)  # raises for e.g. --d-max inside the grid
         n_train = s.shots_per_epoch or preset.n_shots
         n_val = s.val_shots or max(32, n_train // 10)
         opts = s.input_options
@@ -258,7 +263,6 @@ def data_sources(s: TrainSettings, with_val: bool = True):
     from xray_platform.core.preprocess import regrid_plan
     from xray_platform.io.shots import ShotDataset
     from xray_platform.orchestration.data import dataset_grid
-    from xray_platform.physics.qgrid import QGrid
 
     stored = dataset_grid(path)
     grid = QGrid(s.grid_size or stored.size, s.d_min_A or stored.d_min_A)
@@ -266,7 +270,7 @@ def data_sources(s: TrainSettings, with_val: bool = True):
         raise ValueError(f"{path} stores a {stored.size}² grid to {stored.d_min_A} Å; a "
                          f"{grid.size}² grid to {grid.d_min_A} Å cannot be derived from it "
                          "(its cells must be whole blocks of the stored cells)")
-    Preprocessing.for_grid(grid, s.input_options)  # raises here, not inside a Ray worker
+    s.preprocessing(grid)  # raises here, not inside a Ray worker
     n = len(ShotDataset(path))
     if s.val_data:
         n_val = 0
@@ -354,7 +358,7 @@ def fit(s: TrainSettings, *, out_dir: Path, run_id: str, uri: str, train_ds, val
 
     tracker = Tracker(uri)
     metadata = {"task": s.task, "depth": s.depth, "init": s.init, "label": s.label,
-                "preprocessing": Preprocessing.for_grid(grid, s.input_options).to_dict(),
+                "preprocessing": s.preprocessing(grid).to_dict(),
                 "training_data": data_desc, "provenance": run_provenance(s, data_desc),
                 "mlflow_run_id": run_id, "mlflow_tracking_uri": uri, "xrp_version": __version__,
                 "target": "is_multi (logit)" if s.task == "lattice"

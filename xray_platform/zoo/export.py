@@ -24,6 +24,7 @@ from xray_platform.core.models import (
     provenance_summary,
     save_model,
 )
+from xray_platform.core.preprocess import Preprocessing
 from xray_platform.io.atomic import atomic_open
 from xray_platform.zoo import INDEX, ZOO_DIR, zoo_model
 from xray_platform.zoo.recipes import RECIPES
@@ -31,7 +32,7 @@ from xray_platform.zoo.recipes import RECIPES
 
 def _background(r, meta: dict) -> str:
     """The card's words for what the model subtracts from its input (its file's record)."""
-    bg = meta.get("preprocessing", {}).get("background", "none")
+    bg = Preprocessing.from_dict(meta.get("preprocessing", {})).background
     if bg == "none":
         return ""
     since = f" from stage {r.background_stage} on" if r.background_stage > 1 else ""
@@ -40,7 +41,7 @@ def _background(r, meta: dict) -> str:
 
 def _low_res_mask(meta: dict) -> str:
     """The card's words for the input's low-resolution mask (its file's record)."""
-    d_max = meta.get("preprocessing", {}).get("d_max_A")
+    d_max = Preprocessing.from_dict(meta.get("preprocessing", {})).d_max_A
     return "" if d_max is None else f"cells at d > {d_max:g} Å masked, "
 
 

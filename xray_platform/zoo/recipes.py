@@ -10,6 +10,10 @@ stay put when the current definitions move on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xray_platform.core.preprocess import InputOptions, Preprocessing
 
 
 @dataclass(frozen=True)
@@ -73,25 +77,29 @@ class Recipe:
         source = (f"{runs}/{names[stage - 2]}/model.pt" if stage > 1 else
                   self.trunk(runs) if self.transfer_from else None)
         init = ["--init", "transfer", "--transfer-from", source] if source else []
-        bg = self.stage_background(stage)
-        cut = ["--d-max", f"{self.d_max_A:g}"] if self.d_max_A is not None else []
+        prep = self.preprocessing(stage).to_args()  # --grid-size, --d-min, then the options
         return ["train", self.task, "--data", f"{root}/{self.train}",
-                "--val-data", f"{root}/{self.val}-val", "--grid-size", str(self.grid_size),
-                "--d-min", str(self.d_min_A), "--depth", str(self.depth), "--epochs",
-                str(self.epochs), "--batch-size", str(self.batch_size), "--lr", str(self.lr),
-                "--seed", str(self.seed + stage - 1), "--out", runs, "--name", names[stage - 1],
-                *(["--label", self.label] if self.label else []), *init,
-                *(["--background", bg] if bg != "none" else []), *cut]
+                "--val-data", f"{root}/{self.val}-val", *prep[:4], "--depth", str(self.depth),
+                "--epochs", str(self.epochs), "--batch-size", str(self.batch_size), "--lr",
+                str(self.lr), "--seed", str(self.seed + stage - 1), "--out", runs, "--name",
+                names[stage - 1], *(["--label", self.label] if self.label else []), *init,
+                *prep[4:]]  # (the order the model cards quote)
 
     def stage_background(self, stage: int) -> str:
         """What a stage subtracts from its inputs (the last stage's: the model's)."""
         return self.background if stage >= self.background_stage else "none"
 
-    def stage_options(self, stage: int):
-        """A stage's preprocess.InputOptions (the last stage's: the model's)."""
-        from xray_platform.core.preprocess import InputOptions
+    def preprocessing(self, stage: int | None = None) -> Preprocessing:
+        """A stage's model input: grid, background and d_max (default: the last stage's, the
+        model's)."""
+        from xray_platform.core.preprocess import Preprocessing
 
-        return InputOptions(self.stage_background(stage), self.d_max_A)
+        bg = self.stage_background(self.stages if stage is None else stage)
+        return Preprocessing(self.grid_size, self.d_min_A, background=bg, d_max_A=self.d_max_A)
+
+    def stage_options(self, stage: int) -> InputOptions:
+        """A stage's preprocess.InputOptions (the last stage's: the model's)."""
+        return self.preprocessing(stage).options
 
     def calibrate_command(self, root: str, model: str, out: str) -> list[str]:
         """The `xrp models calibrate` argv: the temperature fitted on the validation shots."""
