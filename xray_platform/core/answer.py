@@ -205,8 +205,7 @@ def spot_table(spots, explained_by: np.ndarray, bases: list[np.ndarray], geom
     resolution several pixels away)."""
     from scipy.spatial import cKDTree
 
-    from xray_platform.core.autoindex import MOSAIC_EPS
-    from xray_platform.core.indexing import EWALD_EPS
+    from xray_platform.core.indexing import EWALD_EPS, MOSAIC_EPS
     from xray_platform.core.lattice import predict
 
     hkl = np.zeros((len(spots), 3), np.int64)

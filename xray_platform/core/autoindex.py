@@ -32,6 +32,7 @@ from xray_platform.core.indexing import (
     EWALD_EPS,
     MAX_D_A,
     MIN_RELATIVE,
+    MOSAIC_EPS,
     SEARCH_SPOTS,
     Guess,
     Indexing,
@@ -65,9 +66,6 @@ COMPLETE_FRACTION = 0.6
 THIRD_SPOTS = 150  # spots (nearest the beam) third_vector searches with
 THIRD_MAX_INDEX = 31  # and their largest index along the pair's vectors
 THIRD_HEIGHTS = 400  # and the most heights it tries
-#: a lattice found also takes the spots its predictions explain at this x the Ewald
-#: tolerance before further lattices are searched (its partial reflections)
-MOSAIC_EPS = 3.0
 #: a 1-D transform's peak is scored over the mean of the spectrum this many bins either side
 PEAK_BASE_BINS = 3
 #: triples (the most spots on integer indices first) fitted and judged by their predictions

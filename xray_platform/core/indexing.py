@@ -58,6 +58,10 @@ SEARCH_SPOTS = 400
 MAX_D_A = 30.0
 #: a still records the reflections this close to the Ewald sphere (1/Å; core/lattice.py)
 EWALD_EPS = 0.004
+#: a lattice found also takes the spots its predictions explain at this x the Ewald
+#: tolerance before further lattices are searched (its partial reflections: mosaic spread and
+#: bandwidth put a strong crystal's spots further out, where a turned copy would claim them)
+MOSAIC_EPS = 3.0
 
 
 @dataclass(frozen=True)
@@ -415,7 +419,7 @@ def index_spots(spots: Spots, geom: Geometry | PanelGeometry,
     cell = as_cell(cell)
     d_min = 0.98 * float(spots.d_A.min()) if len(spots) else 1.0
     header, left = geom, np.ones(len(spots), bool)
-    by, rejected = np.full(len(spots), -1), None
+    by, rejected, first = np.full(len(spots), -1), None, 0
     found: list[Lattice] = []
     while len(found) < max_lattices and left.sum() >= 15:
         rest = spots.subset(left)
@@ -429,9 +433,12 @@ def index_spots(spots: Spots, geom: Geometry | PanelGeometry,
             U, hit = _explained(U, cell, rest, geom, d_min, eps, radius_px)
         expected = chance(U @ cell.B(), rest, geom, d_min, eps, _radius_mm(geom, radius_px))
         if not _significant(int(hit.sum()), expected) or \
-                (found and hit.sum() < MIN_RELATIVE * found[0].n_spots):
+                (found and hit.sum() < MIN_RELATIVE * first):
             rejected = (int(hit.sum()), expected)
             break
+        first = first if found else int(hit.sum())  # the first lattice's, within eps
+        hit |= explains(U @ cell.B(), rest, geom, d_min, MOSAIC_EPS * eps,
+                        _radius_mm(geom, radius_px))  # and its partials (MOSAIC_EPS)
         found.append(Lattice(U, basis(U, cell), int(hit.sum()), expected))
         idx = np.where(left)[0][hit]
         by[idx] = len(found) - 1
