@@ -59,6 +59,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from lattice_verdict import RELEASE, SEED, SETS, fmt, methods, score  # noqa: E402
 
+from xray_platform.io.json_lines import read_json_lines  # noqa: E402
+
 DEFAULT_ENV = Path("/work/mxspots-env")
 PYTHON_312 = Path("/root/.pyenv/versions/3.12.1/bin/python")
 MX = "mxspots"  # the column's name and the key of mxspots's answer in a joined row
@@ -211,16 +213,8 @@ def frame_request(preset_name: str, seed: int, index: int, folder: Path
 def read_cache(path: Path, version: str | None = None) -> dict[int, dict[str, Any]]:
     """index -> mxspots row of ``path`` (JSON lines; a cut line and, with ``version``, rows of
     another mxspots version are left out)."""
-    done: dict[int, dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by an interrupted run
-                continue
-            if version is None or row.get("version") == version:
-                done[row["index"]] = row
-    return done
+    return {row["index"]: row for row in read_json_lines(path)
+            if version is None or row.get("version") == version}
 
 
 def run_peer(peer: Peer, preset_name: str, seed: int, indices: Iterable[int], cache: Path,

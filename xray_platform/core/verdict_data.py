@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from xray_platform.io.formats.base import Frame, FrameInfo
+from xray_platform.io.json_lines import read_json_lines
 from xray_platform.physics.geometry import detector
 from xray_platform.physics.labels import visibility_labels
 from xray_platform.physics.simulate import ShotParams
@@ -89,15 +90,8 @@ def collect(preset_name: str, seed: int, n: int, cache: Path, known_cell: bool =
     """:func:`shot_row` of shots 0..n-1 of ``preset_name`` (seed ``seed``) over ``workers``
     processes, kept in ``cache`` (JSON lines, one per shot: a run stopped half-way goes on
     where it stopped; a row without the cell's indexing is redone when ``known_cell``)."""
-    done: dict[int, dict[str, Any]] = {}
-    if cache.exists():
-        for line in cache.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by an interrupted run
-                continue
-            if not known_cell or row["cell"] is not None or not row["hit"]:
-                done[row["index"]] = row
+    done = {row["index"]: row for row in read_json_lines(cache)
+            if not known_cell or row["cell"] is not None or not row["hit"]}
     todo = [(preset_name, seed, i, known_cell) for i in range(n) if i not in done]
     cache.parent.mkdir(parents=True, exist_ok=True)
     if todo:

@@ -130,6 +130,16 @@ function drawHeatmap() {
     `<span style="background:#ddd"></span>no hit` : "no hits yet";
 }
 
+// One crystal's spot-weighted centre: a ring with a cross and its number, at (cx, cy) px.
+function centreMark(svg, crystal, cx, cy, r, data) {
+  const mark = el("g", {class: "centre", "data-crystal": crystal, ...data}, svg);
+  el("circle", {cx, cy, r, fill: "none", stroke: "#d33", "stroke-width": 2}, mark);
+  el("line", {x1: cx - 1.6 * r, x2: cx + 1.6 * r, y1: cy, y2: cy, stroke: "#d33"}, mark);
+  el("line", {x1: cx, x2: cx, y1: cy - 1.6 * r, y2: cy + 1.6 * r, stroke: "#d33"}, mark);
+  el("text", {x: cx + r + 2, y: cy - r - 2, class: "label", fill: "#d33"}, mark)
+    .textContent = String(crystal);
+}
+
 // The crystal(s) on the heat map: each region's extent (dashed box), its spot-weighted centre
 // (a ring with a cross) and its number; the best cell outlined. Cells are (row, col) from 0.
 function drawCentre(svg, s) {
@@ -140,14 +150,8 @@ function drawCentre(svg, s) {
     el("rect", {x: e.col_min * s + 0.5, y: e.row_min * s + 0.5, width: e.cols * s - 1,
                 height: e.rows * s - 1, fill: "none", stroke: "#d33", "stroke-width": 1.2,
                 "stroke-dasharray": "4 3", class: "extent"}, svg);
-    const cx = (g.centre.col + 0.5) * s, cy = (g.centre.row + 0.5) * s, r = Math.max(4, s / 4);
-    const mark = el("g", {class: "centre", "data-crystal": g.crystal, "data-row": g.centre.row,
-                          "data-col": g.centre.col}, svg);
-    el("circle", {cx, cy, r, fill: "none", stroke: "#d33", "stroke-width": 2}, mark);
-    el("line", {x1: cx - 1.6 * r, x2: cx + 1.6 * r, y1: cy, y2: cy, stroke: "#d33"}, mark);
-    el("line", {x1: cx, x2: cx, y1: cy - 1.6 * r, y2: cy + 1.6 * r, stroke: "#d33"}, mark);
-    el("text", {x: cx + r + 2, y: cy - r - 2, class: "label", fill: "#d33"}, mark)
-      .textContent = String(g.crystal);
+    centreMark(svg, g.crystal, (g.centre.col + 0.5) * s, (g.centre.row + 0.5) * s,
+               Math.max(4, s / 4), {"data-row": g.centre.row, "data-col": g.centre.col});
   }
   const b = centre.best_cell;
   if (b) {
@@ -196,14 +200,7 @@ function drawPositions(svg) {
       width: (b.x_max - b.x_min + step) * k, height: (b.y_max - b.y_min + step) * k,
       fill: "none", stroke: "#d33", "stroke-width": 1.2, "stroke-dasharray": "4 3",
       class: "extent"}, svg);
-    const mark = el("g", {class: "centre", "data-crystal": g.crystal, "data-x": c.x,
-                          "data-y": c.y}, svg);
-    const cx = X(c.x), cy = Y(c.y);
-    el("circle", {cx, cy, r, fill: "none", stroke: "#d33", "stroke-width": 2}, mark);
-    el("line", {x1: cx - 1.6 * r, x2: cx + 1.6 * r, y1: cy, y2: cy, stroke: "#d33"}, mark);
-    el("line", {x1: cx, x2: cx, y1: cy - 1.6 * r, y2: cy + 1.6 * r, stroke: "#d33"}, mark);
-    el("text", {x: cx + r + 2, y: cy - r - 2, class: "label", fill: "#d33"}, mark)
-      .textContent = String(g.crystal);
+    centreMark(svg, g.crystal, X(c.x), Y(c.y), r, {"data-x": c.x, "data-y": c.y});
   }
   const best = centre.best_cell;
   if (best) {
