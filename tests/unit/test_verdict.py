@@ -104,3 +104,18 @@ def test_visibility_labels() -> None:
     assert visibility_labels([k, k, 3])["lattice_visible"]  # two visible: multi either way
     assert visibility_labels([200])["lattice_visible"]
     assert visibility_labels([])["n_lattices_visible"] == 0
+
+
+def test_cached_rows_are_read_back_and_a_cut_line_left_out(tmp_path: Path) -> None:
+    """The verdict's rows (core/verdict_data.collect) are cached a line at a time: a second
+    run takes them without simulating again, and a line cut by an interrupted run is left
+    out (io/json_lines)."""
+    from xray_platform.core.verdict_data import collect
+    from xray_platform.io.json_lines import read_json_lines
+
+    cache = tmp_path / "rows.jsonl"
+    rows = [{"index": i, "hit": False, "cell": None, "n_spots": 3} for i in range(2)]
+    cache.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"index": 2, "hi')
+    assert read_json_lines(cache) == rows
+    assert read_json_lines(tmp_path / "none.jsonl") == []
+    assert collect("zoo-lattice@2026.12", 1, 2, cache, known_cell=False) == rows
