@@ -446,8 +446,9 @@ def _with_cell(T: np.ndarray, rest: Spots, geom: Geometry | PanelGeometry, d_min
     best = orient(rest, geom, cell, d_min, eps, radius_px)
     if best is None:
         return None
-    U, hit = best
-    expected = chance(U @ cell.B(), rest, geom, d_min, eps, radius_px * geom.pixel_mm)
+    U, hit, expected = best
+    if expected is None:
+        expected = chance(U @ cell.B(), rest, geom, d_min, eps, radius_px * geom.pixel_mm)
     return reduce_basis(basis(U, cell)), hit, expected
 
 

@@ -358,11 +358,12 @@ Guess = Callable[[Spots, "Geometry | PanelGeometry"], list[np.ndarray]]
 
 def orient(spots: Spots, geom: Geometry | PanelGeometry, cell: UnitCell, d_min: float,
            eps: float, radius_px: float, guess: Guess | None = None
-           ) -> tuple[np.ndarray, np.ndarray] | None:
+           ) -> tuple[np.ndarray, np.ndarray, float | None] | None:
     """The orientation of ``cell`` that explains the most ``spots`` (searched on the strongest
-    SEARCH_SPOTS off the ice rings) and the spots it explains; None: too few spots. With
-    ``guess`` (spots, geom -> orientations), its orientations are tried first and the
-    search runs only when none explains significantly more spots than chance."""
+    SEARCH_SPOTS off the ice rings), the spots it explains, and what chance would where it
+    was judged here (else None); None: too few spots. With ``guess`` (spots, geom ->
+    orientations), its orientations are tried first, judged against chance, and the search
+    runs only when none explains significantly more spots than chance."""
     search = spots.subset(~spots.ice)
     search = search.subset(np.arange(len(search)) < SEARCH_SPOTS)  # brightest first
     if guess is not None and len(search) >= 12:
@@ -370,15 +371,16 @@ def orient(spots: Spots, geom: Geometry | PanelGeometry, cell: UnitCell, d_min: 
                  for U in guess(search, geom)[:CANDIDATES]]
         if tried:
             U, hit = max(tried, key=lambda t: t[1].sum())
-            if _significant(int(hit.sum()), chance(U @ cell.B(), spots, geom, d_min, eps,
-                                                   _radius_mm(geom, radius_px))):
-                return U, hit
+            expected = chance(U @ cell.B(), spots, geom, d_min, eps, _radius_mm(geom, radius_px))
+            if _significant(int(hit.sum()), expected):
+                return U, hit, expected
     candidates = search_orientation(spot_q(search, geom.wavelength_A), cell, geom.wavelength_A)
     if not candidates:
         return None
     # of the candidates that index the most spots, the one whose predictions explain most
-    return max((_explained(U, cell, spots, geom, d_min, eps, radius_px)
-                for U in candidates[:CANDIDATES]), key=lambda t: t[1].sum())
+    U, hit = max((_explained(U, cell, spots, geom, d_min, eps, radius_px)
+                  for U in candidates[:CANDIDATES]), key=lambda t: t[1].sum())
+    return U, hit, None
 
 
 def cell_orientations(T: np.ndarray, cell: UnitCell, tol: float = 0.04, tol_deg: float = 4.0,
@@ -426,12 +428,14 @@ def index_spots(spots: Spots, geom: Geometry | PanelGeometry,
         best = orient(rest, geom, cell, d_min, eps, radius_px, guess)
         if best is None:
             break
-        U, hit = best
+        U, hit, expected = best
         if not found and refine_geometry and isinstance(geom, Geometry):
             U, geom, spots = _refine_geometry(U, cell, spots, geom, d_min, eps, radius_px)
             rest = spots  # no lattice yet: every spot is left
             U, hit = _explained(U, cell, rest, geom, d_min, eps, radius_px)
-        expected = chance(U @ cell.B(), rest, geom, d_min, eps, _radius_mm(geom, radius_px))
+            expected = None  # judged again in the refined geometry
+        if expected is None:
+            expected = chance(U @ cell.B(), rest, geom, d_min, eps, _radius_mm(geom, radius_px))
         if not _significant(int(hit.sum()), expected) or \
                 (found and hit.sum() < MIN_RELATIVE * first):
             rejected = (int(hit.sum()), expected)
