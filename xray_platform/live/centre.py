@@ -75,12 +75,26 @@ def _best_key(a: Mapping[str, Any], index: int) -> tuple:
     return (-(a.get("n_spots") or 0), res if res is not None else np.inf, index)
 
 
+def _label(hit: np.ndarray) -> tuple[np.ndarray, int]:
+    """The regions of a grid of hit cells (CONNECTIVITY) and how many: scipy's label."""
+    from scipy import ndimage
+
+    return ndimage.label(hit, structure=np.ones((3, 3)) if CONNECTIVITY == 8 else None)
+
+
+def _numbered(regions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The regions strongest first (spots, then cells, then the earlier best frame), each
+    with its crystal number from 1."""
+    regions.sort(key=lambda g: (-g["spots"], -g["n_cells"], g["best_cell"]["frame"]))
+    for k, g in enumerate(regions, 1):
+        g["crystal"] = k
+    return regions
+
+
 def centre(answers: Iterable[Mapping[str, Any]], rows: int, cols: int, snake: bool = False,
            step_um: tuple[float, float] | None = None) -> dict[str, Any]:
     """The crystal position(s) of a grid scan from its answers (dicts with file, frame, hit,
     n_spots, resolution_A, error). Cells in (row, col), from 0; µm with ``step_um``."""
-    from scipy import ndimage
-
     if rows < 1 or cols < 1:
         raise ValueError(f"a grid has at least one row and column, got {rows}x{cols}")
     if step_um is not None and (len(step_um) != 2 or min(step_um) <= 0):
@@ -99,7 +113,7 @@ def centre(answers: Iterable[Mapping[str, Any]], rows: int, cols: int, snake: bo
         if a.get("hit") and not a.get("error"):
             hit[r, c] = True
             weight[r, c] = max(float(a.get("n_spots") or 0), 0.0)
-    labels, n = ndimage.label(hit, structure=np.ones((3, 3)) if CONNECTIVITY == 8 else None)
+    labels, n = _label(hit)
     regions = []
     for k in range(1, n + 1):
         rr, cc = np.nonzero(labels == k)
@@ -120,9 +134,7 @@ def centre(answers: Iterable[Mapping[str, Any]], rows: int, cols: int, snake: bo
             {"x": round(span[1] * step_um[0], 2), "y": round(span[0] * step_um[1], 2)},
             "best_cell": _cell_record(int(best[0]), int(best[1]), at[best][0], step_um),
         })
-    regions.sort(key=lambda g: (-g["spots"], -g["n_cells"], g["best_cell"]["frame"]))
-    for k, g in enumerate(regions, 1):
-        g["crystal"] = k
+    _numbered(regions)
     hits = [(a, i, rc) for rc, (a, i) in at.items() if hit[rc]]
     best_all = min(hits, key=lambda h: _best_key(h[0], h[1])) if hits else None
     return {
@@ -241,7 +253,6 @@ def _groups(xy: np.ndarray, hit: np.ndarray, r: Raster | None, link: float
             ) -> list[np.ndarray]:
     """Indices of the hits of each region: 8-connected cells of the raster, else hits within
     ``link`` of each other (chains of them)."""
-    from scipy import ndimage
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
@@ -249,7 +260,7 @@ def _groups(xy: np.ndarray, hit: np.ndarray, r: Raster | None, link: float
     if r is not None:
         grid = np.zeros((r.rows, r.cols), bool)
         grid[r.row[hit], r.col[hit]] = True
-        labels, n = ndimage.label(grid, structure=np.ones((3, 3)))
+        labels, n = _label(grid)
         at = labels[r.row, r.col]
         return [np.nonzero((at == k) & hit)[0] for k in range(1, n + 1)]
     idx = np.nonzero(hit)[0]
@@ -316,10 +327,8 @@ def centre_at(answers: Iterable[Mapping[str, Any]], xy: np.ndarray, *, points: b
     if r is None:
         s = typical_spacing(p, s)
     step = r.step if r is not None else (s, s)
-    regions = [_xy_region(g, a, p, w, index, r, step) for g in _groups(p, hit, r, LINK * s)]
-    regions.sort(key=lambda g: (-g["spots"], -g["n_cells"], g["best_cell"]["frame"]))
-    for k, g in enumerate(regions, 1):
-        g["crystal"] = k
+    regions = _numbered([_xy_region(g, a, p, w, index, r, step)
+                         for g in _groups(p, hit, r, LINK * s)])
     hits = np.nonzero(hit)[0]
     best = min(hits, key=lambda k: _best_key(a[k], int(index[k]))) if len(hits) else None
     out = {"mode": "positions", "layout": None if not len(p) else
