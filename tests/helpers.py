@@ -202,6 +202,20 @@ def at_random_azimuths(spots, geom, seed: int):
     return replace(spots, slow=s, fast=f, xyz_mm=xyz, d_A=d_spacing(xyz, geom.wavelength_A))
 
 
+def nxmx_groups(f) -> tuple:
+    """The groups of an NXmx master in the open h5py file ``f``, each with its NX_class:
+    (/entry, /entry/instrument/beam, /entry/instrument/detector, /entry/data)."""
+    def group(parent, name: str, nx_class: str):
+        g = parent.create_group(name)
+        g.attrs["NX_class"] = nx_class
+        return g
+
+    entry = group(f, "entry", "NXentry")
+    inst = group(entry, "instrument", "NXinstrument")
+    return (entry, group(inst, "beam", "NXbeam"), group(inst, "detector", "NXdetector"),
+            group(entry, "data", "NXdata"))
+
+
 def nxmx_master(path: Path, frames, wavelength_A: float, distance_mm: float, pixel_mm: float,
                 beam_center_px: tuple[float, float], description: bytes = b"Dectris Eiger test",
                 **compression) -> None:
@@ -211,16 +225,9 @@ def nxmx_master(path: Path, frames, wavelength_A: float, distance_mm: float, pix
     import h5py
 
     with h5py.File(path, "w") as f:
-        entry = f.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        inst = entry.create_group("instrument")
-        inst.attrs["NX_class"] = "NXinstrument"
-        beam = inst.create_group("beam")
-        beam.attrs["NX_class"] = "NXbeam"
+        _, beam, det, data = nxmx_groups(f)
         beam.create_dataset("incident_wavelength", data=wavelength_A)
         beam["incident_wavelength"].attrs["units"] = "angstrom"
-        det = inst.create_group("detector")
-        det.attrs["NX_class"] = "NXdetector"
         for name, value, units in (("detector_distance", distance_mm / 1e3, "m"),
                                    ("x_pixel_size", pixel_mm / 1e3, "m"),
                                    ("y_pixel_size", pixel_mm / 1e3, "m"),
@@ -229,6 +236,4 @@ def nxmx_master(path: Path, frames, wavelength_A: float, distance_mm: float, pix
             det.create_dataset(name, data=value)
             det[name].attrs["units"] = units
         det.create_dataset("description", data=description)
-        data = entry.create_group("data")
-        data.attrs["NX_class"] = "NXdata"
         data.create_dataset("data", data=frames, chunks=(1, *frames.shape[1:]), **compression)

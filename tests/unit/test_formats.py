@@ -12,7 +12,7 @@ import hdf5plugin
 import numpy as np
 import pytest
 import torch
-from helpers import REAL, needs_real
+from helpers import REAL, needs_real, nxmx_groups
 
 from xray_platform.core.preprocess import Preprocessing, model_input
 from xray_platform.io.cbf import write_cbf
@@ -177,16 +177,9 @@ def _write_nxmx(master: Path, frames: np.ndarray, split: tuple[int, ...] | None)
     """Dectris-like NXmx master; split=(3, 2) puts frames in data files, None writes them inline."""
     comp = hdf5plugin.Bitshuffle()  # LZ4, as EIGER writes
     with h5py.File(master, "w") as f:
-        entry = f.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        inst = entry.create_group("instrument")
-        inst.attrs["NX_class"] = "NXinstrument"
-        beam = inst.create_group("beam")
-        beam.attrs["NX_class"] = "NXbeam"
+        _, beam, det, data = nxmx_groups(f)
         beam.create_dataset("incident_wavelength", data=np.float32(GEO["wavelength_A"] / 10))
         beam["incident_wavelength"].attrs["units"] = "nm"  # the units attribute is honoured
-        det = inst.create_group("detector")
-        det.attrs["NX_class"] = "NXdetector"
         for name, value, units in (
             ("detector_distance", GEO["distance_mm"] / 1e3, "m"),
             ("x_pixel_size", GEO["pixel_size_mm"] / 1e3, "m"),
@@ -205,8 +198,6 @@ def _write_nxmx(master: Path, frames: np.ndarray, split: tuple[int, ...] | None)
                             ("nimages", len(frames)), ("ntrigger", 1),
                             ("countrate_correction_count_cutoff", 100000)):
             spec.create_dataset(name, data=np.uint32(value))
-        data = entry.create_group("data")
-        data.attrs["NX_class"] = "NXdata"
         if split is None:
             data.create_dataset("data", data=frames, chunks=(1, N_SLOW, N_FAST), **comp)
             return

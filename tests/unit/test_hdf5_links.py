@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers import nxmx_groups
 
 from xray_platform.io.formats import FormatError, open_frames, read_frame
 from xray_platform.io.formats.hdf5_links import LinkOutside, check_links
@@ -22,21 +23,12 @@ FRAME = (np.arange(200 * 200) % 1000).astype(np.uint16).reshape(1, 200, 200)
 def _master(path: Path, link: object | None = None) -> Path:
     """A minimal NXmx master whose /entry/data/data is ``link`` (None: the pixels inline)."""
     with h5py.File(path, "w") as f:
-        entry = f.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        inst = entry.create_group("instrument")
-        inst.attrs["NX_class"] = "NXinstrument"
-        beam = inst.create_group("beam")
-        beam.attrs["NX_class"] = "NXbeam"
+        _, beam, det, data = nxmx_groups(f)
         beam["incident_wavelength"] = 1.0
-        det = inst.create_group("detector")
-        det.attrs["NX_class"] = "NXdetector"
         for name, value in (("detector_distance", 0.2), ("x_pixel_size", 1.72e-4),
                             ("y_pixel_size", 1.72e-4), ("beam_center_x", 100.5),
                             ("beam_center_y", 100.5)):
             det[name] = value
-        data = entry.create_group("data")
-        data.attrs["NX_class"] = "NXdata"
         data["data"] = FRAME if link is None else link
     return path
 

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from helpers import REAL, needs_real
+from helpers import REAL, needs_real, nxmx_groups
 from test_panels import GRID, _spot_frame, layouts
 
 from xray_platform.core.answer import prepare_frame
@@ -122,16 +122,9 @@ def _write_nxmx(path, geom, data, stacked: bool = False) -> None:
     transformations (corner convention, metres)."""
     n, ns, nf = geom.shape
     with h5py.File(path, "w") as fh:
-        entry = fh.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        inst = entry.create_group("instrument")
-        inst.attrs["NX_class"] = "NXinstrument"
-        beam = inst.create_group("beam")
-        beam.attrs["NX_class"] = "NXbeam"
+        _, beam, det, data_group = nxmx_groups(fh)
         beam["incident_wavelength"] = geom.wavelength_A
         beam["incident_wavelength"].attrs["units"] = "angstrom"
-        det = inst.create_group("detector")
-        det.attrs["NX_class"] = "NXdetector"
         det["description"] = "four tilted modules"
         det["x_pixel_size"] = 1e-4
         det["y_pixel_size"] = 1e-4
@@ -154,9 +147,7 @@ def _write_nxmx(path, geom, data, stacked: bool = False) -> None:
             img[:, (k // 2) * ns:(k // 2 + 1) * ns, (k % 2) * nf:(k % 2 + 1) * nf] = data[:, k]
         if stacked:  # (frames, module, slow, fast), as written for unassembled modules
             img = np.asarray(data, dtype=np.uint16)
-        d = entry.create_group("data")
-        d.attrs["NX_class"] = "NXdata"
-        d["data"] = img
+        data_group["data"] = img
 
 
 @pytest.mark.parametrize("stacked", [False, True], ids=["one-image", "module-stack"])
